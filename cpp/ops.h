@@ -1,0 +1,64 @@
+// Kernel entry points of the robustvit ops, one line per (op, dispatch key); cpp/register.cpp binds them.
+// Schemas and semantics: cpp/register.cpp and ../shared/method.md sections 1-4.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <tuple>
+#include <vector>
+
+namespace robustvit {
+
+using TensorLists = std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>>;
+
+// GAE relevance of the CLS token (cpp/relevance.cpp, cpp/relevance_cuda.cu).
+at::Tensor gae_relevance_cpu(at::TensorList attn, at::TensorList grad, int64_t start_layer);
+at::Tensor gae_relevance_meta(at::TensorList attn, at::TensorList grad, int64_t start_layer);
+at::Tensor gae_relevance_autograd(at::TensorList attn, at::TensorList grad, int64_t start_layer);
+// Catch-all for calls no backend kernel takes: empty lists (no tensor to dispatch on) or an unsupported device.
+at::Tensor gae_relevance_no_kernel(at::TensorList attn, at::TensorList grad, int64_t start_layer);
+TensorLists gae_relevance_backward_cpu(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
+                                       int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad);
+TensorLists gae_relevance_backward_meta(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
+                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad);
+#ifdef ROBUSTVIT_WITH_CUDA
+at::Tensor gae_relevance_cuda(at::TensorList attn, at::TensorList grad, int64_t start_layer);
+TensorLists gae_relevance_backward_cuda(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
+                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad);
+#endif
+
+constexpr bool ops_built_with_cuda() {
+#ifdef ROBUSTVIT_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+// Relevance map (cpp/relevance_map.cpp). The kernel is device-generic ATen code: CPU, CUDA and Meta.
+at::Tensor relevance_map_kernel(const at::Tensor& rel, int64_t grid_h, int64_t grid_w, int64_t out_h,
+                                int64_t out_w, double eps);
+at::Tensor relevance_map_autograd(const at::Tensor& rel, int64_t grid_h, int64_t grid_w, int64_t out_h,
+                                  int64_t out_w, double eps);
+
+// Losses (cpp/losses.cpp), device-generic ATen kernels like relevance_map.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> relevance_loss_kernel(const at::Tensor& map, const at::Tensor& mask,
+                                                                     double lambda_bg, double lambda_fg);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> relevance_loss_autograd(const at::Tensor& map,
+                                                                       const at::Tensor& mask, double lambda_bg,
+                                                                       double lambda_fg);
+at::Tensor confidence_loss_kernel(const at::Tensor& logits, double temperature);
+at::Tensor confidence_loss_autograd(const at::Tensor& logits, double temperature);
+at::Tensor gradmask_loss_kernel(const at::Tensor& input_grad, const at::Tensor& mask);
+at::Tensor gradmask_loss_autograd(const at::Tensor& input_grad, const at::Tensor& mask);
+at::Tensor rrr_loss_kernel(const at::Tensor& input_grad, const at::Tensor& mask);
+at::Tensor rrr_loss_autograd(const at::Tensor& input_grad, const at::Tensor& mask);
+
+// The registered op `robustvit::<name>` with signature Sig, for calls through the dispatcher.
+template <class Sig>
+c10::TypedOperatorHandle<Sig> op_handle(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
+
+}  // namespace robustvit

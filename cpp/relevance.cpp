@@ -1,0 +1,260 @@
+// GAE relevance of the CLS token (method.md section 1): CPU kernels, Meta kernels and the Autograd kernel.
+//
+//   Abar_l = mean_h(clamp(G_l * A_l, min=0)),  rel = e0^T (I + Abar_{L-1}) ... (I + Abar_s), columns 1..T-1
+//
+// Only the CLS row is carried: v <- v + v Abar_l from the last block to the first, O(L H T^2). Abar is never
+// materialised; each kernel reads A and G once per block.
+#include "ops.h"
+#include "checks.h"
+
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+
+namespace robustvit {
+namespace {
+
+constexpr int64_t kColumnChunk = 64;
+
+struct Dims {
+  int64_t B, H, T;
+  explicit Dims(const at::Tensor& a) : B(a.size(0)), H(a.size(1)), T(a.size(2)) {}
+};
+
+// v_out[b,j] = v_in[b,j] + (1/H) sum_{h,i} v_in[b,i] * max(G*A, 0)[b,h,i,j]
+template <typename scalar_t, typename acc_t>
+void cls_row_step(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out, const Dims& d) {
+  const int64_t chunks = (d.T + kColumnChunk - 1) / kColumnChunk;
+  at::parallel_for(0, d.B * chunks, 1, [&](int64_t begin, int64_t end) {
+    acc_t acc[kColumnChunk];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / chunks;
+      const int64_t j0 = (task % chunks) * kColumnChunk;
+      const int64_t width = std::min(kColumnChunk, d.T - j0);
+      std::fill(acc, acc + width, acc_t(0));
+      for (int64_t h = 0; h < d.H; ++h) {
+        for (int64_t i = 0; i < d.T; ++i) {
+          const acc_t vi = v_in[b * d.T + i];
+          if (vi == acc_t(0)) continue;  // the first step touches only the CLS row
+          const int64_t row = ((b * d.H + h) * d.T + i) * d.T + j0;
+          for (int64_t j = 0; j < width; ++j) {
+            const acc_t w = acc_t(G[row + j]) * acc_t(A[row + j]);
+            if (w > acc_t(0)) acc[j] += vi * w;
+          }
+        }
+      }
+      for (int64_t j = 0; j < width; ++j) v_out[b * d.T + j0 + j] = v_in[b * d.T + j0 + j] + acc[j] / acc_t(d.H);
+    }
+  });
+}
+
+// levels[l] = e0^T (I + Abar_{L-1}) ... (I + Abar_l) for l in [stop, L]; levels[L] = e0.
+template <typename scalar_t, typename acc_t>
+at::Tensor cls_row_levels(const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& G, int64_t stop,
+                          const Dims& d, const at::TensorOptions& acc_opts) {
+  const int64_t L = static_cast<int64_t>(A.size());
+  at::Tensor levels = at::zeros({L + 1, d.B, d.T}, acc_opts);
+  levels[L].select(1, 0).fill_(1);
+  for (int64_t l = L - 1; l >= stop; --l) {
+    cls_row_step<scalar_t, acc_t>(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(),
+                                  levels[l + 1].data_ptr<acc_t>(), levels[l].data_ptr<acc_t>(), d);
+  }
+  return levels;
+}
+
+void check_backward_grad(const at::Tensor& grad_rel, const at::Tensor& attn0) {
+  TORCH_CHECK(grad_rel.dim() == 2 && grad_rel.sym_size(0) == attn0.sym_size(0) &&
+                  grad_rel.sym_size(1) == attn0.sym_size(3) - 1,
+              "robustvit::_gae_relevance_backward: argument 'grad_rel' must have shape [B,T-1] = [",
+              attn0.sym_size(0), ",", attn0.sym_size(3) - 1, "], got ", grad_rel.sym_sizes());
+}
+
+std::vector<at::Tensor> contiguous(at::TensorList ts) {
+  std::vector<at::Tensor> out;
+  out.reserve(ts.size());
+  for (const auto& t : ts) out.push_back(t.contiguous());
+  return out;
+}
+
+// One block of the backward pass, fused over A and G. With v = levels[l+1] and g the gradient reaching
+// the row vector after block l:
+//   dA[b,h,i,j] = [G*A >= 0] * G * v_i * g_j / H,  dG likewise with A   (clamp passes the gradient at 0)
+//   g_next[b,i] = g_i + (1/H) sum_{h,j} max(G*A, 0)[b,h,i,j] g_j         (g (I + Abar)^T)
+template <typename scalar_t, typename acc_t>
+void backward_block(const scalar_t* A, const scalar_t* G, const acc_t* v, const acc_t* g, acc_t* g_next,
+                    scalar_t* dA, scalar_t* dG, const Dims& d) {
+  const acc_t inv_h = acc_t(1) / acc_t(d.H);
+  at::parallel_for(0, d.B * d.T, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t bi = begin; bi < end; ++bi) {
+      const int64_t b = bi / d.T, i = bi % d.T;
+      const acc_t vi = v[bi] * inv_h;
+      const acc_t* gb = g + b * d.T;
+      acc_t acc = 0;
+      for (int64_t h = 0; h < d.H; ++h) {
+        const int64_t row = ((b * d.H + h) * d.T + i) * d.T;
+        for (int64_t j = 0; j < d.T; ++j) {
+          const acc_t a = acc_t(A[row + j]), gg = acc_t(G[row + j]);
+          const acc_t w = gg * a;
+          const bool pass = w >= acc_t(0);
+          if (dA) dA[row + j] = scalar_t(pass ? gg * vi * gb[j] : acc_t(0));
+          if (dG) dG[row + j] = scalar_t(pass ? a * vi * gb[j] : acc_t(0));
+          if (w > acc_t(0)) acc += w * gb[j];
+        }
+      }
+      g_next[bi] = gb[i] + acc * inv_h;
+    }
+  });
+}
+
+// The backward written with differentiable ATen ops, used when autograd records the backward itself
+// (create_graph=True), so that double backward works. Same formulas as backward_block.
+TensorLists backward_composite(const at::Tensor& grad_rel, const std::vector<at::Tensor>& A,
+                               const std::vector<at::Tensor>& G, int64_t start, bool need_a, bool need_g) {
+  const int64_t L = static_cast<int64_t>(A.size());
+  const c10::SymInt H = A[0].sym_size(1);
+  std::vector<at::Tensor> abar(L);
+  for (int64_t l = start; l < L; ++l) abar[l] = (G[l] * A[l]).clamp_min(0).mean(1);
+  // levels[l] as in cls_row_levels; levels[L] = e0.
+  std::vector<at::Tensor> levels(L + 1);
+  levels[L] = at::zeros_like(A[0].select(1, 0).select(1, 0));
+  levels[L].select(1, 0).fill_(1);
+  for (int64_t l = L - 1; l > start; --l) levels[l] = levels[l + 1] + at::bmm(levels[l + 1].unsqueeze(1), abar[l]).squeeze(1);
+  at::Tensor g = at::cat({at::zeros_like(grad_rel.narrow(1, 0, 1)), grad_rel}, 1);
+  std::vector<at::Tensor> dA, dG;
+  for (int64_t l = 0; l < L; ++l) {
+    if (l < start) {
+      if (need_a) dA.push_back(at::zeros_like(A[l]));
+      if (need_g) dG.push_back(at::zeros_like(G[l]));
+      continue;
+    }
+    const at::Tensor pass = (G[l] * A[l]).ge(0).to(A[l].scalar_type());
+    const at::Tensor common = (levels[l + 1].unsqueeze(2) * g.unsqueeze(1)).unsqueeze(1) * pass / H;
+    if (need_a) dA.push_back(common * G[l]);
+    if (need_g) dG.push_back(common * A[l]);
+    if (l + 1 < L) g = g + at::bmm(abar[l], g.unsqueeze(2)).squeeze(2);
+  }
+  return {dA, dG};
+}
+
+class GaeRelevanceFunction : public torch::autograd::Function<GaeRelevanceFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::TensorList attn, at::TensorList grad,
+                            int64_t start_layer) {
+    at::Tensor rel;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      static auto op = op_handle<at::Tensor(at::TensorList, at::TensorList, int64_t)>("robustvit::gae_relevance");
+      rel = op.call(attn, grad, start_layer);
+    }
+    std::vector<at::Tensor> saved(attn.begin(), attn.end());
+    saved.insert(saved.end(), grad.begin(), grad.end());
+    ctx->save_for_backward(saved);
+    ctx->saved_data["start_layer"] = start_layer;
+    return rel;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const size_t L = saved.size() / 2;
+    const std::vector<at::Tensor> attn(saved.begin(), saved.begin() + L), grad(saved.begin() + L, saved.end());
+    const int64_t start = ctx->saved_data["start_layer"].toInt();
+    bool need_a = false, need_g = false;
+    for (size_t l = 0; l < L; ++l) {
+      need_a = need_a || ctx->needs_input_grad(l);
+      need_g = need_g || ctx->needs_input_grad(L + l);
+    }
+    TensorLists d;
+    if (at::GradMode::is_enabled()) {
+      d = backward_composite(grad_outputs[0], attn, grad, start, need_a, need_g);
+    } else {
+      static auto op = op_handle<TensorLists(const at::Tensor&, at::TensorList, at::TensorList, int64_t, bool, bool)>(
+          "robustvit::_gae_relevance_backward");
+      d = op.call(grad_outputs[0], attn, grad, start, need_a, need_g);
+    }
+    torch::autograd::variable_list out(2 * L + 1);
+    for (size_t l = 0; l < L; ++l) {
+      if (need_a) out[l] = std::get<0>(d)[l];
+      if (need_g) out[L + l] = std::get<1>(d)[l];
+    }
+    return out;
+  }
+};
+
+}  // namespace
+
+at::Tensor gae_relevance_cpu(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
+  check_gae_inputs("gae_relevance", attn, grad, start_layer);
+  const auto A = contiguous(attn), G = contiguous(grad);
+  const Dims d(A[0]);
+  at::Tensor rel;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_opts = A[0].options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+    const at::Tensor levels = cls_row_levels<scalar_t, acc_t>(A, G, start_layer, d, acc_opts);
+    rel = at::empty({d.B, d.T - 1}, A[0].options());
+    rel.copy_(levels[start_layer].narrow(1, 1, d.T - 1));
+  });
+  return rel;
+}
+
+TensorLists gae_relevance_backward_cpu(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
+                                       int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad) {
+  check_gae_inputs("_gae_relevance_backward", attn, grad, start_layer);
+  check_backward_grad(grad_rel, attn[0]);
+  const auto A = contiguous(attn), G = contiguous(grad);
+  const Dims d(A[0]);
+  const int64_t L = static_cast<int64_t>(A.size());
+  std::vector<at::Tensor> dA, dG;
+  for (int64_t l = 0; l < L; ++l) {
+    if (attn_needs_grad) dA.push_back(at::zeros_like(A[l]));
+    if (grad_needs_grad) dG.push_back(at::zeros_like(G[l]));
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_opts = A[0].options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+    const at::Tensor levels = cls_row_levels<scalar_t, acc_t>(A, G, start_layer + 1, d, acc_opts);
+    at::Tensor g = at::zeros({d.B, d.T}, acc_opts);
+    g.narrow(1, 1, d.T - 1).copy_(grad_rel);
+    at::Tensor g_next = at::empty_like(g);
+    for (int64_t l = start_layer; l < L; ++l) {
+      backward_block<scalar_t, acc_t>(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(),
+                                      levels[l + 1].data_ptr<acc_t>(), g.data_ptr<acc_t>(), g_next.data_ptr<acc_t>(),
+                                      attn_needs_grad ? dA[l].data_ptr<scalar_t>() : nullptr,
+                                      grad_needs_grad ? dG[l].data_ptr<scalar_t>() : nullptr, d);
+      std::swap(g, g_next);
+    }
+  });
+  return {dA, dG};
+}
+
+at::Tensor gae_relevance_meta(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
+  check_gae_inputs("gae_relevance", attn, grad, start_layer);
+  return at::empty_symint({attn[0].sym_size(0), attn[0].sym_size(3) - 1}, attn[0].options());
+}
+
+TensorLists gae_relevance_backward_meta(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
+                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad) {
+  check_gae_inputs("_gae_relevance_backward", attn, grad, start_layer);
+  check_backward_grad(grad_rel, attn[0]);
+  std::vector<at::Tensor> dA, dG;
+  for (size_t l = 0; l < attn.size(); ++l) {
+    if (attn_needs_grad) dA.push_back(at::empty_like(attn[l]));
+    if (grad_needs_grad) dG.push_back(at::empty_like(grad[l]));
+  }
+  return {dA, dG};
+}
+
+at::Tensor gae_relevance_no_kernel(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
+  check_gae_inputs("gae_relevance", attn, grad, start_layer);
+  TORCH_CHECK(false, "robustvit::gae_relevance: no kernel for tensors on ", attn[0].device(),
+              "; this build has CPU", ops_built_with_cuda() ? " and CUDA" : " only (rebuild with nvcc for CUDA)");
+}
+
+at::Tensor gae_relevance_autograd(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
+  return GaeRelevanceFunction::apply(attn, grad, start_layer);
+}
+
+}  // namespace robustvit

@@ -1,0 +1,327 @@
+"""torch.ops.robustvit.* against plain-PyTorch implementations written here from ../shared/method.md,
+torch.library.opcheck, gradcheck/gradgradcheck in float64, TorchScript round trip, and bad-input messages."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import robustvit_ops
+
+ops = torch.ops.robustvit
+
+
+# ---- reference implementations (method.md sections 1-4), deliberately naive ----
+
+def ref_gae(attn, grad, start_layer=0):
+    """Full-matrix rollout: R = I; R += Abar @ R for every block; CLS row without the CLS column."""
+    b, _, t, _ = attn[0].shape
+    r = torch.eye(t, dtype=attn[0].dtype).expand(b, t, t)
+    for a, g in list(zip(attn, grad))[start_layer:]:
+        abar = (g * a).clamp(min=0).mean(dim=1)
+        r = r + abar @ r
+    return r[:, 0, 1:]
+
+
+def ref_map(rel, gh, gw, oh, ow, eps=1e-8):
+    m = F.interpolate(rel.reshape(-1, 1, gh, gw), size=(oh, ow), mode="bilinear", align_corners=False)
+    lo = m.amin(dim=(1, 2, 3), keepdim=True)
+    hi = m.amax(dim=(1, 2, 3), keepdim=True)
+    return (m - lo) / (hi - lo + eps)
+
+
+def ref_relevance_loss(rmap, mask, lambda_bg=2.0, lambda_fg=0.3):
+    bg = F.mse_loss(rmap * (1 - mask), torch.zeros_like(rmap))
+    fg = F.mse_loss(rmap * mask, mask)
+    return lambda_bg * bg + lambda_fg * fg, bg, fg
+
+
+def ref_confidence(logits, temperature=1.0):
+    return F.cross_entropy(logits / temperature, logits.argmax(dim=1))
+
+
+def ref_gradmask(g, mask):
+    return ((g * (1 - mask)) ** 2).mean()
+
+
+def ref_rrr(g, mask):
+    return ((g * (1 - mask)) ** 2).sum()
+
+
+# ---- inputs ----
+
+def gae_inputs(b=2, l=3, h=2, t=6, dtype=torch.float64, seed=0, grad_requires=True):
+    gen = torch.Generator().manual_seed(seed)
+    attn = [torch.randn(b, h, t, t, generator=gen, dtype=dtype).softmax(-1).requires_grad_() for _ in range(l)]
+    grad = [torch.randn(b, h, t, t, generator=gen, dtype=dtype).requires_grad_(grad_requires) for _ in range(l)]
+    return attn, grad
+
+
+def rand(*shape, dtype=torch.float64, seed=0, requires_grad=True):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(*shape, generator=gen, dtype=dtype).requires_grad_(requires_grad)
+
+
+def binary_mask(*shape, dtype=torch.float64, seed=1, requires_grad=False):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(*shape, generator=gen) > 0.5).to(dtype).requires_grad_(requires_grad)
+
+
+def assert_close(actual, expected, tol):
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=tol, atol=tol)
+
+
+# ---- forward values ----
+
+@pytest.mark.parametrize("start_layer", [0, 2])
+@pytest.mark.parametrize("shape", [(2, 3, 2, 6), (3, 4, 5, 37)])
+def test_gae_relevance_matches_full_rollout(shape, start_layer):
+    attn, grad = gae_inputs(*shape, dtype=torch.float32)
+    torch.testing.assert_close(ops.gae_relevance(attn, grad, start_layer), ref_gae(attn, grad, start_layer),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_gae_relevance_vit_b_shapes():
+    attn, grad = gae_inputs(2, 12, 12, 197, dtype=torch.float32, seed=3)
+    torch.testing.assert_close(ops.gae_relevance(attn, grad), ref_gae(attn, grad), rtol=1e-4, atol=1e-6)
+
+
+def test_gae_relevance_non_contiguous_inputs():
+    attn, grad = gae_inputs(2, 2, 3, 7)
+    attn_t = [a.detach().transpose(0, 1).contiguous().transpose(0, 1) for a in attn]
+    grad_t = [g.detach().transpose(2, 3).contiguous().transpose(2, 3) for g in grad]
+    assert not grad_t[0].is_contiguous()
+    torch.testing.assert_close(ops.gae_relevance(attn_t, grad_t), ref_gae(attn, grad).detach())
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-2), (torch.bfloat16, 5e-2)])
+def test_gae_relevance_low_precision(dtype, tol):
+    attn, grad = gae_inputs(2, 3, 2, 9, dtype=torch.float64)
+    expected = ref_gae(attn, grad).detach()
+    actual = ops.gae_relevance([a.detach().to(dtype) for a in attn], [g.detach().to(dtype) for g in grad])
+    assert actual.dtype == dtype
+    torch.testing.assert_close(actual.double(), expected, rtol=tol, atol=tol)
+
+
+def test_relevance_map_values():
+    rel = rand(3, 16)
+    out = ops.relevance_map(rel, 4, 4, 13, 11)
+    assert out.shape == (3, 1, 13, 11)
+    torch.testing.assert_close(out, ref_map(rel, 4, 4, 13, 11))
+    assert out.amin(dim=(1, 2, 3)).abs().max() < 1e-12 and (out.amax(dim=(1, 2, 3)) - 1).abs().max() < 1e-6
+
+
+def test_relevance_map_constant_input_is_finite():
+    out = ops.relevance_map(torch.full((2, 4), 0.7), 2, 2, 4, 4)
+    assert torch.isfinite(out).all() and (out == 0).all()
+
+
+def test_losses_values():
+    rmap, mask = rand(2, 1, 5, 5), binary_mask(2, 1, 5, 5)
+    assert_close(ops.relevance_loss(rmap, mask, 2.0, 0.3), ref_relevance_loss(rmap, mask), 1e-12)
+    assert_close(ops.relevance_loss(rmap, mask, 0.5, 4.0), ref_relevance_loss(rmap, mask, 0.5, 4.0), 1e-12)
+    logits = torch.randn(4, 7, dtype=torch.float64)
+    for t in (1.0, 0.55):
+        torch.testing.assert_close(ops.confidence_loss(logits, t), ref_confidence(logits, t))
+    g, m = torch.randn(2, 3, 5, 5, dtype=torch.float64), binary_mask(2, 1, 5, 5)
+    torch.testing.assert_close(ops.gradmask_loss(g, m), ref_gradmask(g, m))
+    torch.testing.assert_close(ops.rrr_loss(g, m), ref_rrr(g, m))
+
+
+# ---- gradients against the reference (first and second order) ----
+
+def grads(fn, inputs, upstream_seed=5, create_graph=False):
+    out = fn(*inputs)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    gen = torch.Generator().manual_seed(upstream_seed)
+    ups = [torch.randn(o.shape, generator=gen, dtype=o.dtype) for o in outs]
+    wanted = [x for x in inputs if x.requires_grad]
+    return torch.autograd.grad(outs, wanted, ups, create_graph=create_graph, allow_unused=True,
+                               materialize_grads=True)
+
+
+def second_order(fn, inputs):
+    first = grads(fn, inputs, create_graph=True)
+    gen = torch.Generator().manual_seed(9)
+    total = sum((g * torch.randn(g.shape, generator=gen, dtype=g.dtype)).sum() for g in first)
+    wanted = [x for x in inputs if x.requires_grad]
+    return torch.autograd.grad(total, wanted, allow_unused=True, materialize_grads=True)
+
+
+def gae_fn(impl, l, start_layer):
+    return lambda *xs: impl(list(xs[:l]), list(xs[l:]), start_layer)
+
+
+@pytest.mark.parametrize("grad_requires", [True, False])
+@pytest.mark.parametrize("start_layer", [0, 1])
+def test_gae_relevance_gradients_match_reference(start_layer, grad_requires):
+    attn, grad = gae_inputs(2, 3, 3, 8, dtype=torch.float64, grad_requires=grad_requires)
+    inputs = attn + grad
+    ours, ref = gae_fn(ops.gae_relevance, 3, start_layer), gae_fn(ref_gae, 3, start_layer)
+    assert_close(grads(ours, inputs), grads(ref, inputs), 1e-10)
+    assert_close(second_order(ours, inputs), second_order(ref, inputs), 1e-10)
+
+
+def test_gae_relevance_gradients_vit_b_shapes_float32():
+    attn, grad = gae_inputs(1, 12, 12, 197, dtype=torch.float32, seed=4, grad_requires=False)
+    assert_close(grads(gae_fn(ops.gae_relevance, 12, 0), attn + grad),
+                 grads(gae_fn(ref_gae, 12, 0), attn + grad), 1e-5)
+
+
+OTHER_OPS = {
+    "relevance_map": (lambda r: ops.relevance_map(r, 3, 3, 7, 5), lambda r: ref_map(r, 3, 3, 7, 5),
+                      lambda: (rand(2, 9),)),
+    "relevance_loss": (lambda m, s: ops.relevance_loss(m, s, 2.0, 0.3), ref_relevance_loss,
+                       lambda: (rand(2, 1, 4, 4), rand(2, 1, 4, 4, seed=2))),
+    "confidence_loss": (lambda x: ops.confidence_loss(x, 0.65), lambda x: ref_confidence(x, 0.65),
+                        lambda: (torch.randn(3, 5, dtype=torch.float64).requires_grad_(),)),
+    "gradmask_loss": (ops.gradmask_loss, ref_gradmask, lambda: (rand(2, 3, 4, 4), rand(2, 1, 4, 4, seed=2))),
+    "rrr_loss": (ops.rrr_loss, ref_rrr, lambda: (rand(2, 3, 4, 4), rand(2, 1, 4, 4, seed=2))),
+}
+
+
+@pytest.mark.parametrize("name", OTHER_OPS)
+def test_gradients_match_reference(name):
+    ours, ref, make = OTHER_OPS[name]
+    inputs = make()
+    assert_close(grads(ours, inputs), grads(ref, inputs), 1e-10)
+    assert_close(second_order(ours, inputs), second_order(ref, inputs), 1e-10)
+
+
+@pytest.mark.parametrize("start_layer", [0, 2])
+def test_gae_relevance_gradcheck(start_layer):
+    attn, grad = gae_inputs(2, 3, 2, 5)
+    fn = gae_fn(ops.gae_relevance, 3, start_layer)
+    assert torch.autograd.gradcheck(fn, attn + grad)
+    assert torch.autograd.gradgradcheck(fn, attn + grad)
+
+
+@pytest.mark.parametrize("name", OTHER_OPS)
+def test_gradcheck(name):
+    ours, _, make = OTHER_OPS[name]
+    inputs = make()
+    assert torch.autograd.gradcheck(ours, inputs)
+    assert torch.autograd.gradgradcheck(ours, inputs)
+
+
+# ---- opcheck ----
+
+def opcheck_cases():
+    attn, grad = gae_inputs(2, 2, 2, 5, dtype=torch.float32)
+    attn_d, grad_d = gae_inputs(2, 2, 2, 5, dtype=torch.float32, grad_requires=False)
+    f32 = dict(dtype=torch.float32)
+    return [
+        ("gae", ops.gae_relevance.default, (attn, grad, 0)),
+        ("gae_detached_grad", ops.gae_relevance.default, (attn_d, grad_d, 1)),
+        ("gae_no_grad", ops.gae_relevance.default, ([a.detach() for a in attn], [g.detach() for g in grad], 0)),
+        ("map", ops.relevance_map.default, (rand(2, 9, **f32), 3, 3, 6, 6, 1e-8)),
+        ("relevance_loss", ops.relevance_loss.default, (rand(2, 1, 4, 4, **f32), binary_mask(2, 1, 4, 4, **f32), 2.0, 0.3)),
+        ("confidence", ops.confidence_loss.default, (torch.randn(3, 5).requires_grad_(), 0.55)),
+        ("gradmask", ops.gradmask_loss.default, (rand(2, 3, 4, 4, **f32), binary_mask(2, 1, 4, 4, **f32))),
+        ("rrr", ops.rrr_loss.default, (rand(2, 3, 4, 4, **f32), rand(2, 1, 4, 4, seed=3, **f32))),
+    ]
+
+
+@pytest.mark.parametrize("case", opcheck_cases(), ids=lambda c: c[0])
+def test_opcheck(case):
+    _, op, args = case
+    torch.library.opcheck(op, args)
+
+
+# ---- TorchScript ----
+
+SCRIPT_MODULE = textwrap.dedent("""
+    import sys, torch
+    from typing import List
+    sys.path.insert(0, {python_dir!r})
+    import robustvit_ops
+    robustvit_ops.load({lib!r})
+
+    class Explain(torch.nn.Module):
+        def forward(self, attn: List[torch.Tensor], grad: List[torch.Tensor], mask: torch.Tensor,
+                    logits: torch.Tensor, input_grad: torch.Tensor) -> List[torch.Tensor]:
+            rel = torch.ops.robustvit.gae_relevance(attn, grad, 0)
+            rmap = torch.ops.robustvit.relevance_map(rel, 2, 2, 8, 8, 1e-8)
+            total, bg, fg = torch.ops.robustvit.relevance_loss(rmap, mask, 2.0, 0.3)
+            return [rel, rmap, total, bg, fg, torch.ops.robustvit.confidence_loss(logits, 1.0),
+                    torch.ops.robustvit.gradmask_loss(input_grad, mask),
+                    torch.ops.robustvit.rrr_loss(input_grad, mask)]
+""")
+
+
+def test_torchscript_save_and_load_in_new_process(tmp_path):
+    lib = robustvit_ops.library_path()
+    python_dir = str(robustvit_ops.DEFAULT_LIBRARY.parents[2] / "python")
+    prelude = SCRIPT_MODULE.format(python_dir=python_dir, lib=str(lib))
+    save = prelude + textwrap.dedent(f"""
+        torch.manual_seed(0)
+        attn = [torch.randn(2, 2, 5, 5).softmax(-1) for _ in range(3)]
+        grad = [torch.randn(2, 2, 5, 5) for _ in range(3)]
+        inputs = (attn, grad, (torch.rand(2, 1, 8, 8) > 0.5).float(), torch.randn(2, 4), torch.randn(2, 3, 8, 8))
+        scripted = torch.jit.script(Explain())
+        scripted.save({str(tmp_path / 'explain.pt')!r})
+        torch.save((inputs, scripted(*inputs)), {str(tmp_path / 'io.pt')!r})
+    """)
+    load = textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {python_dir!r})
+        import robustvit_ops
+        robustvit_ops.load({str(lib)!r})
+        module = torch.jit.load({str(tmp_path / 'explain.pt')!r})
+        inputs, expected = torch.load({str(tmp_path / 'io.pt')!r})
+        got = module(*inputs)
+        assert len(got) == len(expected) == 8
+        for g, e in zip(got, expected):
+            torch.testing.assert_close(g, e)
+        print("roundtrip ok")
+    """)
+    # TorchScript compiles from source files, so each process runs a script file, not `python -c`.
+    (tmp_path / "save.py").write_text(save)
+    (tmp_path / "load.py").write_text(load)
+    subprocess.run([sys.executable, str(tmp_path / "save.py")], check=True)
+    result = subprocess.run([sys.executable, str(tmp_path / "load.py")], check=True, capture_output=True, text=True)
+    assert "roundtrip ok" in result.stdout
+
+
+# ---- bad input ----
+
+def bad_cases():
+    attn, grad = gae_inputs(2, 2, 2, 5)
+    return [
+        ("empty", lambda: ops.gae_relevance([], [], 0), r"gae_relevance: argument 'attn' is an empty list"),
+        ("lengths", lambda: ops.gae_relevance(attn, grad[:1], 0), r"'attn' and 'grad' must have one tensor per block"),
+        ("rank", lambda: ops.gae_relevance([attn[0][0]], [grad[0][0]], 0), r"'attn\[0\]' must have shape \[B,H,T,T\]"),
+        ("shape", lambda: ops.gae_relevance(attn, [grad[0], grad[1][:, :1]], 0),
+         r"argument 'grad\[1\]' must have the shape of 'attn\[0\]'"),
+        ("dtype", lambda: ops.gae_relevance([a.long() for a in attn], grad, 0), r"'attn\[0\]' must be a floating-point"),
+        ("mixed_dtype", lambda: ops.gae_relevance(attn, [g.float() for g in grad], 0), r"'grad\[0\]' has dtype Float"),
+        ("start_layer", lambda: ops.gae_relevance(attn, grad, 2), r"'start_layer' must lie in \[0, 2\)"),
+        ("map_size", lambda: ops.relevance_map(rand(2, 9), 2, 2, 4, 4, 1e-8), r"relevance_map: argument 'rel' must have shape \[B,4\]"),
+        ("map_rank", lambda: ops.relevance_map(rand(9), 3, 3, 4, 4, 1e-8), r"relevance_map: argument 'rel' must have shape \[B,P\]"),
+        ("loss_mask", lambda: ops.relevance_loss(rand(2, 1, 4, 4), rand(2, 1, 4, 5), 2.0, 0.3),
+         r"relevance_loss: argument 'mask' must have the shape of 'map'"),
+        ("loss_int_mask", lambda: ops.relevance_loss(rand(2, 1, 4, 4), torch.ones(2, 1, 4, 4, dtype=torch.uint8), 2.0, 0.3),
+         r"relevance_loss: argument 'mask' must be a floating-point"),
+        ("confidence_rank", lambda: ops.confidence_loss(rand(5), 1.0), r"confidence_loss: argument 'logits' must have shape \[B,C\]"),
+        ("temperature", lambda: ops.confidence_loss(rand(2, 5), 0.0), r"'temperature' must be > 0"),
+        ("gradmask_mask", lambda: ops.gradmask_loss(rand(2, 3, 4, 4), rand(2, 3, 4, 4)),
+         r"gradmask_loss: argument 'mask' must have shape \[B,1,H,W\] = \[2,1,4,4\]"),
+        ("rrr_rank", lambda: ops.rrr_loss(rand(3, 4, 4), rand(1, 4, 4)), r"rrr_loss: argument 'input_grad' must have shape \[B,C,H,W\]"),
+    ]
+
+
+@pytest.mark.parametrize("case", bad_cases(), ids=lambda c: c[0])
+def test_bad_input_raises_named_error(case):
+    _, call, pattern = case
+    with pytest.raises(RuntimeError, match=pattern):
+        call()
+
+
+def test_cuda_without_kernel_or_gpu_is_an_error_not_a_crash():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: scripts/gpu-check.sh covers CUDA")
+    with pytest.raises((RuntimeError, AssertionError)):
+        ops.gae_relevance([torch.zeros(1, 1, 2, 2, device="meta")], [torch.zeros(1, 1, 2, 2)], 0)
