@@ -5,7 +5,7 @@
 // Only the CLS row is carried: v <- v + v Abar_l from the last block to the first, O(L H T^2). Abar is never
 // materialised; each kernel reads A and G once per block.
 #include "ops.h"
-#include "checks.h"
+#include "gae_inputs.h"
 
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -16,44 +16,38 @@
 namespace robustvit {
 namespace {
 
-constexpr int64_t kColumnChunk = 64;
-
-struct Dims {
-  int64_t B, H, T;
-  explicit Dims(const at::Tensor& a) : B(a.size(0)), H(a.size(1)), T(a.size(2)) {}
-};
-
 // v_out[b,j] = v_in[b,j] + (1/H) sum_{h,i} v_in[b,i] * max(G*A, 0)[b,h,i,j]
+// One task per (b,h) streams its [T,T] slices row by row into partial[b,h,:]; the heads are summed after.
+// Inner loops are branch-free and contiguous so they vectorise (the sign of G*A is random).
 template <typename scalar_t, typename acc_t>
-void cls_row_step(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out, const Dims& d) {
-  const int64_t chunks = (d.T + kColumnChunk - 1) / kColumnChunk;
-  at::parallel_for(0, d.B * chunks, 1, [&](int64_t begin, int64_t end) {
-    acc_t acc[kColumnChunk];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / chunks;
-      const int64_t j0 = (task % chunks) * kColumnChunk;
-      const int64_t width = std::min(kColumnChunk, d.T - j0);
-      std::fill(acc, acc + width, acc_t(0));
-      for (int64_t h = 0; h < d.H; ++h) {
-        for (int64_t i = 0; i < d.T; ++i) {
-          const acc_t vi = v_in[b * d.T + i];
-          if (vi == acc_t(0)) continue;  // the first step touches only the CLS row
-          const int64_t row = ((b * d.H + h) * d.T + i) * d.T + j0;
-          for (int64_t j = 0; j < width; ++j) {
-            const acc_t w = acc_t(G[row + j]) * acc_t(A[row + j]);
-            if (w > acc_t(0)) acc[j] += vi * w;
-          }
-        }
+void cls_row_step(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out, const GaeDims& d) {
+  std::vector<acc_t> partial(d.B * d.H * d.T, acc_t(0));
+  at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const acc_t* v = v_in + (bh / d.H) * d.T;
+      acc_t* p = partial.data() + bh * d.T;
+      for (int64_t i = 0; i < d.T; ++i) {
+        const acc_t vi = v[i];
+        if (vi == acc_t(0)) continue;  // the first step touches only the CLS row
+        const scalar_t* a = A + (bh * d.T + i) * d.T;
+        const scalar_t* g = G + (bh * d.T + i) * d.T;
+        for (int64_t j = 0; j < d.T; ++j) p[j] += vi * std::max(acc_t(g[j]) * acc_t(a[j]), acc_t(0));
       }
-      for (int64_t j = 0; j < width; ++j) v_out[b * d.T + j0 + j] = v_in[b * d.T + j0 + j] + acc[j] / acc_t(d.H);
     }
   });
+  for (int64_t b = 0; b < d.B; ++b) {
+    for (int64_t j = 0; j < d.T; ++j) {
+      acc_t sum = 0;
+      for (int64_t h = 0; h < d.H; ++h) sum += partial[(b * d.H + h) * d.T + j];
+      v_out[b * d.T + j] = v_in[b * d.T + j] + sum / acc_t(d.H);
+    }
+  }
 }
 
 // levels[l] = e0^T (I + Abar_{L-1}) ... (I + Abar_l) for l in [stop, L]; levels[L] = e0.
 template <typename scalar_t, typename acc_t>
 at::Tensor cls_row_levels(const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& G, int64_t stop,
-                          const Dims& d, const at::TensorOptions& acc_opts) {
+                          const GaeDims& d, const at::TensorOptions& acc_opts) {
   const int64_t L = static_cast<int64_t>(A.size());
   at::Tensor levels = at::zeros({L + 1, d.B, d.T}, acc_opts);
   levels[L].select(1, 0).fill_(1);
@@ -64,45 +58,36 @@ at::Tensor cls_row_levels(const std::vector<at::Tensor>& A, const std::vector<at
   return levels;
 }
 
-void check_backward_grad(const at::Tensor& grad_rel, const at::Tensor& attn0) {
-  TORCH_CHECK(grad_rel.dim() == 2 && grad_rel.sym_size(0) == attn0.sym_size(0) &&
-                  grad_rel.sym_size(1) == attn0.sym_size(3) - 1,
-              "robustvit::_gae_relevance_backward: argument 'grad_rel' must have shape [B,T-1] = [",
-              attn0.sym_size(0), ",", attn0.sym_size(3) - 1, "], got ", grad_rel.sym_sizes());
-}
-
-std::vector<at::Tensor> contiguous(at::TensorList ts) {
-  std::vector<at::Tensor> out;
-  out.reserve(ts.size());
-  for (const auto& t : ts) out.push_back(t.contiguous());
-  return out;
-}
-
 // One block of the backward pass, fused over A and G. With v = levels[l+1] and g the gradient reaching
 // the row vector after block l:
 //   dA[b,h,i,j] = [G*A >= 0] * G * v_i * g_j / H,  dG likewise with A   (clamp passes the gradient at 0)
 //   g_next[b,i] = g_i + (1/H) sum_{h,j} max(G*A, 0)[b,h,i,j] g_j         (g (I + Abar)^T)
+// The head-summed row max(G*A, 0)[b,:,i,:] is gathered first, so g_next needs one dot product of
+// length T per row rather than a reduction over H*T (which the compiler cannot vectorise).
 template <typename scalar_t, typename acc_t>
 void backward_block(const scalar_t* A, const scalar_t* G, const acc_t* v, const acc_t* g, acc_t* g_next,
-                    scalar_t* dA, scalar_t* dG, const Dims& d) {
+                    scalar_t* dA, scalar_t* dG, const GaeDims& d) {
   const acc_t inv_h = acc_t(1) / acc_t(d.H);
   at::parallel_for(0, d.B * d.T, 16, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> abar_row(d.T);
     for (int64_t bi = begin; bi < end; ++bi) {
       const int64_t b = bi / d.T, i = bi % d.T;
       const acc_t vi = v[bi] * inv_h;
       const acc_t* gb = g + b * d.T;
-      acc_t acc = 0;
+      std::fill(abar_row.begin(), abar_row.end(), acc_t(0));
       for (int64_t h = 0; h < d.H; ++h) {
         const int64_t row = ((b * d.H + h) * d.T + i) * d.T;
+        const scalar_t *a = A + row, *gg = G + row;
         for (int64_t j = 0; j < d.T; ++j) {
-          const acc_t a = acc_t(A[row + j]), gg = acc_t(G[row + j]);
-          const acc_t w = gg * a;
-          const bool pass = w >= acc_t(0);
-          if (dA) dA[row + j] = scalar_t(pass ? gg * vi * gb[j] : acc_t(0));
-          if (dG) dG[row + j] = scalar_t(pass ? a * vi * gb[j] : acc_t(0));
-          if (w > acc_t(0)) acc += w * gb[j];
+          const acc_t w = acc_t(gg[j]) * acc_t(a[j]);
+          const acc_t pass = w >= acc_t(0) ? vi * gb[j] : acc_t(0);
+          if (dA) dA[row + j] = scalar_t(pass * acc_t(gg[j]));
+          if (dG) dG[row + j] = scalar_t(pass * acc_t(a[j]));
+          abar_row[j] += std::max(w, acc_t(0));
         }
       }
+      acc_t acc = 0;
+      for (int64_t j = 0; j < d.T; ++j) acc += abar_row[j] * gb[j];
       g_next[bi] = gb[i] + acc * inv_h;
     }
   });
@@ -188,7 +173,7 @@ class GaeRelevanceFunction : public torch::autograd::Function<GaeRelevanceFuncti
 at::Tensor gae_relevance_cpu(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
   check_gae_inputs("gae_relevance", attn, grad, start_layer);
   const auto A = contiguous(attn), G = contiguous(grad);
-  const Dims d(A[0]);
+  const GaeDims d(A[0]);
   at::Tensor rel;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -203,14 +188,18 @@ at::Tensor gae_relevance_cpu(at::TensorList attn, at::TensorList grad, int64_t s
 TensorLists gae_relevance_backward_cpu(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad) {
   check_gae_inputs("_gae_relevance_backward", attn, grad, start_layer);
-  check_backward_grad(grad_rel, attn[0]);
+  check_gae_backward_grad(grad_rel, attn[0]);
   const auto A = contiguous(attn), G = contiguous(grad);
-  const Dims d(A[0]);
+  const GaeDims d(A[0]);
   const int64_t L = static_cast<int64_t>(A.size());
+  // Blocks before start_layer get zeros; the kernel writes every element of the others.
+  const auto alloc = [&](const at::Tensor& like, int64_t l) {
+    return l < start_layer ? at::zeros_like(like) : at::empty_like(like, at::MemoryFormat::Contiguous);
+  };
   std::vector<at::Tensor> dA, dG;
   for (int64_t l = 0; l < L; ++l) {
-    if (attn_needs_grad) dA.push_back(at::zeros_like(A[l]));
-    if (grad_needs_grad) dG.push_back(at::zeros_like(G[l]));
+    if (attn_needs_grad) dA.push_back(alloc(A[l], l));
+    if (grad_needs_grad) dG.push_back(alloc(G[l], l));
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -238,7 +227,7 @@ at::Tensor gae_relevance_meta(at::TensorList attn, at::TensorList grad, int64_t 
 TensorLists gae_relevance_backward_meta(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
                                         int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad) {
   check_gae_inputs("_gae_relevance_backward", attn, grad, start_layer);
-  check_backward_grad(grad_rel, attn[0]);
+  check_gae_backward_grad(grad_rel, attn[0]);
   std::vector<at::Tensor> dA, dG;
   for (size_t l = 0; l < attn.size(); ++l) {
     if (attn_needs_grad) dA.push_back(at::empty_like(attn[l]));

@@ -9,8 +9,8 @@ out=${1:-$root/target/pylib}
 py=${PYTHON:-$root/.venv/bin/python}
 torch_dir=$("$py" -c 'import torch, os; print(os.path.dirname(torch.__file__))')
 mkdir -p "$out/obj"
-flags=(-std=c++17 -O2 -fPIC -D_GLIBCXX_USE_CXX11_ABI=1 -I"$torch_dir/include"
-       -I"$torch_dir/include/torch/csrc/api/include" -Wall -Wno-unused-parameter)
+flags=(-std=c++17 -O3 -fPIC -D_GLIBCXX_USE_CXX11_ABI=1 -I"$torch_dir/include"
+       -I"$torch_dir/include/torch/csrc/api/include" -Wall -Wno-unused-parameter -fopenmp)
 objs=()
 nvcc=$("$root/scripts/find-nvcc.sh" || true)
 if [ "${ROBUSTVIT_CUDA:-1}" != 0 ] && [ -n "$nvcc" ]; then
@@ -31,5 +31,5 @@ for src in "$root"/cpp/*.cpp; do
 done
 for job in $(jobs -p); do wait "$job"; done
 ${CXX:-g++} -shared -o "$out/librobustvit_ops.so" "${objs[@]}" -L"$torch_dir/lib" \
-  -Wl,-rpath,"$torch_dir/lib" -Wl,--no-as-needed -ltorch -ltorch_cpu -lc10
+  -Wl,-rpath,"$torch_dir/lib" -Wl,--no-as-needed -ltorch -ltorch_cpu -lc10 -lgomp
 echo "$out/librobustvit_ops.so"

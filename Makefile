@@ -1,0 +1,42 @@
+# The two commands: `make demo` and `make test`. Everything they need is installed on the way (.venv with
+# pinned torch; the Rust build links that torch's libtorch).
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export LIBTORCH_USE_PYTORCH := 1
+STAMP := $(VENV)/.robustvit-requirements
+CUDA_TOOLS := nvidia-cuda-nvcc==13.0.* nvidia-cuda-cccl==13.0.* nvidia-cuda-crt==13.0.* nvidia-nvvm==13.0.*
+
+.PHONY: demo test test-rust test-python pylib bench cuda-tools pylib-cuda bootstrap
+
+demo: $(STAMP)
+	cargo run --quiet --bin harness -- info
+	cargo run --quiet --bin harness -- --help
+
+test: test-rust test-python
+
+test-rust: $(STAMP)
+	cargo test
+
+test-python: pylib
+	$(VENV)/bin/python -m pytest python/tests -q
+
+# The ops as a shared library for Python/TorchScript: torch.ops.load_library(<printed path>).
+pylib: $(STAMP)
+	scripts/build-pylib.sh target/pylib
+
+bench: $(STAMP)
+	cargo bench --bench gae_relevance
+
+# CUDA without a GPU: pip's nvcc in .venv; afterwards builds include the CUDA kernels.
+cuda-tools: $(STAMP)
+	$(VENV)/bin/pip install --quiet $(CUDA_TOOLS)
+
+# The library with CUDA kernels, to carry to a GPU machine and check there with scripts/gpu-check.sh.
+pylib-cuda: cuda-tools
+	scripts/build-pylib.sh target/pylib-cuda
+
+bootstrap: $(STAMP)
+
+$(STAMP): scripts/requirements.txt scripts/bootstrap.sh
+	scripts/bootstrap.sh

@@ -1,0 +1,207 @@
+// GAE relevance of the CLS token (method.md section 1): CUDA kernels. Same formulas and conventions as the CPU
+// kernels in cpp/relevance.cpp (rows with v_i == 0 skipped, the clamp passes the gradient at G*A == 0); only the
+// summation order differs. Each kernel reads a block's A and G once; no [B,H,T,T] intermediate is created.
+#ifndef ROBUSTVIT_WITH_CUDA
+#define ROBUSTVIT_WITH_CUDA  // ops.h declares the CUDA entry points only under this macro
+#endif
+#include "ops.h"
+#include "gae_inputs.h"
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <climits>
+#include <utility>
+
+namespace robustvit {
+namespace {
+
+// Forward: a warp reads kTileCols consecutive columns of one row (coalesced), kRowWarps warps split the rows.
+constexpr int kTileCols = 32;
+constexpr int kRowWarps = 8;
+// Backward: one block per (b, i) row; its threads stride over that row's H*T elements in all heads.
+constexpr int kRowThreads = 256;
+constexpr int kWarp = 32;
+// cls_row_finish_kernel: one thread per (b, j).
+constexpr int kThreads = 256;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+unsigned int grid_size(int64_t blocks) {
+  TORCH_CHECK(blocks <= INT_MAX, "robustvit: input too large for one CUDA grid (", blocks, " blocks)");
+  return static_cast<unsigned int>(blocks);
+}
+
+// partial[b,h,j] = sum_i v[b,i] * max(G*A, 0)[b,h,i,j] over one tile of columns j; blockIdx.x = (b*H + h)*tiles
+// + tile. Splitting the reduction by head gives B*H*tiles blocks (672 at ViT-B shapes) instead of B*tiles.
+template <typename scalar_t, typename acc_t>
+__global__ void cls_row_partial_kernel(const scalar_t* __restrict__ A, const scalar_t* __restrict__ G,
+                                       const acc_t* __restrict__ v, acc_t* __restrict__ partial, int64_t H,
+                                       int64_t T, int64_t tiles) {
+  const int64_t bh = blockIdx.x / tiles;
+  const int64_t j = (blockIdx.x % tiles) * kTileCols + threadIdx.x;
+  const acc_t* vb = v + (bh / H) * T;
+  acc_t acc = 0;
+  if (j < T) {
+    const scalar_t* a = A + bh * T * T + j;
+    const scalar_t* g = G + bh * T * T + j;
+    for (int64_t i = threadIdx.y; i < T; i += kRowWarps) {
+      const acc_t vi = vb[i];
+      if (vi == acc_t(0)) continue;  // the first step touches only the CLS row; uniform across the warp
+      const acc_t w = acc_t(g[i * T]) * acc_t(a[i * T]);
+      if (w > acc_t(0)) acc += vi * w;
+    }
+  }
+  __shared__ acc_t sums[kRowWarps][kTileCols];
+  sums[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < T) {
+    for (int r = 1; r < kRowWarps; ++r) acc += sums[r][threadIdx.x];
+    partial[bh * T + j] = acc;
+  }
+}
+
+// v_out[b,j] = v_in[b,j] + (1/H) sum_h partial[b,h,j]
+template <typename acc_t>
+__global__ void cls_row_finish_kernel(const acc_t* __restrict__ partial, const acc_t* __restrict__ v_in,
+                                      acc_t* __restrict__ v_out, int64_t B, int64_t H, int64_t T) {
+  const int64_t bj = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (bj >= B * T) return;
+  const int64_t b = bj / T, j = bj % T;
+  acc_t acc = 0;
+  for (int64_t h = 0; h < H; ++h) acc += partial[(b * H + h) * T + j];
+  v_out[bj] = v_in[bj] + acc / acc_t(H);
+}
+
+// levels[l] = e0^T (I + Abar_{L-1}) ... (I + Abar_l) for l in [stop, L]; levels[L] = e0. Rows below stop stay 0.
+template <typename scalar_t, typename acc_t>
+at::Tensor cls_row_levels(const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& G, int64_t stop,
+                          const GaeDims& d, const at::TensorOptions& acc_opts) {
+  const int64_t L = static_cast<int64_t>(A.size());
+  at::Tensor levels = at::zeros({L + 1, d.B, d.T}, acc_opts);
+  levels[L].select(1, 0).fill_(1);
+  const at::Tensor partial = at::empty({d.B, d.H, d.T}, acc_opts);
+  const int64_t tiles = ceil_div(d.T, kTileCols);
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  for (int64_t l = L - 1; l >= stop; --l) {
+    const acc_t* v_in = levels[l + 1].data_ptr<acc_t>();
+    if (d.B * d.H > 0) {  // CUDA rejects empty grids
+      cls_row_partial_kernel<scalar_t, acc_t><<<grid_size(d.B * d.H * tiles), dim3(kTileCols, kRowWarps), 0, stream>>>(
+          A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(), v_in, partial.data_ptr<acc_t>(), d.H, d.T, tiles);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    if (d.B > 0) {
+      cls_row_finish_kernel<acc_t><<<grid_size(ceil_div(d.B * d.T, kThreads)), kThreads, 0, stream>>>(
+          partial.data_ptr<acc_t>(), v_in, levels[l].data_ptr<acc_t>(), d.B, d.H, d.T);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  }
+  return levels;
+}
+
+// Sum over the block's kRowThreads threads; the result is valid in thread 0.
+template <typename acc_t>
+__device__ acc_t block_sum(acc_t x) {
+  __shared__ acc_t warp_sums[kRowThreads / kWarp];
+  for (int o = kWarp / 2; o > 0; o /= 2) x += __shfl_down_sync(0xffffffffu, x, o);
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  if (lane == 0) warp_sums[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    x = lane < kRowThreads / kWarp ? warp_sums[lane] : acc_t(0);
+    for (int o = kWarp / 2; o > 0; o /= 2) x += __shfl_down_sync(0xffffffffu, x, o);
+  }
+  return x;
+}
+
+// One block of the backward pass, one CUDA block per row (b, i). With v = levels[l+1] and g the gradient
+// reaching the row vector after block l:
+//   dA[b,h,i,j] = [G*A >= 0] * G * v_i * g_j / H,  dG likewise with A   (clamp passes the gradient at 0)
+//   g_next[b,i] = g_i + (1/H) sum_{h,j} max(G*A, 0)[b,h,i,j] g_j         (g (I + Abar)^T)
+// dA / dG are null when not requested. H*T fits in int (checked by the caller), so k splits cheaply.
+template <typename scalar_t, typename acc_t>
+__global__ void backward_row_kernel(const scalar_t* __restrict__ A, const scalar_t* __restrict__ G,
+                                    const acc_t* __restrict__ v, const acc_t* __restrict__ g,
+                                    acc_t* __restrict__ g_next, scalar_t* __restrict__ dA,
+                                    scalar_t* __restrict__ dG, int H, int T) {
+  const int64_t bi = blockIdx.x;
+  const int64_t b = bi / T, i = bi % T;
+  const acc_t inv_h = acc_t(1) / acc_t(H);
+  const acc_t vi = v[bi] * inv_h;
+  const acc_t* gb = g + b * T;
+  acc_t acc = 0;
+  for (int k = threadIdx.x; k < H * T; k += kRowThreads) {
+    const int h = k / T, j = k % T;
+    const int64_t idx = ((b * H + h) * T + i) * T + j;
+    const acc_t a = acc_t(A[idx]), gg = acc_t(G[idx]);
+    const acc_t w = gg * a;
+    const bool pass = w >= acc_t(0);
+    if (dA) dA[idx] = scalar_t(pass ? gg * vi * gb[j] : acc_t(0));
+    if (dG) dG[idx] = scalar_t(pass ? a * vi * gb[j] : acc_t(0));
+    if (w > acc_t(0)) acc += w * gb[j];
+  }
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) g_next[bi] = gb[i] + acc * inv_h;
+}
+
+}  // namespace
+
+at::Tensor gae_relevance_cuda(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
+  check_gae_inputs("gae_relevance", attn, grad, start_layer);
+  const c10::cuda::CUDAGuard device_guard(attn[0].device());
+  const auto A = contiguous(attn), G = contiguous(grad);
+  const GaeDims d(A[0]);
+  at::Tensor rel;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_opts = A[0].options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+    const at::Tensor levels = cls_row_levels<scalar_t, acc_t>(A, G, start_layer, d, acc_opts);
+    rel = levels[start_layer].narrow(1, 1, d.T - 1).to(A[0].scalar_type());
+  });
+  return rel;
+}
+
+TensorLists gae_relevance_backward_cuda(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
+                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad) {
+  check_gae_inputs("_gae_relevance_backward", attn, grad, start_layer);
+  check_gae_backward_grad(grad_rel, attn[0]);
+  const c10::cuda::CUDAGuard device_guard(attn[0].device());
+  const auto A = contiguous(attn), G = contiguous(grad);
+  const GaeDims d(A[0]);
+  TORCH_CHECK(d.H * d.T <= INT_MAX, "robustvit::_gae_relevance_backward: H*T = ", d.H * d.T,
+              " too large for the CUDA kernel");
+  const int64_t L = static_cast<int64_t>(A.size());
+  // Blocks from start_layer on are written in full by the kernel; the skipped ones get zeros.
+  const auto block_grad = [&](const at::Tensor& like, int64_t l) {
+    return l < start_layer ? at::zeros_like(like, at::MemoryFormat::Contiguous)
+                           : at::empty_like(like, at::MemoryFormat::Contiguous);
+  };
+  std::vector<at::Tensor> dA, dG;
+  for (int64_t l = 0; l < L; ++l) {
+    if (attn_needs_grad) dA.push_back(block_grad(A[l], l));
+    if (grad_needs_grad) dG.push_back(block_grad(G[l], l));
+  }
+  if (d.B == 0) return {dA, dG};  // CUDA rejects empty grids; there is nothing to write
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_opts = A[0].options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+    const at::Tensor levels = cls_row_levels<scalar_t, acc_t>(A, G, start_layer + 1, d, acc_opts);
+    at::Tensor g = at::zeros({d.B, d.T}, acc_opts);
+    g.narrow(1, 1, d.T - 1).copy_(grad_rel);
+    at::Tensor g_next = at::empty_like(g);
+    const auto stream = at::cuda::getCurrentCUDAStream();
+    for (int64_t l = start_layer; l < L; ++l) {
+      backward_row_kernel<scalar_t, acc_t><<<grid_size(d.B * d.T), kRowThreads, 0, stream>>>(
+          A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(), levels[l + 1].data_ptr<acc_t>(),
+          g.data_ptr<acc_t>(), g_next.data_ptr<acc_t>(), attn_needs_grad ? dA[l].data_ptr<scalar_t>() : nullptr,
+          grad_needs_grad ? dG[l].data_ptr<scalar_t>() : nullptr, static_cast<int>(d.H), static_cast<int>(d.T));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      std::swap(g, g_next);
+    }
+  });
+  return {dA, dG};
+}
+
+}  // namespace robustvit

@@ -1,0 +1,26 @@
+//! The `harness` command line: parses, wires, prints. Each subcommand calls the library.
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "harness", version, about = "robustvit: optimise ViT relevance maps for robustness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the build: libtorch, CUDA kernels, and whether a GPU is visible.
+    Info,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Info => {
+            println!("robustvit {}", env!("CARGO_PKG_VERSION"));
+            println!("CUDA kernels built: {}", robustvit::ops::built_with_cuda());
+            println!("CUDA devices visible: {}", tch::Cuda::device_count());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! robustvit: finetune Vision Transformers so that their GAE relevance maps match foreground masks
+//! (Chefer, Schwartz, Wolf, NeurIPS 2022), and measure robustness against GradMask and RRR.
+pub mod ops;

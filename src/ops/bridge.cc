@@ -1,0 +1,62 @@
+#include "robustvit/src/ops/bridge.h"
+
+#include "ops.h"
+
+namespace robustvit {
+namespace bridge {
+namespace {
+
+std::unique_ptr<at::Tensor> boxed(at::Tensor t) { return std::make_unique<at::Tensor>(std::move(t)); }
+
+using InputGradLoss = at::Tensor(const at::Tensor&, const at::Tensor&);
+
+}  // namespace
+
+void TensorList::push(const at::Tensor& t) { items_.push_back(t); }
+std::unique_ptr<at::Tensor> TensorList::take(size_t i) {
+  TORCH_CHECK(i < items_.size(), "TensorList::take: index ", i, " out of range for ", items_.size(), " tensors");
+  return boxed(std::move(items_[i]));
+}
+
+std::unique_ptr<TensorList> new_tensor_list() { return std::make_unique<TensorList>(); }
+
+std::unique_ptr<at::Tensor> gae_relevance(const TensorList& attn, const TensorList& grad, int64_t start_layer) {
+  static auto op = op_handle<at::Tensor(at::TensorList, at::TensorList, int64_t)>("robustvit::gae_relevance");
+  return boxed(op.call(attn.items(), grad.items(), start_layer));
+}
+
+std::unique_ptr<at::Tensor> relevance_map(const at::Tensor& rel, int64_t grid_h, int64_t grid_w, int64_t out_h,
+                                          int64_t out_w, double eps) {
+  static auto op = op_handle<at::Tensor(const at::Tensor&, int64_t, int64_t, int64_t, int64_t, double)>(
+      "robustvit::relevance_map");
+  return boxed(op.call(rel, grid_h, grid_w, out_h, out_w, eps));
+}
+
+std::unique_ptr<TensorList> relevance_loss(const at::Tensor& map, const at::Tensor& mask, double lambda_bg,
+                                           double lambda_fg) {
+  static auto op = op_handle<std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                           double, double)>(
+      "robustvit::relevance_loss");
+  auto [total, bg, fg] = op.call(map, mask, lambda_bg, lambda_fg);
+  return std::make_unique<TensorList>(std::vector<at::Tensor>{total, bg, fg});
+}
+
+std::unique_ptr<at::Tensor> confidence_loss(const at::Tensor& logits, double temperature) {
+  static auto op = op_handle<at::Tensor(const at::Tensor&, double)>("robustvit::confidence_loss");
+  return boxed(op.call(logits, temperature));
+}
+
+std::unique_ptr<at::Tensor> gradmask_loss(const at::Tensor& input_grad, const at::Tensor& mask) {
+  static auto op = op_handle<InputGradLoss>("robustvit::gradmask_loss");
+  return boxed(op.call(input_grad, mask));
+}
+
+std::unique_ptr<at::Tensor> rrr_loss(const at::Tensor& input_grad, const at::Tensor& mask) {
+  static auto op = op_handle<InputGradLoss>("robustvit::rrr_loss");
+  return boxed(op.call(input_grad, mask));
+}
+
+bool built_with_cuda() { return ops_built_with_cuda(); }
+
+}  // namespace bridge
+}  // namespace robustvit

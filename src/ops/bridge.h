@@ -1,0 +1,55 @@
+// The cxx bridge's C++ side: thin wrappers that call the robustvit ops through the dispatcher, so autograd
+// applies to calls from Rust exactly as from Python. Kept apart from cpp/, which knows nothing of cxx.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <c10/util/Exception.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+// cxx turns C++ exceptions into Rust errors; report c10::Error without its C++ backtrace.
+namespace rust {
+namespace behavior {
+template <typename Try, typename Fail>
+static void trycatch(Try&& func, Fail&& fail) noexcept try {
+  func();
+} catch (const c10::Error& e) {
+  fail(e.what_without_backtrace());
+} catch (const std::exception& e) {
+  fail(e.what());
+}
+}  // namespace behavior
+}  // namespace rust
+
+namespace robustvit {
+namespace bridge {
+
+// A list of tensors crossing the bridge (cxx has no slices of opaque C++ types).
+class TensorList {
+ public:
+  void push(const at::Tensor& t);
+  std::unique_ptr<at::Tensor> take(size_t i);
+  const std::vector<at::Tensor>& items() const { return items_; }
+  explicit TensorList(std::vector<at::Tensor> items = {}) : items_(std::move(items)) {}
+
+ private:
+  std::vector<at::Tensor> items_;
+};
+
+std::unique_ptr<TensorList> new_tensor_list();
+std::unique_ptr<at::Tensor> gae_relevance(const TensorList& attn, const TensorList& grad, int64_t start_layer);
+std::unique_ptr<at::Tensor> relevance_map(const at::Tensor& rel, int64_t grid_h, int64_t grid_w, int64_t out_h,
+                                          int64_t out_w, double eps);
+std::unique_ptr<TensorList> relevance_loss(const at::Tensor& map, const at::Tensor& mask, double lambda_bg,
+                                           double lambda_fg);
+std::unique_ptr<at::Tensor> confidence_loss(const at::Tensor& logits, double temperature);
+std::unique_ptr<at::Tensor> gradmask_loss(const at::Tensor& input_grad, const at::Tensor& mask);
+std::unique_ptr<at::Tensor> rrr_loss(const at::Tensor& input_grad, const at::Tensor& mask);
+bool built_with_cuda();
+
+}  // namespace bridge
+}  // namespace robustvit

@@ -1,0 +1,118 @@
+//! Safe Rust access to the `robustvit` torch ops (cpp/). Every call goes through the PyTorch dispatcher, so
+//! autograd works as from Python: gradients, `create_graph` double backward, and CUDA tensors where the
+//! build has CUDA kernels. Bad input returns an [`OpError`] naming the op, the argument and the expected
+//! shape. The maths is ../shared/method.md sections 1-4.
+use cxx::UniquePtr;
+use tch::Tensor;
+
+#[cxx::bridge(namespace = "robustvit::bridge")]
+mod ffi {
+    unsafe extern "C++" {
+        include!("robustvit/src/ops/bridge.h");
+
+        #[namespace = "at"]
+        type Tensor;
+        type TensorList;
+
+        fn new_tensor_list() -> UniquePtr<TensorList>;
+        fn push(self: Pin<&mut TensorList>, t: &Tensor);
+        fn take(self: Pin<&mut TensorList>, i: usize) -> Result<UniquePtr<Tensor>>;
+
+        fn gae_relevance(attn: &TensorList, grad: &TensorList, start_layer: i64) -> Result<UniquePtr<Tensor>>;
+        fn relevance_map(
+            rel: &Tensor,
+            grid_h: i64,
+            grid_w: i64,
+            out_h: i64,
+            out_w: i64,
+            eps: f64,
+        ) -> Result<UniquePtr<Tensor>>;
+        fn relevance_loss(map: &Tensor, mask: &Tensor, lambda_bg: f64, lambda_fg: f64) -> Result<UniquePtr<TensorList>>;
+        fn confidence_loss(logits: &Tensor, temperature: f64) -> Result<UniquePtr<Tensor>>;
+        fn gradmask_loss(input_grad: &Tensor, mask: &Tensor) -> Result<UniquePtr<Tensor>>;
+        fn rrr_loss(input_grad: &Tensor, mask: &Tensor) -> Result<UniquePtr<Tensor>>;
+        fn built_with_cuda() -> bool;
+    }
+}
+
+/// An op rejected its arguments (or a kernel failed); the message is PyTorch's `c10::Error` text.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OpError(String);
+
+impl From<cxx::Exception> for OpError {
+    fn from(e: cxx::Exception) -> Self {
+        OpError(e.what().to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, OpError>;
+
+fn borrow(t: &Tensor) -> &ffi::Tensor {
+    // SAFETY: tch's C_tensor is a heap `at::Tensor*`; the reference lives as long as `t`.
+    unsafe { &*(t.as_ptr() as *const ffi::Tensor) }
+}
+
+fn own(p: UniquePtr<ffi::Tensor>) -> Tensor {
+    // SAFETY: `into_raw` hands over a heap `at::Tensor*`, which tch takes ownership of and deletes.
+    unsafe { Tensor::from_ptr(p.into_raw() as *mut torch_sys::C_tensor) }
+}
+
+fn tensor_list(ts: &[Tensor]) -> UniquePtr<ffi::TensorList> {
+    let mut list = ffi::new_tensor_list();
+    for t in ts {
+        list.pin_mut().push(borrow(t));
+    }
+    list
+}
+
+/// GAE relevance of the CLS token (method.md section 1): `attn` and `grad` hold one `[B,H,T,T]` tensor per
+/// block (post-softmax attention and its gradient), blocks before `start_layer` are skipped; returns
+/// `[B,T-1]`. Computes only the CLS row, O(L H T^2). Differentiable w.r.t. both lists, twice.
+pub fn gae_relevance(attn: &[Tensor], grad: &[Tensor], start_layer: i64) -> Result<Tensor> {
+    Ok(own(ffi::gae_relevance(&tensor_list(attn), &tensor_list(grad), start_layer)?))
+}
+
+/// Relevance `[B, grid_h*grid_w]` -> map `[B,1,out_h,out_w]`: bilinear upsampling (align_corners=False),
+/// then per-sample min-max to [0,1] with `eps` added to the denominator (method.md section 2).
+pub fn relevance_map(rel: &Tensor, grid: (i64, i64), out: (i64, i64), eps: f64) -> Result<Tensor> {
+    Ok(own(ffi::relevance_map(borrow(rel), grid.0, grid.1, out.0, out.1, eps)?))
+}
+
+/// The terms of the relevance loss (method.md section 3).
+#[derive(Debug)]
+pub struct RelevanceLoss {
+    /// `lambda_bg * background + lambda_fg * foreground`
+    pub total: Tensor,
+    /// `L_bg = mean((map * (1 - mask))^2)`
+    pub background: Tensor,
+    /// `L_fg = mean((map * mask - mask)^2)`
+    pub foreground: Tensor,
+}
+
+/// Relevance loss of a map `[B,1,H,W]` against a foreground mask of the same shape (1 = object).
+pub fn relevance_loss(map: &Tensor, mask: &Tensor, lambda_bg: f64, lambda_fg: f64) -> Result<RelevanceLoss> {
+    let mut terms = ffi::relevance_loss(borrow(map), borrow(mask), lambda_bg, lambda_fg)?;
+    let mut take = |i| -> Result<Tensor> { Ok(own(terms.pin_mut().take(i)?)) };
+    Ok(RelevanceLoss { total: take(0)?, background: take(1)?, foreground: take(2)? })
+}
+
+/// Confidence boosting: `CE(logits / temperature, argmax(logits))`, mean over the batch; `logits` `[B,C]`.
+pub fn confidence_loss(logits: &Tensor, temperature: f64) -> Result<Tensor> {
+    Ok(own(ffi::confidence_loss(borrow(logits), temperature)?))
+}
+
+/// GradMask's penalty `mean((input_grad * (1 - mask))^2)`; `input_grad` `[B,C,H,W]`, `mask` `[B,1,H,W]`.
+pub fn gradmask_loss(input_grad: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    Ok(own(ffi::gradmask_loss(borrow(input_grad), borrow(mask))?))
+}
+
+/// RRR's penalty `sum((input_grad * (1 - mask))^2)`; shapes as [`gradmask_loss`].
+pub fn rrr_loss(input_grad: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    Ok(own(ffi::rrr_loss(borrow(input_grad), borrow(mask))?))
+}
+
+/// Whether this build carries the CUDA kernels of `gae_relevance`.
+pub fn built_with_cuda() -> bool {
+    ffi::built_with_cuda()
+}
