@@ -5,7 +5,7 @@
 // Only the CLS row is carried: v <- v + v Abar_l from the last block to the first, O(L H T^2). Abar is never
 // materialised; each kernel reads A and G once per block.
 #include "ops.h"
-#include "gae_inputs.h"
+#include "gae_kernels.h"
 
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -179,8 +179,7 @@ at::Tensor gae_relevance_cpu(at::TensorList attn, at::TensorList grad, int64_t s
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_opts = A[0].options().dtype(c10::CppTypeToScalarType<acc_t>::value);
     const at::Tensor levels = cls_row_levels<scalar_t, acc_t>(A, G, start_layer, d, acc_opts);
-    rel = at::empty({d.B, d.T - 1}, A[0].options());
-    rel.copy_(levels[start_layer].narrow(1, 1, d.T - 1));
+    rel = relevance_from_levels(levels, start_layer, A[0]);
   });
   return rel;
 }
@@ -192,21 +191,13 @@ TensorLists gae_relevance_backward_cpu(const at::Tensor& grad_rel, at::TensorLis
   const auto A = contiguous(attn), G = contiguous(grad);
   const GaeDims d(A[0]);
   const int64_t L = static_cast<int64_t>(A.size());
-  // Blocks before start_layer get zeros; the kernel writes every element of the others.
-  const auto alloc = [&](const at::Tensor& like, int64_t l) {
-    return l < start_layer ? at::zeros_like(like) : at::empty_like(like, at::MemoryFormat::Contiguous);
-  };
-  std::vector<at::Tensor> dA, dG;
-  for (int64_t l = 0; l < L; ++l) {
-    if (attn_needs_grad) dA.push_back(alloc(A[l], l));
-    if (grad_needs_grad) dG.push_back(alloc(G[l], l));
-  }
+  std::vector<at::Tensor> dA = block_grads(A, start_layer, attn_needs_grad);
+  std::vector<at::Tensor> dG = block_grads(G, start_layer, grad_needs_grad);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_opts = A[0].options().dtype(c10::CppTypeToScalarType<acc_t>::value);
     const at::Tensor levels = cls_row_levels<scalar_t, acc_t>(A, G, start_layer + 1, d, acc_opts);
-    at::Tensor g = at::zeros({d.B, d.T}, acc_opts);
-    g.narrow(1, 1, d.T - 1).copy_(grad_rel);
+    at::Tensor g = initial_row_grad(grad_rel, acc_opts);
     at::Tensor g_next = at::empty_like(g);
     for (int64_t l = start_layer; l < L; ++l) {
       backward_block<scalar_t, acc_t>(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(),

@@ -5,7 +5,7 @@
 #define ROBUSTVIT_WITH_CUDA  // ops.h declares the CUDA entry points only under this macro
 #endif
 #include "ops.h"
-#include "gae_inputs.h"
+#include "gae_kernels.h"
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
@@ -158,7 +158,7 @@ at::Tensor gae_relevance_cuda(at::TensorList attn, at::TensorList grad, int64_t 
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_opts = A[0].options().dtype(c10::CppTypeToScalarType<acc_t>::value);
     const at::Tensor levels = cls_row_levels<scalar_t, acc_t>(A, G, start_layer, d, acc_opts);
-    rel = levels[start_layer].narrow(1, 1, d.T - 1).to(A[0].scalar_type());
+    rel = relevance_from_levels(levels, start_layer, A[0]);
   });
   return rel;
 }
@@ -173,23 +173,14 @@ TensorLists gae_relevance_backward_cuda(const at::Tensor& grad_rel, at::TensorLi
   TORCH_CHECK(d.H * d.T <= INT_MAX, "robustvit::_gae_relevance_backward: H*T = ", d.H * d.T,
               " too large for the CUDA kernel");
   const int64_t L = static_cast<int64_t>(A.size());
-  // Blocks from start_layer on are written in full by the kernel; the skipped ones get zeros.
-  const auto block_grad = [&](const at::Tensor& like, int64_t l) {
-    return l < start_layer ? at::zeros_like(like, at::MemoryFormat::Contiguous)
-                           : at::empty_like(like, at::MemoryFormat::Contiguous);
-  };
-  std::vector<at::Tensor> dA, dG;
-  for (int64_t l = 0; l < L; ++l) {
-    if (attn_needs_grad) dA.push_back(block_grad(A[l], l));
-    if (grad_needs_grad) dG.push_back(block_grad(G[l], l));
-  }
+  std::vector<at::Tensor> dA = block_grads(A, start_layer, attn_needs_grad);
+  std::vector<at::Tensor> dG = block_grads(G, start_layer, grad_needs_grad);
   if (d.B == 0) return {dA, dG};  // CUDA rejects empty grids; there is nothing to write
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_opts = A[0].options().dtype(c10::CppTypeToScalarType<acc_t>::value);
     const at::Tensor levels = cls_row_levels<scalar_t, acc_t>(A, G, start_layer + 1, d, acc_opts);
-    at::Tensor g = at::zeros({d.B, d.T}, acc_opts);
-    g.narrow(1, 1, d.T - 1).copy_(grad_rel);
+    at::Tensor g = initial_row_grad(grad_rel, acc_opts);
     at::Tensor g_next = at::empty_like(g);
     const auto stream = at::cuda::getCurrentCUDAStream();
     for (int64_t l = start_layer; l < L; ++l) {

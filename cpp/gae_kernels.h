@@ -1,4 +1,5 @@
-// The inputs of the gae_relevance kernels (CPU, CUDA, Meta): validation, dimensions, contiguous copies.
+// Shared by the gae_relevance kernels (CPU, CUDA, Meta): argument checks, dimensions, and the tensors the
+// kernels read and write, so the backends differ only in their loops.
 #pragma once
 
 #include "checks.h"
@@ -54,6 +55,34 @@ inline std::vector<at::Tensor> contiguous(at::TensorList ts) {
   std::vector<at::Tensor> out;
   out.reserve(ts.size());
   for (const auto& t : ts) out.push_back(t.contiguous());
+  return out;
+}
+
+// The relevance [B,T-1] from the CLS-row vector levels[start_layer] (accumulation dtype), as a fresh
+// contiguous tensor of the inputs' dtype (never a view, so metadata matches the Meta kernel).
+inline at::Tensor relevance_from_levels(const at::Tensor& levels, int64_t start_layer, const at::Tensor& attn0) {
+  const at::Tensor row = levels[start_layer];
+  at::Tensor rel = at::empty({row.size(0), row.size(1) - 1}, attn0.options());
+  rel.copy_(row.narrow(1, 1, row.size(1) - 1));
+  return rel;
+}
+
+// The gradient reaching the CLS-row vector after the last block: [0, grad_rel] in the accumulation dtype.
+inline at::Tensor initial_row_grad(const at::Tensor& grad_rel, const at::TensorOptions& acc_opts) {
+  at::Tensor g = at::zeros({grad_rel.size(0), grad_rel.size(1) + 1}, acc_opts);
+  g.narrow(1, 1, grad_rel.size(1)).copy_(grad_rel);
+  return g;
+}
+
+// Output gradients for one list (attn or grad): empty when not needed; zeros for the blocks before
+// start_layer; uninitialised for the others, which the kernels write in full.
+inline std::vector<at::Tensor> block_grads(const std::vector<at::Tensor>& like, int64_t start_layer, bool needed) {
+  std::vector<at::Tensor> out;
+  if (!needed) return out;
+  for (size_t l = 0; l < like.size(); ++l) {
+    out.push_back(static_cast<int64_t>(l) < start_layer ? at::zeros_like(like[l], at::MemoryFormat::Contiguous)
+                                                        : at::empty_like(like[l], at::MemoryFormat::Contiguous));
+  }
   return out;
 }
 
