@@ -88,6 +88,16 @@ fn main() {
     for lib in ["torch", "torch_cpu", "c10", "gomp"] {
         println!("cargo:rustc-link-arg=-l{lib}");
     }
+    if nvcc.is_some() {
+        // The CUDA kernels call the CUDA runtime and c10_cuda; pip's runtime lives beside torch in
+        // site-packages/nvidia/cu13/lib.
+        let cudart = torch_root.parent().expect("torch lives in site-packages").join("nvidia/cu13/lib");
+        println!("cargo:rustc-link-search=native={}", cudart.display());
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", cudart.display());
+        for lib in ["-lc10_cuda", "-ltorch_cuda", "-l:libcudart.so.13"] {
+            println!("cargo:rustc-link-arg={lib}");
+        }
+    }
     println!("cargo:rustc-link-arg=-Wl,--as-needed");
     println!("cargo:rustc-check-cfg=cfg(robustvit_cuda)");
     if nvcc.is_some() {

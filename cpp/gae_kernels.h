@@ -3,6 +3,10 @@
 #pragma once
 
 #include "checks.h"
+#include "ops.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 
 #include <string>
 #include <vector>
@@ -84,6 +88,73 @@ inline std::vector<at::Tensor> block_grads(const std::vector<at::Tensor>& like, 
                                                         : at::empty_like(like[l], at::MemoryFormat::Contiguous));
   }
   return out;
+}
+
+// ---- Host-side drivers shared by the CPU and CUDA backends. `Kernels<scalar_t, acc_t>` supplies the loops:
+//   static void row_step(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out, const GaeDims&)
+//     v_out[b,:] = v_in[b,:] (I + Abar) for one block, Abar = mean_h(max(G*A, 0))
+//   static void backward_block(const scalar_t* A, const scalar_t* G, const acc_t* v, const acc_t* g,
+//                              acc_t* g_next, scalar_t* dA, scalar_t* dG, const GaeDims&)
+//     one block of the backward (formulas at CpuKernels in relevance.cpp); dA / dG may be null.
+// Inputs are contiguous and validated by the caller.
+
+// levels[l] = e0^T (I + Abar_{L-1}) ... (I + Abar_l) for l in [stop, L]; levels[L] = e0.
+template <template <typename, typename> class Kernels, typename scalar_t, typename acc_t>
+at::Tensor cls_row_levels(const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& G, int64_t stop,
+                          const GaeDims& d, const at::TensorOptions& acc_opts) {
+  const int64_t L = static_cast<int64_t>(A.size());
+  at::Tensor levels = at::zeros({L + 1, d.B, d.T}, acc_opts);
+  levels[L].select(1, 0).fill_(1);
+  for (int64_t l = L - 1; l >= stop; --l) {
+    Kernels<scalar_t, acc_t>::row_step(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(),
+                                       levels[l + 1].data_ptr<acc_t>(), levels[l].data_ptr<acc_t>(), d);
+  }
+  return levels;
+}
+
+template <typename scalar_t>
+at::TensorOptions accumulation_options(const at::Tensor& like) {
+  return like.options().dtype(c10::CppTypeToScalarType<at::opmath_type<scalar_t>>::value);
+}
+
+template <template <typename, typename> class Kernels>
+at::Tensor gae_forward(const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& G, int64_t start_layer) {
+  const GaeDims d(A[0]);
+  if (d.B == 0) return at::empty({0, d.T - 1}, A[0].options());  // CUDA rejects empty grids
+  at::Tensor rel;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor levels =
+        cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer, d, accumulation_options<scalar_t>(A[0]));
+    rel = relevance_from_levels(levels, start_layer, A[0]);
+  });
+  return rel;
+}
+
+template <template <typename, typename> class Kernels>
+TensorLists gae_backward(const at::Tensor& grad_rel, const std::vector<at::Tensor>& A,
+                         const std::vector<at::Tensor>& G, int64_t start_layer, bool attn_needs_grad,
+                         bool grad_needs_grad) {
+  const GaeDims d(A[0]);
+  std::vector<at::Tensor> dA = block_grads(A, start_layer, attn_needs_grad);
+  std::vector<at::Tensor> dG = block_grads(G, start_layer, grad_needs_grad);
+  if (d.B == 0) return {dA, dG};  // nothing to write (and CUDA rejects empty grids)
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "_gae_relevance_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_opts = accumulation_options<scalar_t>(A[0]);
+    const at::Tensor levels = cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer + 1, d, acc_opts);
+    at::Tensor g = initial_row_grad(grad_rel, acc_opts);
+    at::Tensor g_next = at::empty_like(g);
+    for (size_t l = start_layer; l < A.size(); ++l) {
+      Kernels<scalar_t, acc_t>::backward_block(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(),
+                                               levels[l + 1].data_ptr<acc_t>(), g.data_ptr<acc_t>(),
+                                               g_next.data_ptr<acc_t>(),
+                                               attn_needs_grad ? dA[l].data_ptr<scalar_t>() : nullptr,
+                                               grad_needs_grad ? dG[l].data_ptr<scalar_t>() : nullptr, d);
+      std::swap(g, g_next);
+    }
+  });
+  return {dA, dG};
 }
 
 }  // namespace robustvit

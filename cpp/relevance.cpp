@@ -7,7 +7,6 @@
 #include "ops.h"
 #include "gae_kernels.h"
 
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -16,82 +15,70 @@
 namespace robustvit {
 namespace {
 
-// v_out[b,j] = v_in[b,j] + (1/H) sum_{h,i} v_in[b,i] * max(G*A, 0)[b,h,i,j]
-// One task per (b,h) streams its [T,T] slices row by row into partial[b,h,:]; the heads are summed after.
-// Inner loops are branch-free and contiguous so they vectorise (the sign of G*A is random).
+// The CPU loops of the drivers in gae_kernels.h.
 template <typename scalar_t, typename acc_t>
-void cls_row_step(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out, const GaeDims& d) {
-  std::vector<acc_t> partial(d.B * d.H * d.T, acc_t(0));
-  at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t bh = begin; bh < end; ++bh) {
-      const acc_t* v = v_in + (bh / d.H) * d.T;
-      acc_t* p = partial.data() + bh * d.T;
-      for (int64_t i = 0; i < d.T; ++i) {
-        const acc_t vi = v[i];
-        if (vi == acc_t(0)) continue;  // the first step touches only the CLS row
-        const scalar_t* a = A + (bh * d.T + i) * d.T;
-        const scalar_t* g = G + (bh * d.T + i) * d.T;
-        for (int64_t j = 0; j < d.T; ++j) p[j] += vi * std::max(acc_t(g[j]) * acc_t(a[j]), acc_t(0));
-      }
-    }
-  });
-  for (int64_t b = 0; b < d.B; ++b) {
-    for (int64_t j = 0; j < d.T; ++j) {
-      acc_t sum = 0;
-      for (int64_t h = 0; h < d.H; ++h) sum += partial[(b * d.H + h) * d.T + j];
-      v_out[b * d.T + j] = v_in[b * d.T + j] + sum / acc_t(d.H);
-    }
-  }
-}
-
-// levels[l] = e0^T (I + Abar_{L-1}) ... (I + Abar_l) for l in [stop, L]; levels[L] = e0.
-template <typename scalar_t, typename acc_t>
-at::Tensor cls_row_levels(const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& G, int64_t stop,
-                          const GaeDims& d, const at::TensorOptions& acc_opts) {
-  const int64_t L = static_cast<int64_t>(A.size());
-  at::Tensor levels = at::zeros({L + 1, d.B, d.T}, acc_opts);
-  levels[L].select(1, 0).fill_(1);
-  for (int64_t l = L - 1; l >= stop; --l) {
-    cls_row_step<scalar_t, acc_t>(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(),
-                                  levels[l + 1].data_ptr<acc_t>(), levels[l].data_ptr<acc_t>(), d);
-  }
-  return levels;
-}
-
-// One block of the backward pass, fused over A and G. With v = levels[l+1] and g the gradient reaching
-// the row vector after block l:
-//   dA[b,h,i,j] = [G*A >= 0] * G * v_i * g_j / H,  dG likewise with A   (clamp passes the gradient at 0)
-//   g_next[b,i] = g_i + (1/H) sum_{h,j} max(G*A, 0)[b,h,i,j] g_j         (g (I + Abar)^T)
-// The head-summed row max(G*A, 0)[b,:,i,:] is gathered first, so g_next needs one dot product of
-// length T per row rather than a reduction over H*T (which the compiler cannot vectorise).
-template <typename scalar_t, typename acc_t>
-void backward_block(const scalar_t* A, const scalar_t* G, const acc_t* v, const acc_t* g, acc_t* g_next,
-                    scalar_t* dA, scalar_t* dG, const GaeDims& d) {
-  const acc_t inv_h = acc_t(1) / acc_t(d.H);
-  at::parallel_for(0, d.B * d.T, 16, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> abar_row(d.T);
-    for (int64_t bi = begin; bi < end; ++bi) {
-      const int64_t b = bi / d.T, i = bi % d.T;
-      const acc_t vi = v[bi] * inv_h;
-      const acc_t* gb = g + b * d.T;
-      std::fill(abar_row.begin(), abar_row.end(), acc_t(0));
-      for (int64_t h = 0; h < d.H; ++h) {
-        const int64_t row = ((b * d.H + h) * d.T + i) * d.T;
-        const scalar_t *a = A + row, *gg = G + row;
-        for (int64_t j = 0; j < d.T; ++j) {
-          const acc_t w = acc_t(gg[j]) * acc_t(a[j]);
-          const acc_t pass = w >= acc_t(0) ? vi * gb[j] : acc_t(0);
-          if (dA) dA[row + j] = scalar_t(pass * acc_t(gg[j]));
-          if (dG) dG[row + j] = scalar_t(pass * acc_t(a[j]));
-          abar_row[j] += std::max(w, acc_t(0));
+struct CpuKernels {
+  // v_out[b,j] = v_in[b,j] + (1/H) sum_{h,i} v_in[b,i] * max(G*A, 0)[b,h,i,j]
+  // One task per (b,h) streams its [T,T] slices row by row into partial[b,h,:]; the heads are summed after.
+  // Inner loops are branch-free and contiguous so they vectorise (the sign of G*A is random).
+  static void row_step(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out, const GaeDims& d) {
+    std::vector<acc_t> partial(d.B * d.H * d.T, acc_t(0));
+    at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t bh = begin; bh < end; ++bh) {
+        const acc_t* v = v_in + (bh / d.H) * d.T;
+        acc_t* p = partial.data() + bh * d.T;
+        for (int64_t i = 0; i < d.T; ++i) {
+          const acc_t vi = v[i];
+          if (vi == acc_t(0)) continue;  // the first step touches only the CLS row
+          const scalar_t* a = A + (bh * d.T + i) * d.T;
+          const scalar_t* g = G + (bh * d.T + i) * d.T;
+          for (int64_t j = 0; j < d.T; ++j) p[j] += vi * std::max(acc_t(g[j]) * acc_t(a[j]), acc_t(0));
         }
       }
-      acc_t acc = 0;
-      for (int64_t j = 0; j < d.T; ++j) acc += abar_row[j] * gb[j];
-      g_next[bi] = gb[i] + acc * inv_h;
+    });
+    for (int64_t b = 0; b < d.B; ++b) {
+      for (int64_t j = 0; j < d.T; ++j) {
+        acc_t sum = 0;
+        for (int64_t h = 0; h < d.H; ++h) sum += partial[(b * d.H + h) * d.T + j];
+        v_out[b * d.T + j] = v_in[b * d.T + j] + sum / acc_t(d.H);
+      }
     }
-  });
-}
+  }
+
+  // One block of the backward pass, fused over A and G. With v = levels[l+1] and g the gradient reaching
+  // the row vector after block l:
+  //   dA[b,h,i,j] = [G*A >= 0] * G * v_i * g_j / H,  dG likewise with A   (clamp passes the gradient at 0)
+  //   g_next[b,i] = g_i + (1/H) sum_{h,j} max(G*A, 0)[b,h,i,j] g_j         (g (I + Abar)^T)
+  // The head-summed row max(G*A, 0)[b,:,i,:] is gathered first, so g_next needs one dot product of
+  // length T per row rather than a reduction over H*T (which the compiler cannot vectorise).
+  static void backward_block(const scalar_t* A, const scalar_t* G, const acc_t* v, const acc_t* g, acc_t* g_next,
+                             scalar_t* dA, scalar_t* dG, const GaeDims& d) {
+    const acc_t inv_h = acc_t(1) / acc_t(d.H);
+    at::parallel_for(0, d.B * d.T, 16, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> abar_row(d.T);
+      for (int64_t bi = begin; bi < end; ++bi) {
+        const int64_t b = bi / d.T, i = bi % d.T;
+        const acc_t vi = v[bi] * inv_h;
+        const acc_t* gb = g + b * d.T;
+        std::fill(abar_row.begin(), abar_row.end(), acc_t(0));
+        for (int64_t h = 0; h < d.H; ++h) {
+          const int64_t row = ((b * d.H + h) * d.T + i) * d.T;
+          const scalar_t *a = A + row, *gg = G + row;
+          for (int64_t j = 0; j < d.T; ++j) {
+            const acc_t w = acc_t(gg[j]) * acc_t(a[j]);
+            const acc_t pass = w >= acc_t(0) ? vi * gb[j] : acc_t(0);
+            if (dA) dA[row + j] = scalar_t(pass * acc_t(gg[j]));
+            if (dG) dG[row + j] = scalar_t(pass * acc_t(a[j]));
+            abar_row[j] += std::max(w, acc_t(0));
+          }
+        }
+        acc_t acc = 0;
+        for (int64_t j = 0; j < d.T; ++j) acc += abar_row[j] * gb[j];
+        g_next[bi] = gb[i] + acc * inv_h;
+      }
+    });
+  }
+};
 
 // The backward written with differentiable ATen ops, used when autograd records the backward itself
 // (create_graph=True), so that double backward works. Same formulas as backward_block.
@@ -101,7 +88,7 @@ TensorLists backward_composite(const at::Tensor& grad_rel, const std::vector<at:
   const c10::SymInt H = A[0].sym_size(1);
   std::vector<at::Tensor> abar(L);
   for (int64_t l = start; l < L; ++l) abar[l] = (G[l] * A[l]).clamp_min(0).mean(1);
-  // levels[l] as in cls_row_levels; levels[L] = e0.
+  // levels[l] as in cls_row_levels (gae_kernels.h); levels[L] = e0.
   std::vector<at::Tensor> levels(L + 1);
   levels[L] = at::zeros_like(A[0].select(1, 0).select(1, 0));
   levels[L].select(1, 0).fill_(1);
@@ -172,42 +159,15 @@ class GaeRelevanceFunction : public torch::autograd::Function<GaeRelevanceFuncti
 
 at::Tensor gae_relevance_cpu(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
   check_gae_inputs("gae_relevance", attn, grad, start_layer);
-  const auto A = contiguous(attn), G = contiguous(grad);
-  const GaeDims d(A[0]);
-  at::Tensor rel;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto acc_opts = A[0].options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-    const at::Tensor levels = cls_row_levels<scalar_t, acc_t>(A, G, start_layer, d, acc_opts);
-    rel = relevance_from_levels(levels, start_layer, A[0]);
-  });
-  return rel;
+  return gae_forward<CpuKernels>(contiguous(attn), contiguous(grad), start_layer);
 }
 
 TensorLists gae_relevance_backward_cpu(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad) {
   check_gae_inputs("_gae_relevance_backward", attn, grad, start_layer);
   check_gae_backward_grad(grad_rel, attn[0]);
-  const auto A = contiguous(attn), G = contiguous(grad);
-  const GaeDims d(A[0]);
-  const int64_t L = static_cast<int64_t>(A.size());
-  std::vector<at::Tensor> dA = block_grads(A, start_layer, attn_needs_grad);
-  std::vector<at::Tensor> dG = block_grads(G, start_layer, grad_needs_grad);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance_backward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto acc_opts = A[0].options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-    const at::Tensor levels = cls_row_levels<scalar_t, acc_t>(A, G, start_layer + 1, d, acc_opts);
-    at::Tensor g = initial_row_grad(grad_rel, acc_opts);
-    at::Tensor g_next = at::empty_like(g);
-    for (int64_t l = start_layer; l < L; ++l) {
-      backward_block<scalar_t, acc_t>(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(),
-                                      levels[l + 1].data_ptr<acc_t>(), g.data_ptr<acc_t>(), g_next.data_ptr<acc_t>(),
-                                      attn_needs_grad ? dA[l].data_ptr<scalar_t>() : nullptr,
-                                      grad_needs_grad ? dG[l].data_ptr<scalar_t>() : nullptr, d);
-      std::swap(g, g_next);
-    }
-  });
-  return {dA, dG};
+  return gae_backward<CpuKernels>(grad_rel, contiguous(attn), contiguous(grad), start_layer, attn_needs_grad,
+                                  grad_needs_grad);
 }
 
 at::Tensor gae_relevance_meta(at::TensorList attn, at::TensorList grad, int64_t start_layer) {

@@ -75,32 +75,6 @@ __global__ void cls_row_finish_kernel(const acc_t* __restrict__ partial, const a
   v_out[bj] = v_in[bj] + acc / acc_t(H);
 }
 
-// levels[l] = e0^T (I + Abar_{L-1}) ... (I + Abar_l) for l in [stop, L]; levels[L] = e0. Rows below stop stay 0.
-template <typename scalar_t, typename acc_t>
-at::Tensor cls_row_levels(const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& G, int64_t stop,
-                          const GaeDims& d, const at::TensorOptions& acc_opts) {
-  const int64_t L = static_cast<int64_t>(A.size());
-  at::Tensor levels = at::zeros({L + 1, d.B, d.T}, acc_opts);
-  levels[L].select(1, 0).fill_(1);
-  const at::Tensor partial = at::empty({d.B, d.H, d.T}, acc_opts);
-  const int64_t tiles = ceil_div(d.T, kTileCols);
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  for (int64_t l = L - 1; l >= stop; --l) {
-    const acc_t* v_in = levels[l + 1].data_ptr<acc_t>();
-    if (d.B * d.H > 0) {  // CUDA rejects empty grids
-      cls_row_partial_kernel<scalar_t, acc_t><<<grid_size(d.B * d.H * tiles), dim3(kTileCols, kRowWarps), 0, stream>>>(
-          A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(), v_in, partial.data_ptr<acc_t>(), d.H, d.T, tiles);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-    if (d.B > 0) {
-      cls_row_finish_kernel<acc_t><<<grid_size(ceil_div(d.B * d.T, kThreads)), kThreads, 0, stream>>>(
-          partial.data_ptr<acc_t>(), v_in, levels[l].data_ptr<acc_t>(), d.B, d.H, d.T);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-  }
-  return levels;
-}
-
 // Sum over the block's kRowThreads threads; the result is valid in thread 0.
 template <typename acc_t>
 __device__ acc_t block_sum(acc_t x) {
@@ -146,21 +120,38 @@ __global__ void backward_row_kernel(const scalar_t* __restrict__ A, const scalar
   if (threadIdx.x == 0) g_next[bi] = gb[i] + acc * inv_h;
 }
 
+// The CUDA launches of the drivers in gae_kernels.h, on the current stream. B*H > 0 (the drivers return
+// before launching on an empty batch; CUDA rejects empty grids).
+template <typename scalar_t, typename acc_t>
+struct CudaKernels {
+  static void row_step(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out, const GaeDims& d) {
+    const auto stream = at::cuda::getCurrentCUDAStream();
+    const int64_t tiles = ceil_div(d.T, kTileCols);
+    const at::Tensor partial =
+        at::empty({d.B, d.H, d.T}, at::TensorOptions().device(at::kCUDA, c10::cuda::current_device())
+                                       .dtype(c10::CppTypeToScalarType<acc_t>::value));
+    cls_row_partial_kernel<scalar_t, acc_t><<<grid_size(d.B * d.H * tiles), dim3(kTileCols, kRowWarps), 0, stream>>>(
+        A, G, v_in, partial.data_ptr<acc_t>(), d.H, d.T, tiles);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cls_row_finish_kernel<acc_t><<<grid_size(ceil_div(d.B * d.T, kThreads)), kThreads, 0, stream>>>(
+        partial.data_ptr<acc_t>(), v_in, v_out, d.B, d.H, d.T);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  static void backward_block(const scalar_t* A, const scalar_t* G, const acc_t* v, const acc_t* g, acc_t* g_next,
+                             scalar_t* dA, scalar_t* dG, const GaeDims& d) {
+    backward_row_kernel<scalar_t, acc_t><<<grid_size(d.B * d.T), kRowThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        A, G, v, g, g_next, dA, dG, static_cast<int>(d.H), static_cast<int>(d.T));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
 }  // namespace
 
 at::Tensor gae_relevance_cuda(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
   check_gae_inputs("gae_relevance", attn, grad, start_layer);
   const c10::cuda::CUDAGuard device_guard(attn[0].device());
-  const auto A = contiguous(attn), G = contiguous(grad);
-  const GaeDims d(A[0]);
-  at::Tensor rel;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto acc_opts = A[0].options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-    const at::Tensor levels = cls_row_levels<scalar_t, acc_t>(A, G, start_layer, d, acc_opts);
-    rel = relevance_from_levels(levels, start_layer, A[0]);
-  });
-  return rel;
+  return gae_forward<CudaKernels>(contiguous(attn), contiguous(grad), start_layer);
 }
 
 TensorLists gae_relevance_backward_cuda(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
@@ -168,31 +159,10 @@ TensorLists gae_relevance_backward_cuda(const at::Tensor& grad_rel, at::TensorLi
   check_gae_inputs("_gae_relevance_backward", attn, grad, start_layer);
   check_gae_backward_grad(grad_rel, attn[0]);
   const c10::cuda::CUDAGuard device_guard(attn[0].device());
-  const auto A = contiguous(attn), G = contiguous(grad);
-  const GaeDims d(A[0]);
-  TORCH_CHECK(d.H * d.T <= INT_MAX, "robustvit::_gae_relevance_backward: H*T = ", d.H * d.T,
-              " too large for the CUDA kernel");
-  const int64_t L = static_cast<int64_t>(A.size());
-  std::vector<at::Tensor> dA = block_grads(A, start_layer, attn_needs_grad);
-  std::vector<at::Tensor> dG = block_grads(G, start_layer, grad_needs_grad);
-  if (d.B == 0) return {dA, dG};  // CUDA rejects empty grids; there is nothing to write
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto acc_opts = A[0].options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-    const at::Tensor levels = cls_row_levels<scalar_t, acc_t>(A, G, start_layer + 1, d, acc_opts);
-    at::Tensor g = initial_row_grad(grad_rel, acc_opts);
-    at::Tensor g_next = at::empty_like(g);
-    const auto stream = at::cuda::getCurrentCUDAStream();
-    for (int64_t l = start_layer; l < L; ++l) {
-      backward_row_kernel<scalar_t, acc_t><<<grid_size(d.B * d.T), kRowThreads, 0, stream>>>(
-          A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(), levels[l + 1].data_ptr<acc_t>(),
-          g.data_ptr<acc_t>(), g_next.data_ptr<acc_t>(), attn_needs_grad ? dA[l].data_ptr<scalar_t>() : nullptr,
-          grad_needs_grad ? dG[l].data_ptr<scalar_t>() : nullptr, static_cast<int>(d.H), static_cast<int>(d.T));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      std::swap(g, g_next);
-    }
-  });
-  return {dA, dG};
+  TORCH_CHECK(attn[0].size(1) * attn[0].size(2) <= INT_MAX, "robustvit::_gae_relevance_backward: H*T = ",
+              attn[0].size(1) * attn[0].size(2), " too large for the CUDA kernel");
+  return gae_backward<CudaKernels>(grad_rel, contiguous(attn), contiguous(grad), start_layer, attn_needs_grad,
+                                   grad_needs_grad);
 }
 
 }  // namespace robustvit

@@ -1,4 +1,6 @@
 //! The `harness` command line: parses, wires, prints. Each subcommand calls the library.
+mod predict;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -12,6 +14,8 @@ struct Cli {
 enum Command {
     /// Print the build: libtorch, CUDA kernels, and whether a GPU is visible.
     Info,
+    /// Classify images with a ViT checkpoint (timm safetensors folder or PyTorch pickle).
+    Predict(predict::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -20,7 +24,8 @@ fn main() -> anyhow::Result<()> {
             println!("robustvit {}", env!("CARGO_PKG_VERSION"));
             println!("CUDA kernels built: {}", robustvit::ops::built_with_cuda());
             println!("CUDA devices visible: {}", tch::Cuda::device_count());
+            Ok(())
         }
+        Command::Predict(args) => predict::run(args),
     }
-    Ok(())
 }

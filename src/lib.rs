@@ -1,3 +1,8 @@
 //! robustvit: finetune Vision Transformers so that their GAE relevance maps match foreground masks
 //! (Chefer, Schwartz, Wolf, NeurIPS 2022), and measure robustness against GradMask and RRR.
+pub mod atomic_write;
+pub mod data;
+pub mod device;
+pub mod model;
 pub mod ops;
+pub mod predict;

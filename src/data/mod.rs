@@ -1,0 +1,3 @@
+//! Data: images and their preprocessing, class tables.
+pub mod imagenet;
+pub mod preprocess;

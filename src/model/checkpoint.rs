@@ -1,0 +1,346 @@
+//! Loading and saving ViT weights with timm's key names.
+//!
+//! Sources: a timm hub folder (`model.safetensors` + `config.json` with `pretrained_cfg`), a bare
+//! `.safetensors` file, or a PyTorch pickle (`.pth`/`.pt`/`.bin`: a flat state dict, or nested under `model`
+//! or `state_dict`, keys with or without `module.`). Loading is strict: every key of the model present with
+//! its shape and nothing else, or one error listing all offenders. Saving writes the timm hub layout
+//! atomically, so timm loads it back.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use tch::{nn, Device, Kind, Tensor};
+
+use super::config::{self, VitConfig};
+use super::pickle::{self, DType};
+use super::vit::VisionTransformer;
+use crate::atomic_write;
+use crate::data::preprocess::{Interpolation, PreprocessConfig};
+
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("{path}: {details}")]
+    Mismatch { path: PathBuf, details: String },
+    #[error("{path}: unsupported ViT variant ({what}); only plain timm ViT/DeiT checkpoints load")]
+    Unsupported { path: PathBuf, what: String },
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("unknown model {name:?}: use one of {known}, or a checkpoint folder whose config.json has model_args")]
+    UnknownModel { name: String, known: String },
+    #[error("{0}")]
+    Write(#[from] std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, CheckpointError>;
+
+/// A model ready to run: weights in `vs`, the architecture, and the preprocessing its checkpoint asks for.
+pub struct LoadedModel {
+    pub vs: nn::VarStore,
+    pub model: VisionTransformer,
+    pub name: String,
+    pub preprocess: PreprocessConfig,
+}
+
+/// Where the weights and the optional config.json of a checkpoint path are.
+struct Source {
+    weights: PathBuf,
+    config: Option<PathBuf>,
+}
+
+fn locate(path: &Path) -> Result<Source> {
+    if path.is_dir() {
+        let config = Some(path.join(CONFIG_FILE)).filter(|p| p.is_file());
+        for name in [WEIGHTS_FILE, "pytorch_model.bin"] {
+            if path.join(name).is_file() {
+                return Ok(Source { weights: path.join(name), config });
+            }
+        }
+        return Err(CheckpointError::Read {
+            path: path.to_path_buf(),
+            message: format!("folder holds neither {WEIGHTS_FILE} nor pytorch_model.bin"),
+        });
+    }
+    if !path.is_file() {
+        return Err(CheckpointError::Read { path: path.to_path_buf(), message: "no such file or folder".into() });
+    }
+    let sibling = path.with_file_name(CONFIG_FILE);
+    let config = (path.file_name().is_some_and(|n| n == WEIGHTS_FILE) && sibling.is_file()).then_some(sibling);
+    Ok(Source { weights: path.to_path_buf(), config })
+}
+
+fn kind_of(dtype: DType) -> Kind {
+    match dtype {
+        DType::F64 => Kind::Double,
+        DType::F32 => Kind::Float,
+        DType::F16 => Kind::Half,
+        DType::BF16 => Kind::BFloat16,
+        DType::I64 => Kind::Int64,
+        DType::I32 => Kind::Int,
+        DType::I16 => Kind::Int16,
+        DType::I8 => Kind::Int8,
+        DType::U8 => Kind::Uint8,
+        DType::Bool => Kind::Bool,
+    }
+}
+
+/// Every tensor of a weights file, keys without a `module.` prefix, in file order.
+pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let read_err = |message: String| CheckpointError::Read { path: path.to_path_buf(), message };
+    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+    let tensors = if is_safetensors {
+        Tensor::read_safetensors(path).map_err(|e| read_err(format!("not a readable safetensors file: {e}")))?
+    } else {
+        pickle::read_state_dict(path)
+            .map_err(|e| read_err(e.to_string()))?
+            .into_iter()
+            .map(|(name, raw)| {
+                let shape: Vec<i64> = raw.shape.iter().map(|&s| s as i64).collect();
+                (name, Tensor::from_data_size(&raw.contiguous_bytes(), &shape, kind_of(raw.dtype)))
+            })
+            .collect()
+    };
+    Ok(tensors.into_iter().map(|(k, t)| (k.strip_prefix("module.").map(str::to_string).unwrap_or(k), t)).collect())
+}
+
+/// Keys that mark ViT variants this model does not implement.
+fn unsupported_variant(keys: &[&str]) -> Option<String> {
+    let has = |pred: &dyn Fn(&str) -> bool| keys.iter().any(|k| pred(k));
+    if has(&|k| k == "dist_token" || k.starts_with("head_dist")) {
+        return Some("distilled DeiT: dist_token/head_dist; use the non-distilled deit_*_patch16_224 weights".into());
+    }
+    if has(&|k| k.contains(".ls1.") || k.contains(".ls2.") || k.ends_with("gamma_1") || k.ends_with("gamma_2")) {
+        return Some("layer scale (DeiT-3): blocks.*.ls1/ls2".into());
+    }
+    if has(&|k| k == "reg_token") {
+        return Some("register tokens: reg_token".into());
+    }
+    if has(&|k| k.starts_with("fc_norm")) {
+        return Some("global-average-pool head: fc_norm".into());
+    }
+    None
+}
+
+/// Copies `tensors` into the variables of `vs`, strictly: the same key set and shapes, or an error listing
+/// missing keys, unexpected keys and shape mismatches with both shapes.
+pub fn load_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>, path: &Path) -> Result<()> {
+    let keys: Vec<&str> = tensors.iter().map(|(k, _)| k.as_str()).collect();
+    if let Some(what) = unsupported_variant(&keys) {
+        return Err(CheckpointError::Unsupported { path: path.to_path_buf(), what });
+    }
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let given: HashMap<&str, &Tensor> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    let missing: Vec<&str> = vars.keys().map(String::as_str).filter(|k| !given.contains_key(k)).collect();
+    let unexpected: Vec<&str> = keys.iter().copied().filter(|k| !vars.contains_key(*k)).collect();
+    let mismatched: Vec<String> = vars
+        .iter()
+        .filter_map(|(k, v)| {
+            let t = given.get(k.as_str())?;
+            (t.size() != v.size()).then(|| format!("{k}: checkpoint {:?}, model {:?}", t.size(), v.size()))
+        })
+        .collect();
+    if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
+        let mut details = String::from("checkpoint does not match the model");
+        for (label, items) in [("missing keys", missing.join(", ")), ("unexpected keys", unexpected.join(", ")),
+                               ("shape mismatches", mismatched.join("; "))] {
+            if !items.is_empty() {
+                details.push_str(&format!("\n  {label}: {items}"));
+            }
+        }
+        return Err(CheckpointError::Mismatch { path: path.to_path_buf(), details });
+    }
+    tch::no_grad(|| {
+        for (k, var) in &vars {
+            let mut var = var.shallow_clone();
+            var.copy_(&given[k.as_str()].to_kind(var.kind()).to_device(var.device()));
+        }
+    });
+    Ok(())
+}
+
+/// The parts of a timm config.json this project uses.
+#[derive(Default)]
+struct HubConfig {
+    architecture: Option<String>,
+    model_args: serde_json::Map<String, Value>,
+    pretrained_cfg: serde_json::Map<String, Value>,
+}
+
+fn read_hub_config(path: &Path) -> Result<HubConfig> {
+    let err = |message: String| CheckpointError::Config { path: path.to_path_buf(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?;
+    let object = |key: &str| value.get(key).and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut pretrained_cfg = object("pretrained_cfg");
+    if let Some(n) = value.get("num_classes") {
+        pretrained_cfg.entry("num_classes").or_insert(n.clone());
+    }
+    Ok(HubConfig {
+        architecture: value.get("architecture").and_then(Value::as_str).map(str::to_string),
+        model_args: object("model_args"),
+        pretrained_cfg,
+    })
+}
+
+fn int_field(map: &serde_json::Map<String, Value>, key: &str, path: &Path) -> Result<Option<i64>> {
+    map.get(key)
+        .map(|v| {
+            v.as_i64().ok_or_else(|| CheckpointError::Config {
+                path: path.to_path_buf(),
+                message: format!("{key} must be an integer, got {v}"),
+            })
+        })
+        .transpose()
+}
+
+fn triple(map: &serde_json::Map<String, Value>, key: &str, path: &Path) -> Result<Option<[f32; 3]>> {
+    let Some(v) = map.get(key) else { return Ok(None) };
+    let values: Option<Vec<f32>> = v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64().map(|f| f as f32)).collect());
+    match values {
+        Some(vals) if vals.len() == 3 => Ok(Some([vals[0], vals[1], vals[2]])),
+        _ => Err(CheckpointError::Config { path: path.to_path_buf(), message: format!("{key} must be 3 numbers, got {v}") }),
+    }
+}
+
+/// timm writes `img_size` as `224` or `[224, 224]`; this model is square.
+fn square_size(v: &Value) -> Option<i64> {
+    match v {
+        Value::Array(hw) if hw.len() == 2 && hw[0] == hw[1] => hw[0].as_i64(),
+        other => other.as_i64(),
+    }
+}
+
+/// The architecture and preprocessing of `name` (a preset, or the config's architecture) with the config's
+/// `model_args` and `pretrained_cfg` applied on top.
+fn resolve(name: Option<&str>, hub: &HubConfig, config_path: &Path) -> Result<(String, VitConfig, PreprocessConfig)> {
+    let name = name.map(str::to_string).or_else(|| hub.architecture.clone()).ok_or_else(|| CheckpointError::Config {
+        path: config_path.to_path_buf(),
+        message: "no model name given and config.json names no architecture".into(),
+    })?;
+    let known = || config::preset_names().collect::<Vec<_>>().join(", ");
+    let (mut vit, mut pre) = match config::preset(&name) {
+        Some(p) => (p.config, p.preprocess),
+        None if hub.model_args.contains_key("embed_dim") => {
+            let base = config::preset("vit_base_patch16_224").expect("built-in preset");
+            (base.config, base.preprocess)
+        }
+        None => return Err(CheckpointError::UnknownModel { name, known: known() }),
+    };
+    let args = &hub.model_args;
+    if let Some(size) = args.get("img_size") {
+        vit.img_size = square_size(size).ok_or_else(|| CheckpointError::Config {
+            path: config_path.to_path_buf(),
+            message: format!("img_size must be an integer or a square [h, w], got {size}"),
+        })?;
+    }
+    for (key, field) in [
+        ("patch_size", &mut vit.patch_size),
+        ("in_chans", &mut vit.in_chans),
+        ("embed_dim", &mut vit.embed_dim),
+        ("depth", &mut vit.depth),
+        ("num_heads", &mut vit.num_heads),
+        ("num_classes", &mut vit.num_classes),
+    ] {
+        if let Some(v) = int_field(args, key, config_path)? {
+            *field = v;
+        }
+    }
+    if let Some(r) = args.get("mlp_ratio").and_then(Value::as_f64) {
+        vit.mlp_ratio = r;
+    }
+    let cfg = &hub.pretrained_cfg;
+    if !args.contains_key("num_classes") {
+        if let Some(n) = int_field(cfg, "num_classes", config_path)? {
+            vit.num_classes = n;
+        }
+    }
+    pre.input_size = (vit.img_size as u32, vit.img_size as u32);
+    if let Some(m) = triple(cfg, "mean", config_path)? {
+        pre.mean = m;
+    }
+    if let Some(s) = triple(cfg, "std", config_path)? {
+        pre.std = s;
+    }
+    if let Some(c) = cfg.get("crop_pct").and_then(Value::as_f64) {
+        pre.crop_pct = c;
+    }
+    if let Some(i) = cfg.get("interpolation").and_then(Value::as_str) {
+        pre.interpolation = match i {
+            "bicubic" => Interpolation::Bicubic,
+            "bilinear" => Interpolation::Bilinear,
+            "nearest" => Interpolation::Nearest,
+            other => {
+                return Err(CheckpointError::Config {
+                    path: config_path.to_path_buf(),
+                    message: format!("interpolation {other:?} is not one of bicubic, bilinear, nearest"),
+                })
+            }
+        };
+    }
+    vit.validate().map_err(|message| CheckpointError::Config { path: config_path.to_path_buf(), message })?;
+    Ok((name, vit, pre))
+}
+
+/// Builds the model named `name` (or the one config.json names) and loads `path` into it.
+pub fn load(name: Option<&str>, path: &Path, device: Device) -> Result<LoadedModel> {
+    let source = locate(path)?;
+    let hub = match &source.config {
+        Some(p) => read_hub_config(p)?,
+        None => HubConfig::default(),
+    };
+    let config_path = source.config.clone().unwrap_or_else(|| source.weights.clone());
+    let (name, vit, preprocess) = resolve(name, &hub, &config_path)?;
+    let vs = nn::VarStore::new(device);
+    let model = VisionTransformer::new(&vs.root(), &vit);
+    load_into(&vs, read_tensors(&source.weights)?, &source.weights)?;
+    Ok(LoadedModel { vs, model, name, preprocess })
+}
+
+/// Writes `dir/model.safetensors` (timm keys) and `dir/config.json` (timm hub layout with `model_args` and
+/// `pretrained_cfg`), each atomically. timm loads it back with `timm.create_model(name, pretrained=True,
+/// pretrained_cfg_overlay=dict(file=".../model.safetensors", num_classes=C), **model_args)` (without
+/// `num_classes` in the overlay timm re-initialises a head whose size differs from the preset's).
+pub fn save(dir: &Path, name: &str, vs: &nn::VarStore, vit: &VitConfig, pre: &PreprocessConfig) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
+    let mut named: Vec<(String, Tensor)> =
+        vs.variables().into_iter().map(|(k, t)| (k, t.detach().to_device(Device::Cpu).contiguous())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    atomic_write::write_via_path(&dir.join(WEIGHTS_FILE), |tmp| {
+        Tensor::write_safetensors(&named, tmp).map_err(|e| std::io::Error::other(e.to_string()))
+    })?;
+    let interpolation = match pre.interpolation {
+        Interpolation::Bicubic => "bicubic",
+        Interpolation::Bilinear => "bilinear",
+        Interpolation::Nearest => "nearest",
+    };
+    let config = json!({
+        "architecture": name.split('.').next().unwrap_or(name),
+        "num_classes": vit.num_classes,
+        "num_features": vit.embed_dim,
+        "global_pool": "token",
+        "model_args": {
+            "img_size": vit.img_size, "patch_size": vit.patch_size, "in_chans": vit.in_chans,
+            "embed_dim": vit.embed_dim, "depth": vit.depth, "num_heads": vit.num_heads,
+            "mlp_ratio": vit.mlp_ratio, "num_classes": vit.num_classes,
+        },
+        "pretrained_cfg": {
+            "input_size": [vit.in_chans, pre.input_size.0, pre.input_size.1],
+            "interpolation": interpolation,
+            "crop_pct": pre.crop_pct,
+            "crop_mode": "center",
+            "mean": pre.mean,
+            "std": pre.std,
+            "num_classes": vit.num_classes,
+            "first_conv": "patch_embed.proj",
+            "classifier": "head",
+        },
+    });
+    let text = serde_json::to_string_pretty(&config).expect("a JSON value serialises");
+    atomic_write::write(&dir.join(CONFIG_FILE), text.as_bytes())?;
+    Ok(())
+}

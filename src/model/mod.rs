@@ -1,0 +1,9 @@
+//! The Vision Transformer, its configurations and its checkpoints.
+pub mod checkpoint;
+pub mod config;
+pub mod pickle;
+pub mod vit;
+
+pub use checkpoint::{load, save, LoadedModel};
+pub use config::{preset, VitConfig};
+pub use vit::{ForwardWithAttention, VisionTransformer};

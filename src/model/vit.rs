@@ -1,0 +1,161 @@
+//! Vision Transformer in tch with timm's module tree, so variable paths are timm's state-dict keys.
+//! Attention is written out (softmax(q k^T * scale) v) rather than fused: the probabilities are needed for
+//! relevance, and the fused kernel's backward has no double backward.
+use tch::nn::{self, Module};
+use tch::Tensor;
+
+use super::config::VitConfig;
+
+const LN_EPS: f64 = 1e-6;
+
+fn layer_norm(vs: nn::Path, dim: i64) -> nn::LayerNorm {
+    nn::layer_norm(vs, vec![dim], nn::LayerNormConfig { eps: LN_EPS, ..Default::default() })
+}
+
+#[derive(Debug)]
+struct Attention {
+    qkv: nn::Linear,
+    proj: nn::Linear,
+    num_heads: i64,
+    scale: f64,
+}
+
+impl Attention {
+    fn new(vs: nn::Path, c: &VitConfig) -> Self {
+        let d = c.embed_dim;
+        Attention {
+            qkv: nn::linear(&vs / "qkv", d, 3 * d, Default::default()),
+            proj: nn::linear(&vs / "proj", d, d, Default::default()),
+            num_heads: c.num_heads,
+            scale: (c.head_dim() as f64).powf(-0.5),
+        }
+    }
+
+    /// Output `[B,T,D]` and the post-softmax attention `[B,H,T,T]`.
+    fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let size = x.size();
+        let (b, t, d) = (size[0], size[1], size[2]);
+        let qkv = self.qkv.forward(x).reshape([b, t, 3, self.num_heads, d / self.num_heads]).permute([2, 0, 3, 1, 4]);
+        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        let attn = (q * self.scale).matmul(&k.transpose(-2, -1)).softmax(-1, x.kind());
+        let out = attn.matmul(&v).transpose(1, 2).reshape([b, t, d]);
+        (self.proj.forward(&out), attn)
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    norm1: nn::LayerNorm,
+    attn: Attention,
+    norm2: nn::LayerNorm,
+    fc1: nn::Linear,
+    fc2: nn::Linear,
+}
+
+impl Block {
+    fn new(vs: nn::Path, c: &VitConfig) -> Self {
+        let mlp = &vs / "mlp";
+        Block {
+            norm1: layer_norm(&vs / "norm1", c.embed_dim),
+            attn: Attention::new(&vs / "attn", c),
+            norm2: layer_norm(&vs / "norm2", c.embed_dim),
+            fc1: nn::linear(&mlp / "fc1", c.embed_dim, c.mlp_hidden(), Default::default()),
+            fc2: nn::linear(&mlp / "fc2", c.mlp_hidden(), c.embed_dim, Default::default()),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let (a, attn) = self.attn.forward(&self.norm1.forward(x));
+        let x = x + a;
+        let hidden = self.fc1.forward(&self.norm2.forward(&x)).gelu("none");
+        (&x + self.fc2.forward(&hidden), attn)
+    }
+}
+
+/// A timm-layout ViT. Construct it on a `VarStore` path (usually the root) so that variable names are
+/// timm's keys: `cls_token`, `pos_embed`, `patch_embed.proj.*`, `blocks.{i}.*`, `norm.*`, `head.*`.
+#[derive(Debug)]
+pub struct VisionTransformer {
+    config: VitConfig,
+    patch_embed: nn::Conv2D,
+    cls_token: Tensor,
+    pos_embed: Tensor,
+    blocks: Vec<Block>,
+    norm: nn::LayerNorm,
+    head: nn::Linear,
+}
+
+/// Logits `[B,C]` and, per block, the post-softmax attention `[B,H,T,T]` (in the autograd graph).
+#[derive(Debug)]
+pub struct ForwardWithAttention {
+    pub logits: Tensor,
+    pub attention: Vec<Tensor>,
+}
+
+impl VisionTransformer {
+    pub fn new(vs: &nn::Path, config: &VitConfig) -> Self {
+        let c = config;
+        let d = c.embed_dim;
+        let conv = nn::ConvConfig { stride: c.patch_size, ..Default::default() };
+        let blocks_vs = vs / "blocks";
+        VisionTransformer {
+            config: c.clone(),
+            patch_embed: nn::conv2d(vs / "patch_embed" / "proj", c.in_chans, d, c.patch_size, conv),
+            cls_token: vs.var("cls_token", &[1, 1, d], nn::Init::Randn { mean: 0.0, stdev: 1e-6 }),
+            pos_embed: vs.var("pos_embed", &[1, c.tokens(), d], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
+            blocks: (0..c.depth).map(|i| Block::new(&blocks_vs / i, c)).collect(),
+            norm: layer_norm(vs / "norm", d),
+            head: nn::linear(vs / "head", d, c.num_classes, Default::default()),
+        }
+    }
+
+    pub fn config(&self) -> &VitConfig {
+        &self.config
+    }
+
+    /// Checks that `images` is `[B, in_chans, img_size, img_size]` floating point, before a forward pass
+    /// would fail deep inside libtorch.
+    pub fn check_images(&self, images: &Tensor) -> Result<(), String> {
+        let c = &self.config;
+        let size = images.size();
+        let ok = size.len() == 4 && size[1] == c.in_chans && size[2] == c.img_size && size[3] == c.img_size;
+        if !ok {
+            return Err(format!(
+                "images must have shape [B,{},{},{}], got {size:?}",
+                c.in_chans, c.img_size, c.img_size
+            ));
+        }
+        if !images.is_floating_point() {
+            return Err(format!("images must be floating point, got {:?}", images.kind()));
+        }
+        Ok(())
+    }
+
+    fn embed(&self, images: &Tensor) -> Tensor {
+        let patches = self.patch_embed.forward(images).flatten(2, 3).transpose(1, 2);
+        let b = patches.size()[0];
+        Tensor::cat(&[self.cls_token.expand([b, -1, -1], false), patches], 1) + &self.pos_embed
+    }
+
+    fn logits(&self, tokens: &Tensor) -> Tensor {
+        self.head.forward(&self.norm.forward(tokens).select(1, 0))
+    }
+
+    /// Logits `[B,C]` for images `[B,3,H,W]` (normalised).
+    pub fn forward(&self, images: &Tensor) -> Tensor {
+        let tokens = self.blocks.iter().fold(self.embed(images), |x, block| block.forward(&x).0);
+        self.logits(&tokens)
+    }
+
+    /// Logits and every block's attention probabilities, for relevance.
+    pub fn forward_with_attention(&self, images: &Tensor) -> ForwardWithAttention {
+        let mut x = self.embed(images);
+        let mut attention = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let (next, attn) = block.forward(&x);
+            x = next;
+            attention.push(attn);
+        }
+        ForwardWithAttention { logits: self.logits(&x), attention }
+    }
+}
