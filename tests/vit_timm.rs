@@ -71,9 +71,10 @@ fn assert_matches_timm(model: &VisionTransformer, name: &str, layout: &str) {
 fn preset_models_load_in_every_layout_and_match_timm() {
     for name in ["vit_tiny_patch16_224", "deit_tiny_patch16_224"] {
         let dir = fixtures().join(name);
-        let layouts: [(Option<&str>, PathBuf); 4] = [
+        let layouts: [(Option<&str>, PathBuf); 5] = [
             (None, dir.join("hub")),
             (Some(name), dir.join("hub/model.safetensors")),
+            (Some(name), dir.join("flat.pth")),
             (Some(name), dir.join("nested.pth")),
             (Some(name), dir.join("module.pth")),
         ];
@@ -92,7 +93,7 @@ fn custom_config_loads_from_hub_folder_and_pickles() {
     assert_eq!(loaded.model.config(), &custom_config());
     assert_eq!(loaded.preprocess.input_size, (32, 32));
     assert_matches_timm(&loaded.model, "custom", "hub");
-    for file in ["nested.pth", "module.pth"] {
+    for file in ["flat.pth", "nested.pth", "module.pth"] {
         let vs = nn::VarStore::new(Device::Cpu);
         let vit = VisionTransformer::new(&vs.root(), &custom_config());
         let path = dir.join(file);
