@@ -45,6 +45,29 @@ fn compile_cuda(nvcc: &Path, includes: &[PathBuf], out_dir: &Path) -> Vec<PathBu
         .collect()
 }
 
+/// Build facts for run manifests: the git revision and libtorch's version.
+fn provenance(torch_root: &Path) {
+    let rev = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let dirty = Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]).output().ok()
+        .is_some_and(|o| !o.stdout.is_empty());
+    println!("cargo:rustc-env=ROBUSTVIT_GIT_REV={rev}{}", if dirty { "-dirty" } else { "" });
+    let torch = std::fs::read_to_string(torch_root.join("version.py")).unwrap_or_default();
+    let version = torch
+        .lines()
+        .find_map(|l| l.strip_prefix("__version__ = "))
+        .map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=ROBUSTVIT_LIBTORCH_VERSION={version}");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/index");
+}
+
 fn main() {
     let torch_lib = PathBuf::from(env::var("DEP_TCH_LIBTORCH_LIB").expect(
         "torch-sys did not report libtorch's lib folder; build through `make` (it sets LIBTORCH_USE_PYTORCH=1 \
@@ -106,6 +129,7 @@ fn main() {
     for path in ["cpp", "src/ops/bridge.h", "src/ops/bridge.cc", "scripts/find-nvcc.sh"] {
         println!("cargo:rerun-if-changed={path}");
     }
+    provenance(torch_root);
     println!("cargo:rerun-if-env-changed=ROBUSTVIT_CUDA");
     println!("cargo:rerun-if-env-changed=NVCC");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");

@@ -1,4 +1,5 @@
 //! The `harness` command line: parses, wires, prints. Each subcommand calls the library.
+mod finetune;
 mod predict;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,8 @@ enum Command {
     Info,
     /// Classify images with a ViT checkpoint (timm safetensors folder or PyTorch pickle).
     Predict(predict::Args),
+    /// Finetune with the relevance method, GradMask or RRR on ImageNet-S images and masks.
+    Finetune(Box<finetune::Args>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,5 +30,6 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Predict(args) => predict::run(args),
+        Command::Finetune(args) => finetune::run(*args),
     }
 }

@@ -3,6 +3,12 @@
 pub mod atomic_write;
 pub mod data;
 pub mod device;
+pub mod finetune;
+pub mod methods;
 pub mod model;
 pub mod ops;
+pub mod optim;
+pub mod paper;
 pub mod predict;
+pub mod rng;
+pub mod train;

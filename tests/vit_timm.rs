@@ -4,36 +4,16 @@
 //! fail with errors naming the file and the offending keys; `harness predict` writes the documented CSV.
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use robustvit::model::checkpoint::{self, CheckpointError};
 use robustvit::model::{self, VisionTransformer, VitConfig};
 use robustvit::predict;
 use tch::{nn, Device, Kind, Tensor};
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+#[path = "support/timm_fixtures.rs"]
+mod timm_fixtures;
 
-fn python() -> PathBuf {
-    Path::new(ROOT).join(".venv/bin/python")
-}
-
-fn fixture_script() -> PathBuf {
-    Path::new(ROOT).join("python/fixtures/timm_models.py")
-}
-
-/// The fixture folder, made on first use (about 15 s).
-fn fixtures() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(ROOT).join("target/fixtures/timm");
-        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        if modified(&dir.join("done")) < modified(&fixture_script()) {
-            let status = Command::new(python()).arg(fixture_script()).arg("make").arg(&dir).status().expect("run python");
-            assert!(status.success(), "python/fixtures/timm_models.py make failed");
-        }
-        dir
-    })
-}
+use timm_fixtures::{fixture_script, fixtures, python, ROOT};
 
 fn io(model: &str) -> Vec<(String, Tensor)> {
     Tensor::read_safetensors(fixtures().join(model).join("io.safetensors")).expect("fixture outputs")

@@ -1,3 +1,12 @@
-//! Data: images and their preprocessing, class tables.
+//! Data: images and their preprocessing, class tables, ImageNet-S with foreground masks.
 pub mod imagenet;
+pub mod imagenet_s;
 pub mod preprocess;
+
+/// A network input: normalised CHW image (3*S*S), foreground mask (S*S, in [0, 1]) and class label.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub image: Vec<f32>,
+    pub mask: Vec<f32>,
+    pub label: i64,
+}

@@ -1,0 +1,221 @@
+//! `harness finetune`: the method, GradMask or RRR on ImageNet-S images with foreground masks.
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use robustvit::data::imagenet_s::{MaskResize, MaskSource, SplitConfig};
+use robustvit::finetune::{self, DataConfig};
+use robustvit::methods::{ClsTarget, InputGradient, Method, Relevance, RelevanceGrad};
+use robustvit::model::config::HALF;
+use robustvit::paper::{self, PaperHparams};
+use robustvit::train::{RunOptions, Selection, TrainConfig};
+use robustvit::{device, model};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum MethodName {
+    Ours,
+    Gradmask,
+    Rrr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum MaskSourceArg {
+    /// ImageNet-S PNGs: id = R + 256*G, 0 background, 1000 ignored, any other id the object.
+    ImagenetS,
+    /// Binary PNGs (e.g. unsupervised TokenCut masks): bright = object.
+    Binary,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, value_enum)]
+    method: MethodName,
+    /// timm model name; optional when the checkpoint's config.json names it.
+    #[arg(long)]
+    model: Option<String>,
+    /// The original model: a timm hub folder, a .safetensors file or a .pth/.pt/.bin pickle.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// ImageNet training images: <images>/<wnid>/<name>.JPEG
+    #[arg(long)]
+    images: PathBuf,
+    /// Foreground masks: <masks>/<wnid>/<name>.png
+    #[arg(long)]
+    masks: PathBuf,
+    /// Output folder: best/, last/, metrics.csv, manifest.json.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value = "imagenet-s")]
+    mask_source: MaskSourceArg,
+    /// Drop masks with fewer foreground pixels (the paper uses 520 for TokenCut masks).
+    #[arg(long)]
+    min_mask_pixels: Option<u64>,
+    /// Fill in the paper's values for a model: vit-b, vit-l, ar-s, ar-b, ar-l, deit-s, deit-b (or timm names).
+    #[arg(long)]
+    preset: Option<String>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    /// The LR of epoch e is lr * lr_decay^(e / decay_every).
+    #[arg(long, default_value_t = 0.85)]
+    lr_decay: f64,
+    #[arg(long, default_value_t = 2)]
+    decay_every: usize,
+    #[arg(long, default_value_t = 50)]
+    epochs: usize,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Background weight (ours: lambda_bg of L_rel, default 2; baselines: weight of the input-gradient penalty).
+    #[arg(long)]
+    lambda_bg: Option<f64>,
+    #[arg(long, default_value_t = 0.3)]
+    lambda_fg: f64,
+    #[arg(long, default_value_t = 0.8)]
+    lambda_rel: f64,
+    /// Classification weight (ours: default 0.2; baselines: from --preset or required).
+    #[arg(long)]
+    lambda_cls: Option<f64>,
+    /// Temperature of the classification term (default 1, DeiT presets 0.55 / 0.65).
+    #[arg(long)]
+    temperature: Option<f64>,
+    #[arg(long, value_enum, default_value = "detached")]
+    relevance_grad: RelevanceGrad,
+    /// Ablation: drop the classification term.
+    #[arg(long)]
+    no_cls_loss: bool,
+    /// Ablation: drop the background term.
+    #[arg(long)]
+    no_bg_loss: bool,
+    /// Ablation: drop the foreground term.
+    #[arg(long)]
+    no_fg_loss: bool,
+    /// Target of the classification term: the model's prediction (the method) or the label (ablation).
+    #[arg(long, value_enum, default_value = "pred")]
+    cls_target: ClsTarget,
+    #[arg(long, value_enum, default_value = "val-loss")]
+    select: Selection,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 500)]
+    train_classes: usize,
+    #[arg(long, default_value_t = 3)]
+    per_class: usize,
+    #[arg(long, default_value_t = 1)]
+    val_per_class: usize,
+    /// Continue the run in --out from its last completed epoch.
+    #[arg(long)]
+    resume: bool,
+    /// No progress bars; one log line per epoch.
+    #[arg(long)]
+    quiet: bool,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Normalise with mean = std = 0.5 as the reference code does.
+    #[arg(long)]
+    reference_norm: bool,
+    /// Resize masks bilinearly as the reference code does (fractional edges) instead of nearest.
+    #[arg(long)]
+    reference_mask_resize: bool,
+}
+
+fn hparams(args: &Args) -> anyhow::Result<Option<&'static PaperHparams>> {
+    args.preset
+        .as_deref()
+        .map(|name| paper::lookup(name).with_context(|| format!("unknown --preset {name:?}; known: {}", paper::known())))
+        .transpose()
+}
+
+/// The method and its learning rate from the flags, the preset filling what the flags leave open.
+fn method_and_lr(args: &Args) -> anyhow::Result<(Method, f64)> {
+    let preset = hparams(args)?;
+    let temperature = args.temperature.or(preset.map(|p| p.temperature)).unwrap_or(1.0);
+    let ablation = args.no_cls_loss || args.no_bg_loss || args.no_fg_loss || args.cls_target == ClsTarget::Gt;
+    if args.method != MethodName::Ours && (ablation || args.relevance_grad == RelevanceGrad::Full) {
+        bail!("--no-*-loss, --cls-target and --relevance-grad apply to --method ours only");
+    }
+    if args.method == MethodName::Ours {
+        let lr = args.lr.or(preset.map(|p| p.ours_lr)).context("give --lr or --preset")?;
+        let zero_if = |off: bool, v: f64| if off { 0.0 } else { v };
+        let m = Relevance {
+            lambda_bg: zero_if(args.no_bg_loss, args.lambda_bg.unwrap_or(2.0)),
+            lambda_fg: zero_if(args.no_fg_loss, args.lambda_fg),
+            lambda_rel: args.lambda_rel,
+            lambda_cls: zero_if(args.no_cls_loss, args.lambda_cls.unwrap_or(0.2)),
+            temperature,
+            relevance_grad: args.relevance_grad,
+            cls_target: args.cls_target,
+        };
+        return Ok((Method::Ours(m), lr));
+    }
+    let (name, paper_values) = match args.method {
+        MethodName::Gradmask => ("GradMask", preset.and_then(|p| p.gradmask)),
+        _ => ("RRR", preset.and_then(|p| p.rrr)),
+    };
+    if preset.is_some() && paper_values.is_none() {
+        bail!("the paper gives no {name} values for {}; pass --lambda-bg, --lambda-cls and --lr", args.preset.as_deref().unwrap_or_default());
+    }
+    let need = |flag: Option<f64>, from_paper: Option<f64>, what: &str| {
+        flag.or(from_paper).with_context(|| format!("give --{what} or --preset for {name}"))
+    };
+    let b = InputGradient {
+        lambda_bg: need(args.lambda_bg, paper_values.map(|p| p.lambda_bg), "lambda-bg")?,
+        lambda_cls: need(args.lambda_cls, paper_values.map(|p| p.lambda_cls), "lambda-cls")?,
+        temperature,
+    };
+    let lr = need(args.lr, paper_values.map(|p| p.lr), "lr")?;
+    Ok((if args.method == MethodName::Gradmask { Method::Gradmask(b) } else { Method::Rrr(b) }, lr))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (method, lr) = method_and_lr(&args)?;
+    let cfg = TrainConfig {
+        method,
+        lr,
+        weight_decay: args.weight_decay,
+        lr_decay: args.lr_decay,
+        decay_every: args.decay_every,
+        epochs: args.epochs,
+        batch_size: args.batch_size.max(1),
+        seed: args.seed,
+        select: args.select,
+    };
+    let data = DataConfig {
+        images: args.images.clone(),
+        masks: args.masks.clone(),
+        split: SplitConfig {
+            train_classes: args.train_classes,
+            per_class: args.per_class,
+            val_per_class: args.val_per_class,
+            seed: args.seed,
+            min_mask_pixels: args.min_mask_pixels,
+            source: match args.mask_source {
+                MaskSourceArg::ImagenetS => MaskSource::ImagenetS,
+                MaskSourceArg::Binary => MaskSource::Binary,
+            },
+        },
+        mask_resize: if args.reference_mask_resize { MaskResize::Bilinear } else { MaskResize::Nearest },
+    };
+    let mut loaded = model::load(args.model.as_deref(), &args.checkpoint, device::parse(&args.device)?)?;
+    if args.reference_norm {
+        loaded.preprocess.mean = HALF;
+        loaded.preprocess.std = HALF;
+    }
+    let opts = RunOptions {
+        resume: args.resume,
+        quiet: args.quiet,
+        manifest: serde_json::json!({
+            "command": std::env::args().collect::<Vec<_>>(),
+            "checkpoint": args.checkpoint,
+            "reference_norm": args.reference_norm,
+        }),
+    };
+    let summary = finetune::run(&loaded, &data, &cfg, &args.out, opts)?;
+    println!(
+        "best epoch {} (val total {:.5}, val accuracy {:.4}) saved in {}",
+        summary.best_epoch,
+        summary.best.val[0],
+        summary.best.val_accuracy,
+        summary.best_dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! AdamW as `torch.optim.AdamW` computes it, with its state exposed as named tensors so that a run can be
+//! checkpointed and resumed exactly (tch's optimisers keep their state inside libtorch, out of reach).
+use std::collections::HashMap;
+
+use tch::{nn, Tensor};
+
+/// Decoupled-weight-decay Adam over the trainable variables of a `VarStore`, in name order.
+pub struct AdamW {
+    params: Vec<(String, Tensor)>,
+    exp_avg: Vec<Tensor>,
+    exp_avg_sq: Vec<Tensor>,
+    step: i64,
+    pub lr: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl AdamW {
+    pub fn new(vs: &nn::VarStore, lr: f64, weight_decay: f64) -> Self {
+        let mut params: Vec<(String, Tensor)> =
+            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let zeros = |ps: &[(String, Tensor)]| ps.iter().map(|(_, p)| p.zeros_like()).collect();
+        AdamW {
+            exp_avg: zeros(&params),
+            exp_avg_sq: zeros(&params),
+            params,
+            step: 0,
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay,
+        }
+    }
+
+    pub fn zero_grad(&mut self) {
+        for (_, p) in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// One update from the parameters' `.grad`, the same arithmetic as PyTorch's single-tensor AdamW.
+    /// Parameters without a gradient are left alone, as PyTorch does.
+    pub fn step(&mut self) {
+        self.step += 1;
+        let (b1, b2) = self.betas;
+        let bias1 = 1.0 - b1.powi(self.step as i32);
+        let bias2_sqrt = (1.0 - b2.powi(self.step as i32)).sqrt();
+        tch::no_grad(|| {
+            for (((_, p), m), v) in self.params.iter_mut().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let _ = p.g_mul_scalar_(1.0 - self.lr * self.weight_decay);
+                let _ = m.lerp_(&g, 1.0 - b1);
+                // tch's addcmul_/addcdiv_ have no `value`; the scale goes on one factor (an ulp apart).
+                let _ = v.g_mul_scalar_(b2).addcmul_(&g, &(&g * (1.0 - b2)));
+                let denom = (v.sqrt() / bias2_sqrt) + self.eps;
+                let _ = p.addcdiv_(&(&*m * (-self.lr / bias1)), &denom);
+            }
+        });
+    }
+
+    pub fn steps_taken(&self) -> i64 {
+        self.step
+    }
+
+    /// The state as named tensors: `exp_avg.<param>`, `exp_avg_sq.<param>` and `step`.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("step".to_string(), Tensor::from(self.step))];
+        for (((name, _), m), v) in self.params.iter().zip(&self.exp_avg).zip(&self.exp_avg_sq) {
+            out.push((format!("exp_avg.{name}"), m.to_device(tch::Device::Cpu)));
+            out.push((format!("exp_avg_sq.{name}"), v.to_device(tch::Device::Cpu)));
+        }
+        out
+    }
+
+    /// Restores a state written by [`AdamW::state`]; the message names what is missing or misshapen.
+    pub fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<(), String> {
+        let named: HashMap<String, Tensor> = state.into_iter().collect();
+        let step = named.get("step").ok_or("optimiser state has no step")?;
+        self.step = step.int64_value(&[]);
+        for (((name, p), m), v) in self.params.iter().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
+            for (prefix, slot) in [("exp_avg", m), ("exp_avg_sq", v)] {
+                let key = format!("{prefix}.{name}");
+                let t = named.get(&key).ok_or_else(|| format!("optimiser state lacks {key}"))?;
+                if t.size() != p.size() {
+                    return Err(format!("optimiser state {key} has shape {:?}, parameter {:?}", t.size(), p.size()));
+                }
+                *slot = t.to_kind(p.kind()).to_device(p.device());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+//! The paper's finetuning hyperparameters for its seven models (method.md sections 3-5), for `--preset`.
+
+/// `(lambda_cls, lambda_bg, lr)` of an input-gradient baseline.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BaselineHparams {
+    pub lambda_cls: f64,
+    pub lambda_bg: f64,
+    pub lr: f64,
+}
+
+/// One model's values; a baseline the paper did not run on that model is `None`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PaperHparams {
+    /// timm model name.
+    pub model: &'static str,
+    /// The paper's short name, accepted as an alias.
+    pub alias: &'static str,
+    pub ours_lr: f64,
+    /// Temperature of the classification term (DeiT only differs from 1).
+    pub temperature: f64,
+    pub rrr: Option<BaselineHparams>,
+    pub gradmask: Option<BaselineHparams>,
+}
+
+const fn rrr(lambda_cls: f64, lambda_bg: f64, lr: f64) -> Option<BaselineHparams> {
+    Some(BaselineHparams { lambda_cls, lambda_bg, lr })
+}
+
+const fn gradmask(lr: f64) -> Option<BaselineHparams> {
+    Some(BaselineHparams { lambda_cls: 3e-9, lambda_bg: 50.0, lr })
+}
+
+pub const MODELS: [PaperHparams; 7] = [
+    PaperHparams { model: "vit_base_patch16_224", alias: "vit-b", ours_lr: 3e-6, temperature: 1.0,
+                   rrr: rrr(2e-6, 1e-10, 2e-6), gradmask: gradmask(2e-4) },
+    PaperHparams { model: "vit_large_patch16_224", alias: "vit-l", ours_lr: 9e-7, temperature: 1.0,
+                   rrr: None, gradmask: None },
+    PaperHparams { model: "vit_small_patch16_224.augreg_in21k_ft_in1k", alias: "ar-s", ours_lr: 2e-6,
+                   temperature: 1.0, rrr: rrr(2e-8, 1e-8, 1e-5), gradmask: gradmask(5e-4) },
+    PaperHparams { model: "vit_base_patch16_224.augreg_in21k_ft_in1k", alias: "ar-b", ours_lr: 6e-7,
+                   temperature: 1.0, rrr: rrr(2e-7, 1e-8, 5e-7), gradmask: gradmask(1e-5) },
+    PaperHparams { model: "vit_large_patch16_224.augreg_in21k_ft_in1k", alias: "ar-l", ours_lr: 9e-7,
+                   temperature: 1.0, rrr: None, gradmask: None },
+    PaperHparams { model: "deit_small_patch16_224", alias: "deit-s", ours_lr: 1e-6, temperature: 0.55,
+                   rrr: rrr(2e-6, 1e-10, 1e-5), gradmask: gradmask(5e-3) },
+    PaperHparams { model: "deit_base_patch16_224", alias: "deit-b", ours_lr: 8e-7, temperature: 0.65,
+                   rrr: rrr(2e-6, 1e-10, 5e-6), gradmask: gradmask(1e-3) },
+];
+
+/// The values for a timm name or the paper's alias (`vit-b`, `ar-s`, `deit-b`, ...).
+pub fn lookup(name: &str) -> Option<&'static PaperHparams> {
+    MODELS.iter().find(|m| m.model == name || m.alias.eq_ignore_ascii_case(name))
+}
+
+/// The names `lookup` accepts, for error messages.
+pub fn known() -> String {
+    MODELS.iter().map(|m| format!("{} ({})", m.alias, m.model)).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,307 @@
+//! One training loop for every method: AdamW with the paper's step decay, validation each epoch with the
+//! same loss, best and last checkpoints, per-epoch metrics CSV, a JSON run manifest, and exact resumption.
+//!
+//! Output folder: `best/` and `last/` (timm hub layout; `last/` also holds `optimizer.safetensors` and
+//! `state.json`), `metrics.csv`, `manifest.json`. Every file is written atomically and `last/` is swapped
+//! whole, so a run killed at any point resumes from its last completed epoch. All randomness (data order,
+//! crops, flips) derives from (seed, epoch, sample), so a resumed run on CPU ends with the same weights as
+//! an uninterrupted one.
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::atomic_write;
+use crate::data::Sample;
+use crate::methods::{Batch, Method};
+use crate::model::{checkpoint, LoadedModel};
+use crate::optim::AdamW;
+use crate::rng::{derive_seed, permutation};
+
+/// How the kept ("best") checkpoint is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Selection {
+    /// Lowest validation total loss (the paper's rule).
+    ValLoss,
+    /// Highest validation accuracy, ties to the lower loss (guards against collapsed low-loss models).
+    ValAcc,
+}
+
+/// Everything that determines a run's numbers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub method: Method,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// LR of epoch e is `lr * lr_decay^(e / decay_every)`.
+    pub lr_decay: f64,
+    pub decay_every: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub select: Selection,
+}
+
+impl TrainConfig {
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        self.lr * self.lr_decay.powi((epoch / self.decay_every.max(1)) as i32)
+    }
+}
+
+/// Training examples, drawn with a per-(epoch, sample) seed for their random augmentation.
+pub trait TrainSet {
+    fn len(&self) -> usize;
+    fn sample(&self, index: usize, seed: u64) -> anyhow::Result<Sample>;
+}
+
+/// One epoch's numbers; `train`/`val` hold the method's terms in `Method::term_names` order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train: Vec<f64>,
+    pub val: Vec<f64>,
+    pub val_accuracy: f64,
+    pub seconds: f64,
+}
+
+/// Resumption state, saved in `last/state.json` after every epoch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RunState {
+    config: TrainConfig,
+    completed_epochs: usize,
+    best_epoch: Option<usize>,
+    history: Vec<EpochMetrics>,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub best_epoch: usize,
+    pub best: EpochMetrics,
+    pub history: Vec<EpochMetrics>,
+    pub best_dir: PathBuf,
+}
+
+pub struct RunOptions {
+    pub resume: bool,
+    /// No progress bars: one log line per epoch only.
+    pub quiet: bool,
+    /// Extra facts for the manifest (data split, command line, source checkpoint).
+    pub manifest: serde_json::Value,
+}
+
+/// Stacks samples into a batch on `device`.
+pub fn batch(samples: &[Sample], device: Device) -> Batch {
+    let n = samples.len() as i64;
+    let side = ((samples[0].mask.len()) as f64).sqrt() as i64;
+    let cat = |f: &dyn Fn(&Sample) -> &[f32]| samples.iter().flat_map(|s| f(s).iter().copied()).collect::<Vec<f32>>();
+    Batch {
+        images: Tensor::from_slice(&cat(&|s| &s.image)).view([n, 3, side, side]).to_device(device),
+        masks: Tensor::from_slice(&cat(&|s| &s.mask)).view([n, 1, side, side]).to_device(device),
+        labels: Tensor::from_slice(&samples.iter().map(|s| s.label).collect::<Vec<i64>>()).to_device(device),
+    }
+}
+
+fn scalar(t: &Tensor) -> f64 {
+    t.double_value(&[])
+}
+
+/// Mean loss terms and top-1 accuracy of `method` over `samples` (no update).
+pub fn evaluate(loaded: &LoadedModel, method: &Method, samples: &[Sample], batch_size: usize) -> anyhow::Result<(Vec<f64>, f64)> {
+    let mut sums = vec![0.0; method.term_names().len()];
+    let mut correct = 0i64;
+    for chunk in samples.chunks(batch_size.max(1)) {
+        let b = batch(chunk, loaded.vs.device());
+        let loss = method.loss(&loaded.model, &b, false)?;
+        for (sum, (_, t)) in sums.iter_mut().zip(&loss.terms) {
+            *sum += scalar(t) * chunk.len() as f64;
+        }
+        correct += loss.logits.argmax(-1, false).eq_tensor(&b.labels).sum(Kind::Int64).int64_value(&[]);
+    }
+    let n = samples.len().max(1) as f64;
+    Ok((sums.iter().map(|s| s / n).collect(), correct as f64 / n))
+}
+
+fn better(select: Selection, candidate: &EpochMetrics, best: Option<&EpochMetrics>) -> bool {
+    let Some(best) = best else { return true };
+    match select {
+        Selection::ValLoss => candidate.val[0] < best.val[0],
+        Selection::ValAcc => {
+            candidate.val_accuracy > best.val_accuracy
+                || (candidate.val_accuracy == best.val_accuracy && candidate.val[0] < best.val[0])
+        }
+    }
+}
+
+fn progress(quiet: bool, batches: usize, epoch: usize, epochs: usize) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(batches as u64);
+    bar.set_style(
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}").expect("static template"),
+    );
+    bar.set_prefix(format!("{}/{epochs}", epoch + 1));
+    bar
+}
+
+fn write_metrics(path: &Path, method: &Method, rows: &[EpochMetrics]) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let names = method.term_names();
+    let mut header = vec!["epoch".to_string(), "lr".to_string()];
+    header.extend(names.iter().map(|n| format!("train_{n}")));
+    header.extend(names.iter().map(|n| format!("val_{n}")));
+    header.extend(["val_accuracy".to_string(), "seconds".to_string()]);
+    w.write_record(&header)?;
+    for r in rows {
+        let mut rec = vec![r.epoch.to_string(), format!("{:e}", r.lr)];
+        rec.extend(r.train.iter().chain(&r.val).map(|v| format!("{v:.8e}")));
+        rec.extend([format!("{:.6}", r.val_accuracy), format!("{:.2}", r.seconds)]);
+        w.write_record(&rec)?;
+    }
+    atomic_write::write(path, &w.into_inner().context("finishing metrics CSV")?)?;
+    Ok(())
+}
+
+fn save_model(dir: &Path, loaded: &LoadedModel) -> anyhow::Result<()> {
+    checkpoint::save(dir, &loaded.name, &loaded.vs, loaded.model.config(), &loaded.preprocess)?;
+    Ok(())
+}
+
+fn write_manifest(out: &Path, cfg: &TrainConfig, loaded: &LoadedModel, opts: &RunOptions, summary: Option<&EpochMetrics>)
+    -> anyhow::Result<()> {
+    let manifest = serde_json::json!({
+        "robustvit_version": env!("CARGO_PKG_VERSION"),
+        "git_revision": env!("ROBUSTVIT_GIT_REV"),
+        "libtorch_version": env!("ROBUSTVIT_LIBTORCH_VERSION"),
+        "tch_version": "0.24.0",
+        "model": loaded.name,
+        "model_config": loaded.model.config(),
+        "device": format!("{:?}", loaded.vs.device()),
+        "train": cfg,
+        "run": opts.manifest,
+        "best": summary,
+    });
+    atomic_write::write(&out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    Ok(())
+}
+
+/// Restores `last/` into the model and optimiser; returns the saved state.
+fn restore(out: &Path, cfg: &TrainConfig, loaded: &LoadedModel, opt: &mut AdamW) -> anyhow::Result<Option<RunState>> {
+    let Some(last) = atomic_write::existing_dir(&out.join("last")) else { return Ok(None) };
+    let state_path = last.join("state.json");
+    let state: RunState = serde_json::from_str(
+        &std::fs::read_to_string(&state_path).with_context(|| format!("reading {}", state_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", state_path.display()))?;
+    if &state.config != cfg {
+        bail!(
+            "{}: the run was started with other settings; resume with the same flags or use a new --out\n  saved: {}\n  now:   {}",
+            state_path.display(),
+            serde_json::to_string(&state.config)?,
+            serde_json::to_string(cfg)?
+        );
+    }
+    let weights = last.join(checkpoint::WEIGHTS_FILE);
+    checkpoint::load_into(&loaded.vs, checkpoint::read_tensors(&weights)?, &weights)?;
+    let opt_path = last.join("optimizer.safetensors");
+    let opt_state = Tensor::read_safetensors(&opt_path).with_context(|| format!("reading {}", opt_path.display()))?;
+    opt.load_state(opt_state).map_err(|e| anyhow::anyhow!("{}: {e}", opt_path.display()))?;
+    Ok(Some(state))
+}
+
+/// Finetunes `loaded` in place; at the end the model holds the last epoch's weights and `best/` the
+/// selected ones.
+pub fn finetune(
+    loaded: &LoadedModel,
+    train: &dyn TrainSet,
+    val: &[Sample],
+    cfg: &TrainConfig,
+    out: &Path,
+    opts: &RunOptions,
+) -> anyhow::Result<Summary> {
+    if train.len() == 0 || val.is_empty() {
+        bail!("finetuning needs training and validation samples ({} and {} given)", train.len(), val.len());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut opt = AdamW::new(&loaded.vs, cfg.lr, cfg.weight_decay);
+    let mut state = RunState { config: cfg.clone(), completed_epochs: 0, best_epoch: None, history: vec![] };
+    if opts.resume {
+        if let Some(saved) = restore(out, cfg, loaded, &mut opt)? {
+            state = saved;
+        }
+    } else if out.join("last").exists() {
+        bail!("{} already holds a run; pass --resume to continue it or choose another --out", out.display());
+    }
+    write_manifest(out, cfg, loaded, opts, None)?;
+    let method = &cfg.method;
+    let names = method.term_names();
+    let batches = train.len().div_ceil(cfg.batch_size);
+    for epoch in state.completed_epochs..cfg.epochs {
+        let started = Instant::now();
+        opt.lr = cfg.lr_at(epoch);
+        let bar = progress(opts.quiet, batches, epoch, cfg.epochs);
+        let mut sums = vec![0.0; names.len()];
+        let mut seen = 0usize;
+        for (b, chunk) in permutation(train.len(), derive_seed(cfg.seed, &[epoch as u64])).chunks(cfg.batch_size).enumerate() {
+            let samples = chunk
+                .iter()
+                .map(|&i| train.sample(i, derive_seed(cfg.seed, &[epoch as u64, i as u64])))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let batch = batch(&samples, loaded.vs.device());
+            opt.zero_grad();
+            let loss = method.loss(&loaded.model, &batch, true)?;
+            let total = scalar(loss.total());
+            if !total.is_finite() {
+                bail!("epoch {} batch {b}: the loss is {total}; lower --lr or check the data", epoch + 1);
+            }
+            loss.total().backward();
+            opt.step();
+            for (sum, (_, t)) in sums.iter_mut().zip(&loss.terms) {
+                *sum += scalar(t) * samples.len() as f64;
+            }
+            seen += samples.len();
+            bar.inc(1);
+            let rate = seen as f64 / started.elapsed().as_secs_f64();
+            let terms: Vec<String> = names.iter().zip(&sums).map(|(n, s)| format!("{n} {:.4}", s / seen as f64)).collect();
+            bar.set_message(format!("{} | {rate:.1} img/s", terms.join(" ")));
+        }
+        bar.finish_and_clear();
+        let (val_terms, val_accuracy) = evaluate(loaded, method, val, cfg.batch_size)?;
+        let row = EpochMetrics {
+            epoch: epoch + 1,
+            lr: opt.lr,
+            train: sums.iter().map(|s| s / seen as f64).collect(),
+            val: val_terms,
+            val_accuracy,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "epoch {}/{}: train total {:.5}, val total {:.5}, val acc {:.4}, lr {:.3e}, {:.1} s",
+            row.epoch, cfg.epochs, row.train[0], row.val[0], row.val_accuracy, row.lr, row.seconds
+        );
+        let best_so_far = state.best_epoch.map(|e| &state.history[e - 1]);
+        if better(cfg.select, &row, best_so_far) {
+            atomic_write::replace_dir(&out.join("best"), |dir| save_model(dir, loaded))?;
+            state.best_epoch = Some(row.epoch);
+        }
+        state.history.push(row);
+        state.completed_epochs = epoch + 1;
+        write_metrics(&out.join("metrics.csv"), method, &state.history)?;
+        atomic_write::replace_dir(&out.join("last"), |dir| {
+            save_model(dir, loaded)?;
+            Tensor::write_safetensors(&opt.state(), dir.join("optimizer.safetensors"))?;
+            atomic_write::write(&dir.join("state.json"), serde_json::to_string_pretty(&state)?.as_bytes())?;
+            Ok(())
+        })?;
+    }
+    let best_epoch = state.best_epoch.context("no epoch was run (epochs = 0?)")?;
+    let best = state.history[best_epoch - 1].clone();
+    write_manifest(out, cfg, loaded, opts, Some(&best))?;
+    Ok(Summary { best_epoch, best, history: state.history, best_dir: out.join("best") })
+}

@@ -1,0 +1,310 @@
+//! The finetuning engine on a small ImageNet-S-layout fixture that this test writes (real JPEGs and
+//! R+256G PNG masks): every method trains with finite terms and lowers its own penalty; one step of each
+//! method equals a plain-PyTorch implementation of method.md (python/fixtures/finetune_step.py) on a
+//! timm-made model; a run interrupted mid-epoch and resumed ends with the same weights as an uninterrupted
+//! one; bad masks and folders fail with errors naming the file.
+#[path = "support/timm_fixtures.rs"]
+mod timm_fixtures;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use image::{Rgb, RgbImage};
+use robustvit::data::imagenet_s::{self, MaskResize, MaskSource, SplitConfig, TransformConfig};
+use robustvit::data::{imagenet, Sample};
+use robustvit::finetune::ImagenetSTrain;
+use robustvit::methods::{Batch, ClsTarget, InputGradient, Method, Relevance, RelevanceGrad};
+use robustvit::model::{self, LoadedModel};
+use robustvit::optim::AdamW;
+use robustvit::train::{self, EpochMetrics, RunOptions, Selection, TrainConfig, TrainSet};
+use tch::{Device, Kind, Tensor};
+use timm_fixtures::{fixtures, python, ROOT};
+
+const CLASSES: usize = 4;
+const PER_CLASS: usize = 4;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(ROOT).join("target/test-tmp/finetune").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `<dir>/images/<wnid>/<name>.JPEG` and `<dir>/masks/<wnid>/<name>.png` for the first CLASSES ImageNet
+/// classes (labels 0..CLASSES, within the 10-class fixture model): a coloured box on a striped background,
+/// its mask the box's object id (R + 256 G) with an ignored (1000) border.
+fn write_imagenet_s(dir: &Path) {
+    for (c, class) in imagenet::classes().iter().take(CLASSES).enumerate() {
+        for k in 0..PER_CLASS {
+            let (w, h) = (44 + 3 * k as u32, 40);
+            let (x0, y0, bw, bh) = (6 + 2 * k as u32, 8, 20, 18);
+            let inside = |x: u32, y: u32| x >= x0 && x < x0 + bw && y >= y0 && y < y0 + bh;
+            let image = RgbImage::from_fn(w, h, |x, y| {
+                if inside(x, y) {
+                    Rgb([40 + 50 * c as u8, 200 - 40 * c as u8, 90 + 30 * k as u8])
+                } else {
+                    let v = if (x + 2 * y + c as u32) % 7 < 3 { 180 } else { 60 };
+                    Rgb([v, v, v])
+                }
+            });
+            let id = 517 + c as u32;
+            let mask = RgbImage::from_fn(w, h, |x, y| {
+                let v = if inside(x, y) { id } else if x == 0 || y == 0 { 1000 } else { 0 };
+                Rgb([(v % 256) as u8, (v / 256) as u8, 0])
+            });
+            for (kind, ext, img) in [("images", "JPEG", &image), ("masks", "png", &mask)] {
+                let folder = dir.join(kind).join(class.wnid);
+                std::fs::create_dir_all(&folder).unwrap();
+                img.save(folder.join(format!("img{k}.{ext}"))).unwrap();
+            }
+        }
+    }
+}
+
+fn tiny_model() -> LoadedModel {
+    model::load(None, &fixtures().join("custom/hub"), Device::Cpu).unwrap()
+}
+
+fn split_config() -> SplitConfig {
+    SplitConfig { train_classes: 2, per_class: 3, val_per_class: 2, seed: 7, min_mask_pixels: None, source: MaskSource::ImagenetS }
+}
+
+/// Training set and validation samples of the fixture for `loaded`.
+fn data(root: &Path, loaded: &LoadedModel) -> (ImagenetSTrain, Vec<Sample>) {
+    let split = imagenet_s::split(&root.join("images"), &root.join("masks"), &split_config()).unwrap();
+    assert_eq!((split.train.len(), split.val.len()), (6, 4));
+    let transform = TransformConfig {
+        size: loaded.model.config().img_size as u32,
+        mean: loaded.preprocess.mean,
+        std: loaded.preprocess.std,
+        mask_resize: MaskResize::Nearest,
+    };
+    let train = ImagenetSTrain::load(&split.train, MaskSource::ImagenetS, &transform).unwrap();
+    let val = split
+        .val
+        .iter()
+        .map(|item| imagenet_s::eval_sample(&imagenet_s::load_pair(item, MaskSource::ImagenetS).unwrap(), item.label, &transform))
+        .collect();
+    (train, val)
+}
+
+fn ours(grad: RelevanceGrad) -> Method {
+    Method::Ours(Relevance { relevance_grad: grad, ..Relevance::default() })
+}
+
+fn config(method: Method, epochs: usize, lr: f64) -> TrainConfig {
+    TrainConfig { method, lr, weight_decay: 1e-4, lr_decay: 0.85, decay_every: 2, epochs, batch_size: 3, seed: 3, select: Selection::ValLoss }
+}
+
+fn quiet() -> RunOptions {
+    RunOptions { resume: false, quiet: true, manifest: serde_json::json!({}) }
+}
+
+fn term(history: &[EpochMetrics], method: &Method, epoch: usize, name: &str) -> f64 {
+    let k = method.term_names().iter().position(|n| *n == name).unwrap();
+    history[epoch].train[k]
+}
+
+#[test]
+fn every_method_trains_with_finite_terms_and_lowers_its_penalty() {
+    let root = scratch("methods");
+    write_imagenet_s(&root);
+    let baseline = |lambda_bg| InputGradient { lambda_bg, lambda_cls: 1e-9, temperature: 1.0 };
+    let cases = [
+        (ours(RelevanceGrad::Detached), "relevance"),
+        (ours(RelevanceGrad::Full), "relevance"),
+        (Method::Gradmask(baseline(1e4)), "mask"),
+        (Method::Rrr(baseline(0.1)), "mask"),
+    ];
+    for (k, (method, penalty)) in cases.into_iter().enumerate() {
+        let loaded = tiny_model();
+        let (train_set, val) = data(&root, &loaded);
+        let out = root.join(format!("{k}-{}", method.name()));
+        let summary = train::finetune(&loaded, &train_set, &val, &config(method.clone(), 6, 1e-3), &out, &quiet()).unwrap();
+        for row in &summary.history {
+            assert!(row.train.iter().chain(&row.val).all(|v| v.is_finite()), "{}: non-finite terms {row:?}", method.name());
+        }
+        let first = term(&summary.history, &method, 0, penalty);
+        let last = term(&summary.history, &method, 5, penalty);
+        assert!(last < 0.7 * first, "{}: {penalty} went from {first} to {last}", method.name());
+        let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 7, "header and 6 epochs");
+        assert!(out.join("best/model.safetensors").is_file() && out.join("last/optimizer.safetensors").is_file());
+        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["train"]["method"]["method"], method.name());
+        assert!(manifest["git_revision"].is_string() && manifest["libtorch_version"].as_str().unwrap().starts_with("2.11"));
+    }
+}
+
+/// The batch of the step test: deterministic images, masks with a box, labels.
+fn step_batch() -> Batch {
+    let images = (Tensor::arange(2 * 3 * 32 * 32, (Kind::Float, Device::Cpu)).view([2, 3, 32, 32]) * 0.37).sin();
+    let masks = Tensor::zeros([2, 1, 32, 32], (Kind::Float, Device::Cpu));
+    let _ = masks.narrow(2, 6, 16).narrow(3, 8, 14).fill_(1.0);
+    Batch { images, masks, labels: Tensor::from_slice(&[3i64, 7]) }
+}
+
+#[test]
+fn steps_match_plain_pytorch_implementation() {
+    let dir = scratch("steps");
+    let batch = step_batch();
+    let batch_file = dir.join("batch.safetensors");
+    Tensor::write_safetensors(
+        &[("images", &batch.images), ("masks", &batch.masks), ("labels", &batch.labels)],
+        &batch_file,
+    )
+    .unwrap();
+    let gb = |lambda_bg, lambda_cls| InputGradient { lambda_bg, lambda_cls, temperature: 0.7 };
+    let cases: Vec<(Method, Vec<&str>)> = vec![
+        (ours(RelevanceGrad::Detached), vec!["--method", "ours"]),
+        (ours(RelevanceGrad::Full), vec!["--method", "ours", "--relevance-grad", "full"]),
+        (
+            Method::Ours(Relevance { cls_target: ClsTarget::Gt, temperature: 0.55, ..Relevance::default() }),
+            vec!["--method", "ours", "--cls-target", "gt", "--temperature", "0.55"],
+        ),
+        (Method::Gradmask(gb(1e3, 0.5)), vec!["--method", "gradmask", "--lambda-bg", "1000", "--lambda-cls", "0.5", "--temperature", "0.7"]),
+        (Method::Rrr(gb(0.1, 0.5)), vec!["--method", "rrr", "--lambda-bg", "0.1", "--lambda-cls", "0.5", "--temperature", "0.7"]),
+    ];
+    for (k, (method, flags)) in cases.into_iter().enumerate() {
+        let out = dir.join(format!("reference{k}.safetensors"));
+        let status = Command::new(python())
+            .arg(Path::new(ROOT).join("python/fixtures/finetune_step.py"))
+            .arg(fixtures().join("custom/hub"))
+            .arg(&batch_file)
+            .arg(&out)
+            .args(&flags)
+            .args(["--lr", "1e-3", "--steps", "2"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "finetune_step.py {flags:?} failed");
+        let reference: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&out).unwrap().into_iter().collect();
+        let loaded = tiny_model();
+        let mut opt = AdamW::new(&loaded.vs, 1e-3, 1e-4);
+        for step in 0..2 {
+            opt.zero_grad();
+            let loss = method.loss(&loaded.model, &batch, true).unwrap();
+            for (name, value) in &loss.terms {
+                let expected = reference[&format!("step{step}.{name}")].double_value(&[]);
+                let got = value.double_value(&[]);
+                assert!(
+                    (got - expected).abs() <= 1e-4 * expected.abs().max(1e-6),
+                    "{flags:?} step {step} {name}: {got} vs PyTorch {expected}"
+                );
+            }
+            loss.total().backward();
+            opt.step();
+        }
+        for (name, param) in loaded.vs.variables() {
+            let expected = &reference[&format!("param.{name}")];
+            let mut diff = (&param - expected).abs();
+            if name.ends_with("attn.qkv.bias") {
+                // The key bias shifts every logit of a softmax row equally, so its exact gradient is zero;
+                // both sides get float noise there, which AdamW's g / (|g| + eps) scales to steps of up to
+                // lr. Its slice [D, 2D) is left out; the query and value biases are compared.
+                let d = diff.size()[0] / 3;
+                diff = Tensor::cat(&[diff.narrow(0, 0, d), diff.narrow(0, 2 * d, d)], 0);
+            }
+            let diff = diff.max().double_value(&[]);
+            assert!(diff < 1e-5, "{flags:?}: {name} after two steps differs from PyTorch by {diff}");
+        }
+    }
+}
+
+/// A training set that fails once `budget` samples have been drawn: an interruption mid-epoch.
+struct Interrupted<'a> {
+    inner: &'a ImagenetSTrain,
+    budget: usize,
+    drawn: AtomicUsize,
+}
+
+impl TrainSet for Interrupted<'_> {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn sample(&self, index: usize, seed: u64) -> anyhow::Result<Sample> {
+        if self.drawn.fetch_add(1, Ordering::SeqCst) >= self.budget {
+            anyhow::bail!("killed");
+        }
+        self.inner.sample(index, seed)
+    }
+}
+
+#[test]
+fn resume_after_interrupt_equals_uninterrupted_run() {
+    let root = scratch("resume");
+    write_imagenet_s(&root);
+    let cfg = config(ours(RelevanceGrad::Detached), 4, 1e-3);
+    let straight = tiny_model();
+    let (train_set, val) = data(&root, &straight);
+    train::finetune(&straight, &train_set, &val, &cfg, &root.join("straight"), &quiet()).unwrap();
+
+    let out = root.join("interrupted");
+    let first = tiny_model();
+    // Dies in the middle of epoch 3 (6 samples per epoch).
+    let dying = Interrupted { inner: &train_set, budget: 14, drawn: AtomicUsize::new(0) };
+    let err = train::finetune(&first, &dying, &val, &cfg, &out, &quiet()).unwrap_err();
+    assert!(err.to_string().contains("killed"));
+    let again = train::finetune(&tiny_model(), &train_set, &val, &cfg, &out, &quiet()).unwrap_err();
+    assert!(again.to_string().contains("--resume"), "a second run without --resume must refuse: {again}");
+
+    let resumed = tiny_model();
+    let opts = RunOptions { resume: true, ..quiet() };
+    let summary = train::finetune(&resumed, &train_set, &val, &cfg, &out, &opts).unwrap();
+    assert_eq!(summary.history.len(), 4);
+    let want: std::collections::HashMap<String, Tensor> = straight.vs.variables().into_iter().collect();
+    for (name, param) in resumed.vs.variables() {
+        assert!(param.equal(&want[&name]), "{name} differs between the resumed and the uninterrupted run");
+    }
+    let other = config(ours(RelevanceGrad::Detached), 5, 1e-3);
+    let mismatch = train::finetune(&tiny_model(), &train_set, &val, &other, &out, &opts).unwrap_err();
+    assert!(mismatch.to_string().contains("other settings"));
+}
+
+fn split_err(root: &Path) -> String {
+    let split = imagenet_s::split(&root.join("images"), &root.join("masks"), &split_config());
+    match split {
+        Err(e) => e.to_string(),
+        Ok(s) => s
+            .train
+            .iter()
+            .chain(&s.val)
+            .find_map(|item| imagenet_s::load_pair(item, MaskSource::ImagenetS).err())
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "no error".into()),
+    }
+}
+
+#[test]
+fn bad_masks_and_missing_folders_are_errors_naming_the_file() {
+    let root = scratch("bad");
+    write_imagenet_s(&root);
+    let masks: Vec<PathBuf> = imagenet::classes()
+        .iter()
+        .take(CLASSES)
+        .flat_map(|c| (0..PER_CLASS).map(move |k| (c.wnid, k)))
+        .map(|(wnid, k)| root.join("masks").join(wnid).join(format!("img{k}.png")))
+        .collect();
+    let names_a_mask = |message: &str| masks.iter().any(|m| message.contains(&m.display().to_string()));
+    // Two object ids in one mask (id 259 beside the box's 517+).
+    for path in &masks {
+        let mut two = image::open(path).unwrap().to_rgb8();
+        two.put_pixel(2, 2, Rgb([3, 1, 0]));
+        two.save(path).unwrap();
+    }
+    let message = split_err(&root);
+    assert!(names_a_mask(&message) && message.contains("259"), "{message}");
+    // Masks of another size than their images.
+    write_imagenet_s(&root);
+    for path in &masks {
+        let mut mask = RgbImage::new(10, 10);
+        mask.put_pixel(5, 5, Rgb([5, 2, 0]));
+        mask.save(path).unwrap();
+    }
+    let message = split_err(&root);
+    assert!(names_a_mask(&message) && message.contains("10"), "{message}");
+    // Missing folders.
+    let empty = scratch("bad-empty");
+    let message = split_err(&empty);
+    assert!(message.contains(&empty.join("images").display().to_string()), "{message}");
+}
