@@ -7,15 +7,23 @@ export LIBTORCH_USE_PYTORCH := 1
 STAMP := $(VENV)/.robustvit-requirements
 CUDA_TOOLS := nvidia-cuda-nvcc==13.0.* nvidia-cuda-cccl==13.0.* nvidia-cuda-crt==13.0.* nvidia-nvvm==13.0.*
 
-.PHONY: demo test test-rust test-python pylib bench cuda-tools pylib-cuda bootstrap
+.PHONY: demo test test-rust test-python pylib bench cuda-tools pylib-cuda bootstrap benchmark-data
+OBJECTS := target/downloads/animal_mnist-0.4-py3-none-any.whl
 
-demo: $(STAMP)
-	cargo run --quiet --bin harness -- info
-	cargo run --quiet --bin harness -- --help
+# The main job on the embedded benchmark: tables in out/compare (about 10 minutes on 2 cores).
+demo: $(STAMP) $(OBJECTS)
+	cargo run --quiet --bin harness -- compare --baselines gradmask,rrr --out out/compare
+
+# The embedded benchmark's objects: the animal-mnist wheel from PyPI, read in Rust (never installed:
+# its metadata pulls in tensorflow).
+benchmark-data: $(OBJECTS)
+
+$(OBJECTS): $(STAMP)
+	$(VENV)/bin/pip download --quiet --no-deps animal-mnist==0.4 -d target/downloads
 
 test: test-rust test-python
 
-test-rust: $(STAMP)
+test-rust: $(STAMP) $(OBJECTS)
 	cargo test
 
 test-python: pylib

@@ -92,8 +92,13 @@ pub struct Args {
     /// Target of the classification term: the model's prediction (the method) or the label (ablation).
     #[arg(long, value_enum, default_value = "pred")]
     cls_target: ClsTarget,
+    /// Which epoch's model to keep: val-loss (the paper's rule), val-acc, or guarded-penalty (lowest
+    /// validation penalty among epochs reaching --accuracy-floor).
     #[arg(long, value_enum, default_value = "val-loss")]
     select: Selection,
+    /// Validation accuracy (fraction) an epoch needs under --select guarded-penalty.
+    #[arg(long)]
+    accuracy_floor: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value_t = 500)]
@@ -178,6 +183,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         batch_size: args.batch_size.max(1),
         seed: args.seed,
         select: args.select,
+        accuracy_floor: args.accuracy_floor,
     };
     let data = DataConfig {
         images: args.images.clone(),

@@ -1,4 +1,5 @@
 //! The `harness` command line: parses, wires, prints. Each subcommand calls the library.
+mod compare;
 mod finetune;
 mod predict;
 
@@ -19,6 +20,8 @@ enum Command {
     Predict(predict::Args),
     /// Finetune with the relevance method, GradMask or RRR on ImageNet-S images and masks.
     Finetune(Box<finetune::Args>),
+    /// The whole study: finetune the method and the baselines, evaluate, write paper-shaped tables.
+    Compare(compare::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +34,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Predict(args) => predict::run(args),
         Command::Finetune(args) => finetune::run(*args),
+        Command::Compare(args) => compare::run(args),
     }
 }

@@ -61,12 +61,20 @@ pub struct InputGradient {
     pub temperature: f64,
 }
 
+/// Plain cross-entropy on the labels: training from scratch, and what the reference code's baselines
+/// reduce to without double backpropagation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CrossEntropy {
+    pub temperature: f64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "kebab-case")]
 pub enum Method {
     Ours(Relevance),
     Gradmask(InputGradient),
     Rrr(InputGradient),
+    CrossEntropy(CrossEntropy),
 }
 
 /// A batch on the model's device: normalised images `[B,3,S,S]`, masks `[B,1,S,S]` (1 = object), labels `[B]`.
@@ -94,6 +102,17 @@ impl Method {
             Method::Ours(_) => "ours",
             Method::Gradmask(_) => "gradmask",
             Method::Rrr(_) => "rrr",
+            Method::CrossEntropy(_) => "cross-entropy",
+        }
+    }
+
+    /// The term the method exists to lower (the relevance loss, the input-gradient penalty); model
+    /// selection across epochs and settings compares it.
+    pub fn penalty_term(&self) -> &'static str {
+        match self {
+            Method::Ours(_) => "relevance",
+            Method::Gradmask(_) | Method::Rrr(_) => "mask",
+            Method::CrossEntropy(_) => "total",
         }
     }
 
@@ -102,6 +121,7 @@ impl Method {
         match self {
             Method::Ours(_) => &["total", "relevance", "bg", "fg", "cls"],
             Method::Gradmask(_) | Method::Rrr(_) => &["total", "mask", "ce"],
+            Method::CrossEntropy(_) => &["total"],
         }
     }
 
@@ -117,6 +137,11 @@ impl Method {
             Method::Rrr(b) => input_gradient_loss(b, model, batch, train, |logits, _| {
                 logits.log_softmax(-1, Kind::Float).sum(Kind::Float)
             }, ops::rrr_loss),
+            Method::CrossEntropy(c) => {
+                let logits = model.forward(&batch.images);
+                let total = cross_entropy(&logits, c.temperature, &batch.labels);
+                Ok(Loss { terms: vec![("total", total)], logits: logits.detach() })
+            }
         }
     }
 }

@@ -29,6 +29,9 @@ pub enum Selection {
     ValLoss,
     /// Highest validation accuracy, ties to the lower loss (guards against collapsed low-loss models).
     ValAcc,
+    /// Lowest validation value of the method's own penalty (`Method::penalty_term`) among epochs whose
+    /// validation accuracy reaches `TrainConfig::accuracy_floor`; the highest accuracy when none does.
+    GuardedPenalty,
 }
 
 /// Everything that determines a run's numbers.
@@ -44,6 +47,9 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub seed: u64,
     pub select: Selection,
+    /// The validation accuracy an epoch needs to be eligible under `Selection::GuardedPenalty`.
+    #[serde(default)]
+    pub accuracy_floor: Option<f64>,
 }
 
 impl TrainConfig {
@@ -127,13 +133,24 @@ pub fn evaluate(loaded: &LoadedModel, method: &Method, samples: &[Sample], batch
     Ok((sums.iter().map(|s| s / n).collect(), correct as f64 / n))
 }
 
-fn better(select: Selection, candidate: &EpochMetrics, best: Option<&EpochMetrics>) -> bool {
+/// Whether `candidate` beats `best` under the run's selection rule.
+pub fn better(cfg: &TrainConfig, candidate: &EpochMetrics, best: Option<&EpochMetrics>) -> bool {
     let Some(best) = best else { return true };
-    match select {
+    let by_accuracy = |a: &EpochMetrics, b: &EpochMetrics| {
+        a.val_accuracy > b.val_accuracy || (a.val_accuracy == b.val_accuracy && a.val[0] < b.val[0])
+    };
+    match cfg.select {
         Selection::ValLoss => candidate.val[0] < best.val[0],
-        Selection::ValAcc => {
-            candidate.val_accuracy > best.val_accuracy
-                || (candidate.val_accuracy == best.val_accuracy && candidate.val[0] < best.val[0])
+        Selection::ValAcc => by_accuracy(candidate, best),
+        Selection::GuardedPenalty => {
+            let floor = cfg.accuracy_floor.unwrap_or(0.0);
+            let k = cfg.method.term_names().iter().position(|n| *n == cfg.method.penalty_term()).unwrap_or(0);
+            match (candidate.val_accuracy >= floor, best.val_accuracy >= floor) {
+                (true, true) => candidate.val[k] < best.val[k],
+                (true, false) => true,
+                (false, true) => false,
+                (false, false) => by_accuracy(candidate, best),
+            }
         }
     }
 }
@@ -286,7 +303,7 @@ pub fn finetune(
             row.epoch, cfg.epochs, row.train[0], row.val[0], row.val_accuracy, row.lr, row.seconds
         );
         let best_so_far = state.best_epoch.map(|e| &state.history[e - 1]);
-        if better(cfg.select, &row, best_so_far) {
+        if better(cfg, &row, best_so_far) {
             atomic_write::replace_dir(&out.join("best"), |dir| save_model(dir, loaded))?;
             state.best_epoch = Some(row.epoch);
         }

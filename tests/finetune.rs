@@ -94,7 +94,7 @@ fn ours(grad: RelevanceGrad) -> Method {
 }
 
 fn config(method: Method, epochs: usize, lr: f64) -> TrainConfig {
-    TrainConfig { method, lr, weight_decay: 1e-4, lr_decay: 0.85, decay_every: 2, epochs, batch_size: 3, seed: 3, select: Selection::ValLoss }
+    TrainConfig { method, lr, weight_decay: 1e-4, lr_decay: 0.85, decay_every: 2, epochs, batch_size: 3, seed: 3, select: Selection::ValLoss, accuracy_floor: None }
 }
 
 fn quiet() -> RunOptions {
@@ -307,4 +307,40 @@ fn bad_masks_and_missing_folders_are_errors_naming_the_file() {
     let empty = scratch("bad-empty");
     let message = split_err(&empty);
     assert!(message.contains(&empty.join("images").display().to_string()), "{message}");
+}
+
+fn harness(args: &[&str], paths: &[(&str, &Path)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    cmd.args(args);
+    for (flag, path) in paths {
+        cmd.arg(flag).arg(path);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn cli_finetune_fills_paper_presets_and_writes_the_run() {
+    let root = scratch("cli");
+    write_imagenet_s(&root);
+    let hub = fixtures().join("custom/hub");
+    let (images, masks, out) = (root.join("images"), root.join("masks"), root.join("run"));
+    let paths = [("--checkpoint", hub.as_path()), ("--images", &images), ("--masks", &masks), ("--out", &out)];
+    let common = ["finetune", "--epochs", "1", "--batch-size", "4", "--train-classes", "2", "--quiet"];
+    let run = harness(&[&common[..], &["--method", "ours", "--preset", "deit-s"]].concat(), &paths);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["train"]["lr"], 1e-6);
+    assert_eq!(manifest["train"]["method"]["temperature"], 0.55);
+    assert_eq!(manifest["run"]["data"]["train_classes"].as_array().unwrap().len(), 2);
+    assert!(out.join("best/config.json").is_file() && out.join("metrics.csv").is_file());
+
+    let rrr = harness(&[&common[..], &["--method", "rrr", "--preset", "ar-b"]].concat(), &[("--out", &root.join("rrr")), ("--checkpoint", &hub), ("--images", &images), ("--masks", &masks)]);
+    assert!(rrr.status.success(), "{}", String::from_utf8_lossy(&rrr.stderr));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("rrr/manifest.json")).unwrap()).unwrap();
+    assert_eq!((manifest["train"]["lr"].as_f64(), manifest["train"]["method"]["lambda_bg"].as_f64()), (Some(5e-7), Some(1e-8)));
+
+    let no_values = harness(&[&common[..], &["--method", "gradmask", "--preset", "vit-l"]].concat(), &paths);
+    assert!(String::from_utf8_lossy(&no_values.stderr).contains("gives no GradMask values for vit-l"));
+    let missing = harness(&[&common[..], &["--method", "ours", "--lr", "1e-4"]].concat(), &[("--checkpoint", hub.as_path()), ("--images", &root.join("nope")), ("--masks", &masks), ("--out", &root.join("x"))]);
+    assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("nope"));
 }

@@ -1,7 +1,10 @@
-//! Data: images and their preprocessing, class tables, ImageNet-S with foreground masks.
+//! Data: images and their preprocessing, class tables, ImageNet-S with foreground masks, and the embedded
+//! spurious-background benchmark.
+pub mod animal_mnist;
 pub mod imagenet;
 pub mod imagenet_s;
 pub mod preprocess;
+pub mod spurious;
 
 /// A network input: normalised CHW image (3*S*S), foreground mask (S*S, in [0, 1]) and class label.
 #[derive(Clone, Debug, PartialEq)]

@@ -113,6 +113,11 @@ impl VisionTransformer {
         &self.config
     }
 
+    /// Where the weights live.
+    pub fn device(&self) -> tch::Device {
+        self.pos_embed.device()
+    }
+
     /// Checks that `images` is `[B, in_chans, img_size, img_size]` floating point, before a forward pass
     /// would fail deep inside libtorch.
     pub fn check_images(&self, images: &Tensor) -> Result<(), String> {

@@ -1,0 +1,53 @@
+//! `harness compare`: the main job, end to end.
+use std::path::PathBuf;
+
+use robustvit::compare::{self, CompareOptions, MethodKind};
+use robustvit::device;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Baselines to compare the method against, comma separated.
+    #[arg(long, default_value = "gradmask,rrr")]
+    baselines: String,
+    /// A TOML study of real checkpoints and datasets (see the README); without it, the embedded
+    /// spurious-background benchmark.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Seeds of the finetuning data choice and order; tables get mean and std columns when > 1.
+    #[arg(long, default_value_t = 1)]
+    seeds: usize,
+    /// Also run the ablations of the method (no L_cls, no L_bg, no L_fg, ground-truth class).
+    #[arg(long)]
+    ablations: bool,
+    /// A small budget for tests and smoke runs (under 2 minutes on 2 cores).
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, default_value = "out/compare")]
+    out: PathBuf,
+    /// The animal-mnist 0.4 wheel (`make benchmark-data` downloads it to target/downloads).
+    #[arg(long)]
+    objects: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// No progress bars; one log line per epoch.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut methods = vec![MethodKind::Ours];
+    methods.extend(MethodKind::baselines(&args.baselines)?);
+    let opts = CompareOptions {
+        out: args.out,
+        methods,
+        seeds: args.seeds.max(1),
+        ablations: args.ablations,
+        quick: args.quick,
+        objects: args.objects.unwrap_or_else(compare::default_objects),
+        data: args.data,
+        device: device::parse(&args.device)?,
+        quiet: args.quiet,
+    };
+    compare::run(&opts)?;
+    Ok(())
+}

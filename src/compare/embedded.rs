@@ -1,0 +1,389 @@
+//! The embedded study: animal-mnist silhouettes on class-specific stripe backgrounds (a spurious cue),
+//! an original ViT that learned the shortcut, the method and the baselines finetuned on a few masked images
+//! of every class, all evaluated on matched, shuffled, black and background-only test splits and on the
+//! segmentation test. Settings follow ../shared/benchmark-notes.md.
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+use tch::{nn, Device};
+
+use super::{CompareOptions, MethodKind};
+use crate::data::animal_mnist::{self, Objects};
+use crate::data::preprocess::{Interpolation, PreprocessConfig};
+use crate::data::spurious::{self, Partition, Split, Texture};
+use crate::data::Sample;
+use crate::evaluate;
+use crate::methods::{ClsTarget, CrossEntropy, InputGradient, Method, Relevance};
+use crate::model::config::HALF;
+use crate::model::{checkpoint, LoadedModel, VisionTransformer, VitConfig};
+use crate::report::Measurement;
+use crate::rng::derive_seed;
+use crate::train::{self, EpochMetrics, RunOptions, Selection, TrainConfig, TrainSet};
+
+pub const MODEL: &str = "vit-p4-32px";
+const ARCHITECTURE: &str = "vit_tiny_patch16_224";
+const SIZE: u32 = 32;
+const BIAS: f64 = 0.95;
+const CONTROL_BIAS: f64 = 0.1;
+const PARTITION_SEED: u64 = 0;
+const RENDER_SEED: u64 = 1000;
+/// Epochs whose validation accuracy falls more than this below the original's are not selected.
+const ACCURACY_MARGIN: f64 = 0.02;
+
+/// Sizes of the study; `quick` is the test-suite budget.
+#[derive(Clone, Debug, Serialize)]
+pub struct Budget {
+    pub test_per_class: usize,
+    pub val_per_class: usize,
+    pub pool_per_class: usize,
+    pub finetune_per_class: usize,
+    pub pretrain_epochs: usize,
+    pub bias_epochs: usize,
+    pub pretrain_per_class: Option<usize>,
+    pub finetune_epochs: usize,
+    /// Multipliers of each method's central setting (LR for the method, lambda for the baselines).
+    pub grid: Vec<f64>,
+    pub segmentation_images: usize,
+}
+
+impl Budget {
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            return Budget {
+                test_per_class: 40,
+                val_per_class: 10,
+                pool_per_class: 10,
+                finetune_per_class: 6,
+                pretrain_epochs: 3,
+                bias_epochs: 1,
+                pretrain_per_class: Some(250),
+                finetune_epochs: 3,
+                grid: vec![1.0],
+                segmentation_images: 100,
+            };
+        }
+        Budget {
+            test_per_class: 150,
+            val_per_class: 15,
+            pool_per_class: 30,
+            finetune_per_class: 10,
+            pretrain_epochs: 8,
+            bias_epochs: 2,
+            pretrain_per_class: None,
+            finetune_epochs: 12,
+            grid: vec![0.3, 1.0, 3.0],
+            segmentation_images: 300,
+        }
+    }
+}
+
+fn vit_config() -> VitConfig {
+    VitConfig { img_size: SIZE as i64, patch_size: 4, in_chans: 3, embed_dim: 64, depth: 4, num_heads: 4, mlp_ratio: 2.0, num_classes: 10 }
+}
+
+fn preprocess() -> PreprocessConfig {
+    PreprocessConfig { input_size: (SIZE, SIZE), crop_pct: 1.0, interpolation: Interpolation::Bicubic, mean: HALF, std: HALF }
+}
+
+/// Pretraining images rendered afresh each epoch: a new background draw per (epoch, sample).
+struct Rendered<'a> {
+    objects: &'a Objects,
+    indices: Vec<usize>,
+    bias: f64,
+}
+
+impl TrainSet for Rendered<'_> {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+    fn sample(&self, index: usize, seed: u64) -> anyhow::Result<Sample> {
+        let i = self.indices[index];
+        let background = spurious::biased(self.objects.labels[i] as usize, self.bias, Texture::Stripes, seed);
+        Ok(spurious::render(self.objects, i, background, SIZE, seed))
+    }
+}
+
+/// A fixed set of samples (the finetuning images).
+struct Fixed(Vec<Sample>);
+
+impl TrainSet for Fixed {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn sample(&self, index: usize, _seed: u64) -> anyhow::Result<Sample> {
+        Ok(self.0[index].clone())
+    }
+}
+
+fn render_split(objects: &Objects, indices: &[usize], split: Split, salt: u64) -> Vec<Sample> {
+    indices
+        .iter()
+        .map(|&i| {
+            let seed = derive_seed(RENDER_SEED, &[salt, i as u64]);
+            let background = spurious::background_for(split, objects.labels[i] as usize, BIAS, Texture::Stripes, seed);
+            spurious::render(objects, i, background, SIZE, seed)
+        })
+        .collect()
+}
+
+fn quiet_run(opts: &CompareOptions, what: serde_json::Value) -> RunOptions {
+    RunOptions { resume: false, quiet: opts.quiet, manifest: what }
+}
+
+fn fresh_out(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The recipe of the cached original models; a change retrains them.
+#[derive(Serialize)]
+struct Recipe<'a> {
+    model: VitConfig,
+    budget: (usize, usize, Option<usize>),
+    partition: (usize, usize, usize, u64),
+    objects: &'a str,
+    version: u32,
+}
+
+/// Trains (or loads from `out/models`) the unbiased control and the original (control briefly trained on
+/// the biased split).
+fn originals(objects: &Objects, part: &Partition, val: &[Sample], budget: &Budget, opts: &CompareOptions)
+    -> anyhow::Result<(PathBuf, PathBuf)> {
+    let models = opts.out.join("models");
+    let (control, original) = (models.join("control"), models.join("original"));
+    let recipe = serde_json::to_string_pretty(&Recipe {
+        model: vit_config(),
+        budget: (budget.pretrain_epochs, budget.bias_epochs, budget.pretrain_per_class),
+        partition: (budget.test_per_class, budget.val_per_class, budget.pool_per_class, PARTITION_SEED),
+        objects: animal_mnist::WHEEL,
+        version: 1,
+    })?;
+    let recipe_path = models.join("recipe.json");
+    if std::fs::read_to_string(&recipe_path).ok().as_deref() == Some(recipe.as_str())
+        && control.join(checkpoint::WEIGHTS_FILE).is_file()
+        && original.join(checkpoint::WEIGHTS_FILE).is_file()
+    {
+        eprintln!("original models: cached in {}", models.display());
+        return Ok((control, original));
+    }
+    eprintln!("original models: training the control (unbiased) and the original (biased) ViT");
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(opts.device);
+    let model = VisionTransformer::new(&vs.root(), &vit_config());
+    let loaded = LoadedModel { vs, model, name: ARCHITECTURE.into(), preprocess: preprocess() };
+    let mut pretrain = part.pretrain.clone();
+    if let Some(per_class) = budget.pretrain_per_class {
+        let mut taken = [0usize; animal_mnist::CLASSES];
+        pretrain.retain(|&i| {
+            let c = &mut taken[objects.labels[i] as usize];
+            *c += 1;
+            *c <= per_class
+        });
+    }
+    let stage = |bias: f64, epochs: usize, dir: &str| -> anyhow::Result<()> {
+        let cfg = TrainConfig {
+            method: Method::CrossEntropy(CrossEntropy { temperature: 1.0 }),
+            lr: 1e-3,
+            weight_decay: 0.05,
+            lr_decay: 1.0,
+            decay_every: 1,
+            epochs,
+            batch_size: 128,
+            seed: 0,
+            select: Selection::ValAcc,
+            accuracy_floor: None,
+        };
+        let out = models.join(dir);
+        fresh_out(&out)?;
+        let set = Rendered { objects, indices: pretrain.clone(), bias };
+        train::finetune(&loaded, &set, val, &cfg, &out, &quiet_run(opts, serde_json::json!({"stage": dir, "bias": bias})))?;
+        Ok(())
+    };
+    stage(CONTROL_BIAS, budget.pretrain_epochs, "train-control")?;
+    checkpoint::save(&control, ARCHITECTURE, &loaded.vs, loaded.model.config(), &loaded.preprocess)?;
+    stage(BIAS, budget.bias_epochs, "train-original")?;
+    checkpoint::save(&original, ARCHITECTURE, &loaded.vs, loaded.model.config(), &loaded.preprocess)?;
+    crate::atomic_write::write(&recipe_path, recipe.as_bytes())?;
+    Ok((control, original))
+}
+
+fn load(dir: &Path, device: Device) -> anyhow::Result<LoadedModel> {
+    Ok(checkpoint::load(None, dir, device)?)
+}
+
+/// Mean loss terms of `method` on the original model over the finetuning set, batch by batch as in training.
+fn initial_terms(original: &LoadedModel, method: &Method, samples: &[Sample]) -> anyhow::Result<Vec<f64>> {
+    Ok(train::evaluate(original, method, samples, 8)?.0)
+}
+
+fn baseline(lambda_bg: f64) -> InputGradient {
+    InputGradient { lambda_bg, lambda_cls: 1.0, temperature: 1.0 }
+}
+
+/// Settings tried for a method: the method's LR around 1e-4; each baseline's lambda_bg around the value
+/// that makes its weighted penalty equal the cross-entropy on the original model (its own penalty's scale).
+fn grid(kind: MethodKind, original: &LoadedModel, finetune: &[Sample], budget: &Budget) -> anyhow::Result<Vec<(Method, f64)>> {
+    const LR: f64 = 1e-4;
+    Ok(match kind {
+        MethodKind::Ours => budget.grid.iter().map(|m| (Method::Ours(Relevance::default()), LR * m)).collect(),
+        MethodKind::Gradmask | MethodKind::Rrr => {
+            let probe = |l| if kind == MethodKind::Gradmask { Method::Gradmask(baseline(l)) } else { Method::Rrr(baseline(l)) };
+            let terms = initial_terms(original, &probe(1.0), finetune)?;
+            let (penalty, ce) = (terms[1], terms[2]);
+            let central = ce / penalty.max(f64::MIN_POSITIVE);
+            // Ten times the balance point: the penalty must dominate to move a model that is already fit.
+            budget.grid.iter().map(|m| (probe(round_sig(10.0 * central * m)), LR)).collect()
+        }
+    })
+}
+
+fn round_sig(x: f64) -> f64 {
+    let e = x.abs().log10().floor();
+    (x / 10f64.powf(e)).round() * 10f64.powf(e)
+}
+
+/// Ablation variants of the method at a given LR.
+fn ablations() -> Vec<(&'static str, Method)> {
+    let base = Relevance::default();
+    vec![
+        ("ours_no_cls", Method::Ours(Relevance { lambda_cls: 0.0, ..base.clone() })),
+        ("ours_no_bg", Method::Ours(Relevance { lambda_bg: 0.0, ..base.clone() })),
+        ("ours_no_fg", Method::Ours(Relevance { lambda_fg: 0.0, ..base.clone() })),
+        ("ours_gt_cls", Method::Ours(Relevance { cls_target: ClsTarget::Gt, ..base })),
+    ]
+}
+
+struct Finetuned {
+    best: EpochMetrics,
+    dir: PathBuf,
+    cfg: TrainConfig,
+}
+
+/// Finetunes a fresh copy of the original with each setting; returns the selected run.
+fn finetune_grid(
+    label: &str,
+    settings: Vec<(Method, f64)>,
+    original_dir: &Path,
+    set: &Fixed,
+    val: &[Sample],
+    floor: f64,
+    seed: u64,
+    budget: &Budget,
+    out: &Path,
+    opts: &CompareOptions,
+) -> anyhow::Result<Finetuned> {
+    let mut chosen: Option<Finetuned> = None;
+    for (k, (method, lr)) in settings.into_iter().enumerate() {
+        let cfg = TrainConfig {
+            method,
+            lr,
+            weight_decay: 1e-4,
+            lr_decay: 0.85,
+            decay_every: 2,
+            epochs: budget.finetune_epochs,
+            batch_size: 8,
+            seed,
+            select: Selection::GuardedPenalty,
+            accuracy_floor: Some(floor),
+        };
+        let dir = out.join(format!("{label}-{k}"));
+        fresh_out(&dir)?;
+        let loaded = load(original_dir, opts.device)?;
+        eprintln!("seed {seed}: finetuning {label} setting {k} (lr {lr:e})");
+        let summary = train::finetune(&loaded, set, val, &cfg, &dir, &quiet_run(opts, serde_json::json!({"study": "embedded", "label": label})))?;
+        // Across settings the same rule as across epochs: lowest penalty among runs that keep accuracy.
+        let candidate = Finetuned { best: summary.best, dir: summary.best_dir, cfg };
+        let keep = match &chosen {
+            None => true,
+            Some(c) => train::better(&candidate.cfg, &candidate.best, Some(&c.best)),
+        };
+        if keep {
+            chosen = Some(candidate);
+        }
+    }
+    chosen.context("an empty hyperparameter grid")
+}
+
+struct Evaluation<'a> {
+    tests: &'a [(Split, Vec<Sample>)],
+    segmentation: &'a [Sample],
+}
+
+fn measure(model: &VisionTransformer, method: &str, seed: u64, eval: &Evaluation, rows: &mut Vec<Measurement>) -> anyhow::Result<()> {
+    let row = |dataset: &str, metric: &str, value: f64| Measurement {
+        model: MODEL.into(),
+        method: method.into(),
+        seed,
+        dataset: dataset.into(),
+        protocol: "standard".into(),
+        metric: metric.into(),
+        value,
+    };
+    for (split, samples) in eval.tests {
+        let (top1, top5) = evaluate::accuracy(model, samples, 256);
+        rows.push(row(split.name(), "top1", top1));
+        rows.push(row(split.name(), "top5", top5));
+    }
+    let seg = evaluate::segmentation(model, eval.segmentation, 64)?;
+    for (metric, value) in [("pixel_accuracy", seg.pixel_accuracy()), ("miou", seg.miou()), ("map", seg.map())] {
+        rows.push(row("segmentation", metric, 100.0 * value));
+    }
+    Ok(())
+}
+
+/// Runs the study and returns its measurements.
+pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
+    let budget = Budget::new(opts.quick);
+    let objects = animal_mnist::load(&opts.objects)
+        .with_context(|| format!("loading the embedded benchmark's objects; fetch them with `make benchmark-data` or pass --objects"))?;
+    eprintln!(
+        "objects: {} animal-mnist silhouettes ({} duplicates removed)",
+        objects.len(),
+        objects.duplicates_removed + objects.conflicting_removed
+    );
+    let part = spurious::partition(&objects, budget.test_per_class, budget.val_per_class, budget.pool_per_class, PARTITION_SEED)?;
+    let val = render_split(&objects, &part.val, Split::Matched, 1);
+    let tests: Vec<(Split, Vec<Sample>)> = Split::ALL.iter().map(|&s| (s, render_split(&objects, &part.test, s, 2))).collect();
+    let shuffled = &tests.iter().find(|(s, _)| *s == Split::Shuffled).expect("shuffled split").1;
+    let segmentation: Vec<Sample> = shuffled.iter().take(budget.segmentation_images).cloned().collect();
+    let eval = Evaluation { tests: &tests, segmentation: &segmentation };
+
+    let (control_dir, original_dir) = originals(&objects, &part, &val, &budget, opts)?;
+    let original = load(&original_dir, opts.device)?;
+    let (_, original_val_accuracy) = train::evaluate(&original, &Method::CrossEntropy(CrossEntropy { temperature: 1.0 }), &val, 256)?;
+    let floor = original_val_accuracy - ACCURACY_MARGIN;
+    let mut rows = Vec::new();
+    let control = load(&control_dir, opts.device)?;
+    for seed in 0..opts.seeds as u64 {
+        measure(&control.model, "control", seed, &eval, &mut rows)?;
+        measure(&original.model, "original", seed, &eval, &mut rows)?;
+        let chosen = spurious::finetune_subset(&part, &objects, budget.finetune_per_class, seed)?;
+        let set = Fixed(render_split(&objects, &chosen, Split::Matched, 100 + seed));
+        let out = opts.out.join("runs").join(format!("seed{seed}"));
+        let mut ours_lr = 1e-4;
+        for &kind in &opts.methods {
+            let settings = grid(kind, &original, &set.0, &budget)?;
+            let picked = finetune_grid(kind.name(), settings, &original_dir, &set, &val, floor, seed, &budget, &out, opts)?;
+            if kind == MethodKind::Ours {
+                ours_lr = picked.cfg.lr;
+            }
+            eprintln!("seed {seed}: {} selected {} (val acc {:.3})", kind.name(), picked.dir.display(), picked.best.val_accuracy);
+            measure(&load(&picked.dir, opts.device)?.model, kind.name(), seed, &eval, &mut rows)?;
+        }
+        if opts.ablations {
+            for (name, method) in ablations() {
+                let picked = finetune_grid(name, vec![(method, ours_lr)], &original_dir, &set, &val, floor, seed, &budget, &out, opts)?;
+                measure(&load(&picked.dir, opts.device)?.model, name, seed, &eval, &mut rows)?;
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// The method names of the ablation table, in order.
+pub fn ablation_names() -> Vec<&'static str> {
+    std::iter::once("ours").chain(ablations().into_iter().map(|(n, _)| n)).collect()
+}

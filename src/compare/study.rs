@@ -1,0 +1,148 @@
+//! `compare --data CONFIG.toml`: the study on real checkpoints and datasets.
+//!
+//! ```toml
+//! [imagenet_s]                       # finetuning data (method.md section 5)
+//! images = "/data/imagenet/train"    # <images>/<wnid>/<name>.JPEG
+//! masks = "/data/ImageNetS919/train-semi-segmentation"
+//! mask_source = "imagenet-s"         # or "binary" (e.g. TokenCut masks)
+//! seed = 0
+//!
+//! [[models]]
+//! name = "vit_base_patch16_224"      # timm name
+//! checkpoint = "/weights/vit_base"   # timm hub folder, .safetensors or .pth
+//! preset = "vit-b"                   # the paper's hyperparameters (default: looked up by name)
+//!
+//! [[datasets]]                        # evaluation (harness eval kinds)
+//! kind = "imagenet-a"
+//! path = "/data/imagenet-a"
+//! ```
+//! Every model is finetuned with the method and each baseline at the paper's settings. Evaluating the
+//! listed datasets needs the real-dataset evaluation, which this build does not have yet: a config that
+//! lists datasets is refused before any training starts.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use super::{CompareOptions, MethodKind};
+use crate::data::imagenet_s::{MaskResize, MaskSource, SplitConfig};
+use crate::finetune::{self, DataConfig};
+use crate::methods::{InputGradient, Method, Relevance};
+use crate::model;
+use crate::paper;
+use crate::report::Measurement;
+use crate::train::{RunOptions, Selection, TrainConfig};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudyConfig {
+    pub imagenet_s: ImagenetS,
+    pub models: Vec<ModelEntry>,
+    #[serde(default)]
+    pub datasets: Vec<DatasetEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagenetS {
+    pub images: PathBuf,
+    pub masks: PathBuf,
+    #[serde(default = "default_source")]
+    pub mask_source: String,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_source() -> String {
+    "imagenet-s".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub name: String,
+    pub checkpoint: PathBuf,
+    pub preset: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetEntry {
+    pub kind: String,
+    pub path: PathBuf,
+}
+
+/// Reads and checks a study config; errors name the file and the entry.
+pub fn read(path: &Path) -> anyhow::Result<StudyConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let config: StudyConfig = toml::from_str(&text).with_context(|| format!("{}: not a valid study config", path.display()))?;
+    for p in [&config.imagenet_s.images, &config.imagenet_s.masks] {
+        if !p.is_dir() {
+            bail!("{}: {} is not a folder", path.display(), p.display());
+        }
+    }
+    for m in &config.models {
+        if !m.checkpoint.exists() {
+            bail!("{}: checkpoint {} of model {} does not exist", path.display(), m.checkpoint.display(), m.name);
+        }
+        let preset = m.preset.as_deref().unwrap_or(&m.name);
+        if paper::lookup(preset).is_none() {
+            bail!("{}: model {} has no paper preset {preset:?}; set preset to one of {}", path.display(), m.name, paper::known());
+        }
+    }
+    if !config.datasets.is_empty() {
+        bail!(
+            "{}: evaluating [[datasets]] ({}) needs the real-dataset evaluation, which this build does not have yet; \
+             remove them to finetune only",
+            path.display(),
+            config.datasets.iter().map(|d| d.kind.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(config)
+}
+
+/// The paper's settings of `kind` for a model.
+fn paper_method(kind: MethodKind, hp: &paper::PaperHparams) -> anyhow::Result<(Method, f64)> {
+    let baseline = |b: Option<paper::BaselineHparams>| {
+        b.map(|b| (InputGradient { lambda_bg: b.lambda_bg, lambda_cls: b.lambda_cls, temperature: hp.temperature }, b.lr))
+            .with_context(|| format!("the paper gives no {} settings for {}", kind.name(), hp.alias))
+    };
+    Ok(match kind {
+        MethodKind::Ours => (Method::Ours(Relevance { temperature: hp.temperature, ..Relevance::default() }), hp.ours_lr),
+        MethodKind::Gradmask => baseline(hp.gradmask).map(|(b, lr)| (Method::Gradmask(b), lr))?,
+        MethodKind::Rrr => baseline(hp.rrr).map(|(b, lr)| (Method::Rrr(b), lr))?,
+    })
+}
+
+/// Finetunes every model with every method (paper settings, seeds varying the data choice).
+pub fn run(path: &Path, opts: &CompareOptions) -> anyhow::Result<(Vec<&'static str>, Vec<Measurement>)> {
+    let config = read(path)?;
+    let source = match config.imagenet_s.mask_source.as_str() {
+        "imagenet-s" => MaskSource::ImagenetS,
+        "binary" => MaskSource::Binary,
+        other => bail!("{}: mask_source {other:?} is not imagenet-s or binary", path.display()),
+    };
+    for m in &config.models {
+        let hp = paper::lookup(m.preset.as_deref().unwrap_or(&m.name)).expect("checked by read");
+        for seed in 0..opts.seeds as u64 {
+            for &kind in &opts.methods {
+                let (method, lr) = paper_method(kind, hp)?;
+                let cfg = TrainConfig {
+                    method, lr, weight_decay: 1e-4, lr_decay: 0.85, decay_every: 2, epochs: 50, batch_size: 8,
+                    seed, select: Selection::ValLoss, accuracy_floor: None,
+                };
+                let data = DataConfig {
+                    images: config.imagenet_s.images.clone(),
+                    masks: config.imagenet_s.masks.clone(),
+                    split: SplitConfig { seed: config.imagenet_s.seed + seed, source, ..SplitConfig::default() },
+                    mask_resize: MaskResize::Nearest,
+                };
+                let loaded = model::load(Some(&m.name), &m.checkpoint, opts.device)?;
+                let out = opts.out.join("runs").join(&m.name).join(format!("seed{seed}")).join(kind.name());
+                let run = RunOptions { resume: true, quiet: opts.quiet, manifest: serde_json::json!({"study": path}) };
+                finetune::run(&loaded, &data, &cfg, &out, run)?;
+            }
+        }
+    }
+    Ok((vec![], vec![]))
+}

@@ -1,0 +1,351 @@
+//! Result tables, data first. Every number a run produces is one [`Measurement`] row of
+//! `results_long.csv`; the paper's tables (Table 1 accuracy, Table 2 shift against the original
+//! model, Table 3 segmentation, Table 4 ablation) are views over those rows, rendered as CSV,
+//! GitHub Markdown or aligned terminal text. Keeping the long file as the source of truth means a
+//! table can be rebuilt, re-sliced (per protocol, per dataset list) or merged across runs without
+//! rerunning anything.
+//!
+//! Conventions: accuracies (`top1`, `top5`) and segmentation metrics (`pixel_accuracy`, `miou`,
+//! `map`) are stored in percent. Views take `(measurements, datasets, methods, protocol)`, build
+//! one table per protocol, keep models in their first appearance order, order rows by the caller's
+//! method list, skip a (model, method) with nothing to show, and leave a cell empty when it was not
+//! measured. With several seeds a cell is the mean over seeds and a `_std` column (sample standard
+//! deviation, n - 1) follows each mean column.
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_write;
+
+/// Header of `results_long.csv`, in this order.
+pub const LONG_HEADER: [&str; 7] = ["model", "method", "seed", "dataset", "protocol", "metric", "value"];
+/// The method every shift is measured against.
+pub const ORIGINAL: &str = "original";
+/// Top-1 accuracy, percent.
+pub const TOP1: &str = "top1";
+/// Top-5 accuracy, percent.
+pub const TOP5: &str = "top5";
+/// Segmentation metrics of Table 3, percent, in column order.
+pub const SEGMENTATION_METRICS: [&str; 3] = ["pixel_accuracy", "miou", "map"];
+
+/// One measured number: which model, finetuned how, with which seed, evaluated on which dataset
+/// under which protocol, and which metric.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub model: String,
+    pub method: String,
+    pub seed: u64,
+    pub dataset: String,
+    pub protocol: String,
+    pub metric: String,
+    pub value: f64,
+}
+
+/// Writes `measurements` to `path` (normally `results_long.csv`) atomically, in the given order,
+/// values with four decimals so that reruns give byte-identical files.
+pub fn write_long(path: &Path, measurements: &[Measurement]) -> anyhow::Result<()> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record(LONG_HEADER)?;
+    for m in measurements {
+        let seed = m.seed.to_string();
+        let value = format!("{:.4}", m.value);
+        out.write_record([&m.model, &m.method, &seed, &m.dataset, &m.protocol, &m.metric, &value])?;
+    }
+    let bytes = out.into_inner().map_err(|e| e.into_error())?;
+    atomic_write::write(path, &bytes)?;
+    Ok(())
+}
+
+/// Reads a file written by [`write_long`]; the header must be exactly [`LONG_HEADER`], so that a
+/// file with reordered or renamed columns is rejected rather than misread.
+pub fn read_long(path: &Path) -> anyhow::Result<Vec<Measurement>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
+    let header = reader.headers().with_context(|| format!("reading {}", path.display()))?;
+    if header.iter().ne(LONG_HEADER) {
+        bail!("{}: header is {:?}, expected {}", path.display(), header, LONG_HEADER.join(","));
+    }
+    reader
+        .deserialize()
+        .enumerate()
+        // Line numbers count the header as line 1.
+        .map(|(i, row)| row.with_context(|| format!("{}: line {}", path.display(), i + 2)))
+        .collect()
+}
+
+/// A rendered table: a header and rows of already formatted cells.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Table {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn to_csv_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        let mut out = csv::Writer::from_writer(Vec::new());
+        out.write_record(&self.header)?;
+        for row in &self.rows {
+            out.write_record(row)?;
+        }
+        Ok(out.into_inner().map_err(|e| e.into_error())?)
+    }
+
+    /// Writes the table as CSV, atomically. A row whose length differs from the header's is an
+    /// error (CSV readers would misalign it).
+    pub fn write_csv(&self, path: &Path) -> anyhow::Result<()> {
+        let bytes = self.to_csv_bytes().with_context(|| format!("formatting {}", path.display()))?;
+        atomic_write::write(path, &bytes)?;
+        Ok(())
+    }
+
+    /// GitHub Markdown table. `|` in a cell is escaped and line breaks become spaces, since either
+    /// would break the row; short rows are padded with empty cells.
+    pub fn to_markdown(&self) -> String {
+        let width = self.width();
+        let line = |cells: &[String]| {
+            let cells = (0..width).map(|i| {
+                cells.get(i).map_or(String::new(), |c| c.replace('|', "\\|").replace(['\r', '\n'], " "))
+            });
+            format!("| {} |\n", cells.collect::<Vec<_>>().join(" | "))
+        };
+        let mut out = line(&self.header);
+        out.push_str(&format!("|{}\n", "---|".repeat(width)));
+        for row in &self.rows {
+            out.push_str(&line(row));
+        }
+        out
+    }
+
+    /// Aligned columns for a terminal: numeric columns right-aligned so that decimals line up,
+    /// text columns left-aligned, two spaces between columns.
+    pub fn to_terminal(&self) -> String {
+        let width = self.width();
+        let cell = |row: &[String], i: usize| row.get(i).map_or("", |c| c.as_str()).to_string();
+        let widths: Vec<usize> = (0..width)
+            .map(|i| {
+                std::iter::once(&self.header).chain(&self.rows).map(|r| cell(r, i).chars().count()).max().unwrap_or(0)
+            })
+            .collect();
+        let numeric: Vec<bool> = (0..width)
+            .map(|i| {
+                let mut body = self.rows.iter().map(|r| cell(r, i)).filter(|c| !c.is_empty()).peekable();
+                body.peek().is_some() && body.all(|c| c.parse::<f64>().is_ok())
+            })
+            .collect();
+        let line = |row: &[String]| {
+            let cells = (0..width).map(|i| {
+                let text = cell(row, i);
+                let pad = " ".repeat(widths[i] - text.chars().count());
+                if numeric[i] { format!("{pad}{text}") } else { format!("{text}{pad}") }
+            });
+            format!("{}\n", cells.collect::<Vec<_>>().join("  ").trim_end())
+        };
+        std::iter::once(&self.header).chain(&self.rows).map(|r| line(r)).collect()
+    }
+
+    fn width(&self) -> usize {
+        self.rows.iter().map(Vec::len).chain([self.header.len()]).max().unwrap_or(0)
+    }
+}
+
+/// Writes `<dir>/<stem>.csv` and `<dir>/<stem>.md`, each atomically, creating `dir` if needed.
+pub fn write_both(table: &Table, dir: &Path, stem: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    table.write_csv(&dir.join(format!("{stem}.csv")))?;
+    atomic_write::write(&dir.join(format!("{stem}.md")), table.to_markdown().as_bytes())?;
+    Ok(())
+}
+
+/// Paper Table 1: `model,method,<d>_top1,<d>_top5,...` for each dataset in order, the mean over
+/// seeds of each (model, method). With more than one seed in any cell of the table every mean
+/// column is followed by `<column>_std`, the sample standard deviation (n - 1), empty where a
+/// cell has a single seed.
+pub fn accuracy_table<D: AsRef<str>, M: AsRef<str>>(
+    measurements: &[Measurement],
+    datasets: &[D],
+    methods: &[M],
+    protocol: &str,
+) -> Table {
+    let columns = dataset_columns(datasets, &[TOP1, TOP5], "");
+    view(measurements, protocol, &columns, methods, Reduce::Mean)
+}
+
+/// Paper Table 2: like [`accuracy_table`], but each value is the method's accuracy minus the
+/// [`ORIGINAL`] model's for the same model, seed, dataset and metric (paired by seed; a seed
+/// without its original is left out), averaged over seeds. Columns are `<d>_top1_delta`,
+/// `<d>_top5_delta` (+ `_std`, sample std); `original` itself gets no row.
+pub fn shift_table<D: AsRef<str>, M: AsRef<str>>(
+    measurements: &[Measurement],
+    datasets: &[D],
+    methods: &[M],
+    protocol: &str,
+) -> Table {
+    let columns = dataset_columns(datasets, &[TOP1, TOP5], "_delta");
+    view(measurements, protocol, &columns, methods, Reduce::DeltaFromOriginal)
+}
+
+/// Paper Table 3: `model,method,pixel_accuracy,miou,map` (+ `_std`, sample std, with several
+/// seeds) from the measurements of the segmentation dataset `dataset`.
+pub fn segmentation_table<M: AsRef<str>>(
+    measurements: &[Measurement],
+    dataset: &str,
+    methods: &[M],
+    protocol: &str,
+) -> Table {
+    let columns: Vec<Column> = SEGMENTATION_METRICS
+        .iter()
+        .map(|&metric| Column { dataset: dataset.to_string(), metric: metric.to_string(), label: metric.to_string() })
+        .collect();
+    view(measurements, protocol, &columns, methods, Reduce::Mean)
+}
+
+/// Paper Table 4: one row per variant (`ours`, `ours_no_cls`, `ours_no_bg`, ... as methods) of
+/// each model, columns `<d>_top1` (+ `_std`, sample std, with several seeds).
+pub fn ablation_table<D: AsRef<str>, M: AsRef<str>>(
+    measurements: &[Measurement],
+    datasets: &[D],
+    variants: &[M],
+    protocol: &str,
+) -> Table {
+    let columns = dataset_columns(datasets, &[TOP1], "");
+    view(measurements, protocol, &columns, variants, Reduce::Mean)
+}
+
+/// One value column of a view: which measurements feed it and its header label.
+struct Column {
+    dataset: String,
+    metric: String,
+    label: String,
+}
+
+fn dataset_columns<D: AsRef<str>>(datasets: &[D], metrics: &[&str], suffix: &str) -> Vec<Column> {
+    datasets
+        .iter()
+        .flat_map(|d| {
+            let d = d.as_ref();
+            metrics.iter().map(move |&metric| Column {
+                dataset: d.to_string(),
+                metric: metric.to_string(),
+                label: format!("{d}_{metric}{suffix}"),
+            })
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Reduce {
+    Mean,
+    DeltaFromOriginal,
+}
+
+/// Mean and, for n > 1, sample standard deviation of one cell's per-seed values.
+struct Stats {
+    mean: f64,
+    std: Option<f64>,
+}
+
+impl Stats {
+    fn of(values: &[f64]) -> Option<Stats> {
+        let n = values.len();
+        if n == 0 {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let std = (n > 1)
+            .then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
+        Some(Stats { mean, std })
+    }
+}
+
+/// (model, method, column index) -> value per seed.
+type Index<'a> = HashMap<(&'a str, &'a str, usize), BTreeMap<u64, f64>>;
+
+fn view<M: AsRef<str>>(
+    measurements: &[Measurement],
+    protocol: &str,
+    columns: &[Column],
+    methods: &[M],
+    reduce: Reduce,
+) -> Table {
+    let mut index: Index = HashMap::new();
+    let mut models: Vec<&str> = Vec::new();
+    for m in measurements.iter().filter(|m| m.protocol == protocol) {
+        let matching: Vec<usize> =
+            (0..columns.len()).filter(|&i| columns[i].dataset == m.dataset && columns[i].metric == m.metric).collect();
+        if matching.is_empty() {
+            continue;
+        }
+        if !models.contains(&m.model.as_str()) {
+            models.push(&m.model);
+        }
+        for column in matching {
+            // A repeated (model, method, seed, dataset, metric) is a rerun: the later row wins.
+            index.entry((&m.model, &m.method, column)).or_default().insert(m.seed, m.value);
+        }
+    }
+
+    let mut rows: Vec<(&str, &str, Vec<Option<Stats>>)> = Vec::new();
+    for &model in &models {
+        for method in methods.iter().map(AsRef::as_ref) {
+            if reduce == Reduce::DeltaFromOriginal && method == ORIGINAL {
+                continue;
+            }
+            let seeds = |column: usize| index.get(&(model, method, column));
+            // Presence is judged on the method's own measurements, so a shift row whose original is
+            // missing still shows up, with empty cells, instead of silently vanishing.
+            if !(0..columns.len()).any(|c| seeds(c).is_some()) {
+                continue;
+            }
+            let cells = (0..columns.len())
+                .map(|c| {
+                    let values: Vec<f64> = match (reduce, seeds(c)) {
+                        (_, None) => Vec::new(),
+                        (Reduce::Mean, Some(own)) => own.values().copied().collect(),
+                        (Reduce::DeltaFromOriginal, Some(own)) => {
+                            match index.get(&(model, ORIGINAL, c)) {
+                                Some(original) => own
+                                    .iter()
+                                    .filter_map(|(seed, v)| original.get(seed).map(|o| v - o))
+                                    .collect(),
+                                None => Vec::new(),
+                            }
+                        }
+                    };
+                    Stats::of(&values)
+                })
+                .collect();
+            rows.push((model, method, cells));
+        }
+    }
+
+    let with_std = rows.iter().flat_map(|(_, _, cells)| cells).any(|s| matches!(s, Some(Stats { std: Some(_), .. })));
+    let mut header = vec!["model".to_string(), "method".to_string()];
+    for c in columns {
+        header.push(c.label.clone());
+        if with_std {
+            header.push(format!("{}_std", c.label));
+        }
+    }
+    let rows = rows
+        .into_iter()
+        .map(|(model, method, cells)| {
+            let mut row = vec![model.to_string(), method.to_string()];
+            for cell in cells {
+                row.push(cell.as_ref().map_or(String::new(), |s| fmt2(s.mean)));
+                if with_std {
+                    row.push(cell.and_then(|s| s.std).map_or(String::new(), fmt2));
+                }
+            }
+            row
+        })
+        .collect();
+    Table { header, rows }
+}
+
+/// Two decimals; a value that rounds to zero prints as `0.00`, never `-0.00`, so that a tiny
+/// negative shift does not read as a meaningful sign.
+fn fmt2(value: f64) -> String {
+    let text = format!("{value:.2}");
+    if text == "-0.00" { "0.00".to_string() } else { text }
+}

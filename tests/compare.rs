@@ -1,0 +1,76 @@
+//! `harness compare --quick` end to end on the embedded benchmark: every table exists with its documented
+//! columns and one row per method, a rerun with the same seed writes byte-identical CSVs, and the original
+//! model really took the shortcut (shifted accuracy far below matched).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn objects() -> PathBuf {
+    Path::new(ROOT).join("target/downloads/animal_mnist-0.4-py3-none-any.whl")
+}
+
+fn compare(out: &Path) {
+    let status = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["compare", "--baselines", "gradmask,rrr", "--quick", "--quiet", "--out"])
+        .arg(out)
+        .arg("--objects")
+        .arg(objects())
+        .status()
+        .unwrap();
+    assert!(status.success(), "harness compare --quick failed");
+}
+
+fn csv(path: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().map(|l| l.split(',').map(str::to_string).collect()).collect()
+}
+
+fn cell(table: &[Vec<String>], method: &str, column: &str) -> f64 {
+    let k = table[0].iter().position(|h| h == column).unwrap_or_else(|| panic!("no column {column}"));
+    let row = table.iter().find(|r| r[1] == method).unwrap_or_else(|| panic!("no row {method}"));
+    row[k].parse().unwrap()
+}
+
+#[test]
+fn quick_compare_writes_every_table_reproducibly_and_shows_the_shortcut() {
+    assert!(objects().is_file(), "run `make benchmark-data` first (the Makefile's test target does)");
+    let out = Path::new(ROOT).join("target/test-tmp/compare");
+    let _ = std::fs::remove_dir_all(&out);
+    compare(&out);
+
+    let methods = ["control", "original", "ours", "gradmask", "rrr"];
+    let accuracy = csv(&out.join("table_accuracy.csv"));
+    let mut header = vec!["model".to_string(), "method".to_string()];
+    for d in ["matched", "shuffled", "black", "bg_only"] {
+        header.push(format!("{d}_top1"));
+        header.push(format!("{d}_top5"));
+    }
+    assert_eq!(accuracy[0], header);
+    assert_eq!(accuracy[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), methods);
+    let shift = csv(&out.join("table_shift.csv"));
+    assert_eq!(shift[0][2], "matched_top1_delta");
+    assert_eq!(shift[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), ["control", "ours", "gradmask", "rrr"]);
+    let seg = csv(&out.join("table_segmentation.csv"));
+    assert_eq!(seg[0], ["model", "method", "pixel_accuracy", "miou", "map"]);
+    assert_eq!(seg.len(), 1 + methods.len());
+    let long = csv(&out.join("results_long.csv"));
+    assert_eq!(long[0], ["model", "method", "seed", "dataset", "protocol", "metric", "value"]);
+    for stem in ["table_accuracy", "table_shift", "table_segmentation"] {
+        assert!(out.join(format!("{stem}.md")).is_file());
+    }
+
+    // The benchmark has a shortcut: the original is right on matched backgrounds, not on shuffled ones.
+    let (matched, shuffled) = (cell(&accuracy, "original", "matched_top1"), cell(&accuracy, "original", "shuffled_top1"));
+    assert!(matched > 80.0 && shuffled < matched - 25.0, "original: matched {matched}, shuffled {shuffled}");
+
+    // Same seed, same bytes (the cached original models are reused).
+    let first: Vec<(String, Vec<u8>)> = ["results_long.csv", "table_accuracy.csv", "table_shift.csv", "table_segmentation.csv"]
+        .iter()
+        .map(|f| (f.to_string(), std::fs::read(out.join(f)).unwrap()))
+        .collect();
+    compare(&out);
+    for (name, bytes) in first {
+        assert!(std::fs::read(out.join(&name)).unwrap() == bytes, "{name} differs between two runs with the same seed");
+    }
+}
