@@ -22,6 +22,9 @@ pub struct Args {
     /// A small budget for tests and smoke runs (under 2 minutes on 2 cores).
     #[arg(long)]
     quick: bool,
+    /// Tinted-noise backgrounds instead of stripes: a negative control, where no method is expected to help.
+    #[arg(long)]
+    tint: bool,
     #[arg(long, default_value = "out/compare")]
     out: PathBuf,
     /// The animal-mnist 0.4 wheel (`make benchmark-data` downloads it to target/downloads).
@@ -43,6 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seeds: args.seeds.max(1),
         ablations: args.ablations,
         quick: args.quick,
+        tint: args.tint,
         objects: args.objects.unwrap_or_else(compare::default_objects),
         data: args.data,
         device: device::parse(&args.device)?,

@@ -72,7 +72,7 @@ impl Budget {
             bias_epochs: 2,
             pretrain_per_class: None,
             finetune_epochs: 12,
-            grid: vec![0.3, 1.0, 3.0],
+            grid: vec![0.1, 0.3, 1.0, 3.0, 10.0],
             segmentation_images: 300,
         }
     }
@@ -91,6 +91,7 @@ struct Rendered<'a> {
     objects: &'a Objects,
     indices: Vec<usize>,
     bias: f64,
+    texture: Texture,
 }
 
 impl TrainSet for Rendered<'_> {
@@ -99,7 +100,7 @@ impl TrainSet for Rendered<'_> {
     }
     fn sample(&self, index: usize, seed: u64) -> anyhow::Result<Sample> {
         let i = self.indices[index];
-        let background = spurious::biased(self.objects.labels[i] as usize, self.bias, Texture::Stripes, seed);
+        let background = spurious::biased(self.objects.labels[i] as usize, self.bias, self.texture, seed);
         Ok(spurious::render(self.objects, i, background, SIZE, seed))
     }
 }
@@ -116,12 +117,20 @@ impl TrainSet for Fixed {
     }
 }
 
-fn render_split(objects: &Objects, indices: &[usize], split: Split, salt: u64) -> Vec<Sample> {
+fn texture(opts: &CompareOptions) -> Texture {
+    if opts.tint {
+        Texture::Tint
+    } else {
+        Texture::Stripes
+    }
+}
+
+fn render_split(objects: &Objects, indices: &[usize], split: Split, texture: Texture, salt: u64) -> Vec<Sample> {
     indices
         .iter()
         .map(|&i| {
             let seed = derive_seed(RENDER_SEED, &[salt, i as u64]);
-            let background = spurious::background_for(split, objects.labels[i] as usize, BIAS, Texture::Stripes, seed);
+            let background = spurious::background_for(split, objects.labels[i] as usize, BIAS, texture, seed);
             spurious::render(objects, i, background, SIZE, seed)
         })
         .collect()
@@ -145,6 +154,7 @@ struct Recipe<'a> {
     budget: (usize, usize, Option<usize>),
     partition: (usize, usize, usize, u64),
     objects: &'a str,
+    tint: bool,
     version: u32,
 }
 
@@ -159,6 +169,7 @@ fn originals(objects: &Objects, part: &Partition, val: &[Sample], budget: &Budge
         budget: (budget.pretrain_epochs, budget.bias_epochs, budget.pretrain_per_class),
         partition: (budget.test_per_class, budget.val_per_class, budget.pool_per_class, PARTITION_SEED),
         objects: animal_mnist::WHEEL,
+        tint: opts.tint,
         version: 1,
     })?;
     let recipe_path = models.join("recipe.json");
@@ -198,7 +209,7 @@ fn originals(objects: &Objects, part: &Partition, val: &[Sample], budget: &Budge
         };
         let out = models.join(dir);
         fresh_out(&out)?;
-        let set = Rendered { objects, indices: pretrain.clone(), bias };
+        let set = Rendered { objects, indices: pretrain.clone(), bias, texture: texture(opts) };
         train::finetune(&loaded, &set, val, &cfg, &out, &quiet_run(opts, serde_json::json!({"stage": dir, "bias": bias})))?;
         Ok(())
     };
@@ -345,8 +356,9 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
         objects.duplicates_removed + objects.conflicting_removed
     );
     let part = spurious::partition(&objects, budget.test_per_class, budget.val_per_class, budget.pool_per_class, PARTITION_SEED)?;
-    let val = render_split(&objects, &part.val, Split::Matched, 1);
-    let tests: Vec<(Split, Vec<Sample>)> = Split::ALL.iter().map(|&s| (s, render_split(&objects, &part.test, s, 2))).collect();
+    let val = render_split(&objects, &part.val, Split::Matched, texture(opts), 1);
+    let tests: Vec<(Split, Vec<Sample>)> =
+        Split::ALL.iter().map(|&s| (s, render_split(&objects, &part.test, s, texture(opts), 2))).collect();
     let shuffled = &tests.iter().find(|(s, _)| *s == Split::Shuffled).expect("shuffled split").1;
     let segmentation: Vec<Sample> = shuffled.iter().take(budget.segmentation_images).cloned().collect();
     let eval = Evaluation { tests: &tests, segmentation: &segmentation };
@@ -361,7 +373,7 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
         measure(&control.model, "control", seed, &eval, &mut rows)?;
         measure(&original.model, "original", seed, &eval, &mut rows)?;
         let chosen = spurious::finetune_subset(&part, &objects, budget.finetune_per_class, seed)?;
-        let set = Fixed(render_split(&objects, &chosen, Split::Matched, 100 + seed));
+        let set = Fixed(render_split(&objects, &chosen, Split::Matched, texture(opts), 100 + seed));
         let out = opts.out.join("runs").join(format!("seed{seed}"));
         let mut ours_lr = 1e-4;
         for &kind in &opts.methods {

@@ -53,6 +53,8 @@ pub struct CompareOptions {
     pub seeds: usize,
     pub ablations: bool,
     pub quick: bool,
+    /// Coloured-noise backgrounds instead of stripes: a negative control (no method moves it at this scale).
+    pub tint: bool,
     /// The animal-mnist wheel of the embedded benchmark.
     pub objects: PathBuf,
     pub data: Option<PathBuf>,

@@ -1,0 +1,96 @@
+//! average_precision against scikit-learn, SegmentationMetrics against a numpy re-implementation of the
+//! reference evaluation (fixtures from python/fixtures/segmentation_metrics.py, made with the .venv's
+//! scikit-learn on first use).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use robustvit::segmentation::{average_precision, SegmentationMetrics};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct ApCase { scores: Vec<f32>, truth: Vec<bool>, expected: f64 }
+#[derive(Deserialize)]
+struct Image { map: Vec<f32>, truth: Vec<bool> }
+#[derive(Deserialize)]
+struct SegCase { images: Vec<Image>, pixel_accuracy: f64, miou: f64, map: f64 }
+#[derive(Deserialize)]
+struct Fixtures { ap: Vec<ApCase>, segmentation: Vec<SegCase> }
+
+fn fixtures() -> Fixtures {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("python/fixtures/segmentation_metrics.py");
+    let json: PathBuf = root.join("target/fixtures/segmentation_metrics.json");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&json) < modified(&script) {
+        std::fs::create_dir_all(json.parent().unwrap()).unwrap();
+        let status = Command::new(root.join(".venv/bin/python")).arg(&script).arg(&json).status().unwrap();
+        assert!(status.success(), "python/fixtures/segmentation_metrics.py failed");
+    }
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+#[test]
+fn average_precision_matches_sklearn() {
+    let f = fixtures();
+    let mut worst = 0.0f64;
+    for (i, c) in f.ap.iter().enumerate() {
+        let got = average_precision(&c.scores, &c.truth);
+        let err = (got - c.expected).abs();
+        worst = worst.max(err);
+        assert!(err < 1e-12, "case {i}: got {got}, sklearn {}", c.expected);
+    }
+    eprintln!("{} AP cases, max |err| {worst:e}", f.ap.len());
+}
+
+#[test]
+fn average_precision_rejects_what_sklearn_rejects() {
+    assert!(average_precision(&[], &[]).is_nan());
+    assert!(average_precision(&[0.1, 0.2], &[true]).is_nan());
+    assert!(average_precision(&[f32::NAN, 0.2], &[true, false]).is_nan());
+    assert!(average_precision(&[f32::INFINITY, 0.2], &[true, false]).is_nan());
+}
+
+#[test]
+fn segmentation_metrics_match_reference_formulas() {
+    let f = fixtures();
+    let mut worst = 0.0f64;
+    for (i, c) in f.segmentation.iter().enumerate() {
+        let mut m = SegmentationMetrics::new();
+        for im in &c.images {
+            m.add(&im.map, &im.truth).unwrap();
+        }
+        for (name, got, want) in
+            [("pixel_accuracy", m.pixel_accuracy(), c.pixel_accuracy), ("miou", m.miou(), c.miou), ("map", m.map(), c.map)]
+        {
+            worst = worst.max((got - want).abs());
+            assert!((got - want).abs() < 1e-12, "dataset {i} {name}: got {got}, reference {want}");
+        }
+        assert_eq!(m.images(), c.images.len() as u64);
+    }
+    eprintln!("{} datasets, max |err| {worst:e}", f.segmentation.len());
+}
+
+#[test]
+fn segmentation_add_rejects_bad_input_without_counting_it() {
+    let mut m = SegmentationMetrics::new();
+    assert!(m.add(&[], &[]).is_err());
+    assert!(m.add(&[0.1, 0.2], &[true]).is_err());
+    assert!(m.add(&[f32::NAN, 0.2], &[true, false]).is_err());
+    assert!(m.add(&[f32::MAX, -f32::MAX], &[true, false]).is_err());
+    assert_eq!(m, SegmentationMetrics::new());
+    assert_eq!((m.pixel_accuracy(), m.miou(), m.map()), (0.0, 0.0, 0.0));
+}
+
+#[test]
+fn segmentation_hand_computed() {
+    // map 0.9 0.1 0.8 0.2 -> normalised 1, 0, 7/8, 1/8, mean 1/2: predicted fg, bg, fg, bg.
+    // truth fg, fg, bg, bg -> correct 2 of 4; IoU_fg = 1/3, IoU_bg = 1/3.
+    let mut m = SegmentationMetrics::new();
+    m.add(&[0.9, 0.1, 0.8, 0.2], &[true, true, false, false]).unwrap();
+    assert!((m.pixel_accuracy() - 0.5).abs() < 1e-12);
+    assert!((m.miou() - 1.0 / 3.0).abs() < 1e-12);
+    // Pooled scores (1-r | r): [0, 1, 1/8, 7/8 | 1, 0, 7/8, 1/8], positives [0,0,1,1 | 1,1,0,0].
+    // Descending: 1 (two tied: one pos, one neg) -> P 1/2 R 1/4; 7/8 (pos + neg) -> P 2/4, R 2/4;
+    // 1/8 (pos + neg) -> P 3/6, R 3/4; 0 (pos + neg) -> P 4/8, R 1. AP = 0.5.
+    assert!((m.map() - 0.5).abs() < 1e-12);
+}
