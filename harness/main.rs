@@ -1,5 +1,6 @@
 //! The `harness` command line: parses, wires, prints. Each subcommand calls the library.
 mod compare;
+mod eval;
 mod finetune;
 mod predict;
 
@@ -22,6 +23,8 @@ enum Command {
     Finetune(Box<finetune::Args>),
     /// The whole study: finetune the method and the baselines, evaluate, write paper-shaped tables.
     Compare(compare::Args),
+    /// Top-1/top-5 accuracy on the robustness datasets (ImageNet val/A/R/Sketch/v2, ObjectNet, SI-Score).
+    Eval(eval::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +38,6 @@ fn main() -> anyhow::Result<()> {
         Command::Predict(args) => predict::run(args),
         Command::Finetune(args) => finetune::run(*args),
         Command::Compare(args) => compare::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }

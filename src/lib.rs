@@ -13,6 +13,7 @@ pub mod optim;
 pub mod paper;
 pub mod predict;
 pub mod report;
+pub mod robustness;
 pub mod rng;
 pub mod segmentation;
 pub mod train;

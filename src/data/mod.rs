@@ -1,6 +1,7 @@
 //! Data: images and their preprocessing, class tables, ImageNet-S with foreground masks, and the embedded
 //! spurious-background benchmark.
 pub mod animal_mnist;
+pub mod eval_sets;
 pub mod imagenet;
 pub mod imagenet_s;
 pub mod preprocess;

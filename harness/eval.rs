@@ -1,0 +1,139 @@
+//! `harness eval`: top-1/top-5 accuracy on the paper's robustness datasets.
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use robustvit::data::eval_sets::{Kind, Protocol};
+use robustvit::data::imagenet;
+use robustvit::model::config::HALF;
+use robustvit::report::{self, Measurement};
+use robustvit::robustness::{self, PipelineOptions};
+use robustvit::{atomic_write, device, model};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// timm model name; optional when the checkpoint's config.json names it.
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// KIND=DIR, repeatable. KIND: imagenet-val, imagenet-a, imagenet-r, imagenet-sketch, imagenet-v2,
+    /// objectnet, si-location, si-rotation, si-size.
+    #[arg(long = "dataset", required = true)]
+    datasets: Vec<String>,
+    /// standard (A/R logits restricted to their classes, ObjectNet pooled) or reference (the reference code).
+    #[arg(long, default_value = "standard")]
+    protocol: String,
+    /// Long-format results: model,method,seed,dataset,protocol,metric,value (percent).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Per-class top-1 accuracy: dataset,class,correct,images,top1.
+    #[arg(long)]
+    per_class_csv: Option<PathBuf>,
+    /// A `harness finetune` manifest.json: also report accuracy on its finetuning classes and on the others.
+    #[arg(long)]
+    finetune_manifest: Option<PathBuf>,
+    /// Method name for the CSV rows.
+    #[arg(long, default_value = "original")]
+    method: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Decode threads (default: all cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Normalise with mean = std = 0.5 as the reference code does.
+    #[arg(long)]
+    reference_norm: bool,
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The ImageNet indices of the finetuning classes named in a finetune manifest.
+fn finetune_classes(path: &Path) -> anyhow::Result<HashSet<usize>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let manifest: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let wnids = manifest["run"]["data"]["train_classes"]
+        .as_array()
+        .with_context(|| format!("{}: no run.data.train_classes (is it a harness finetune manifest?)", path.display()))?;
+    wnids
+        .iter()
+        .map(|w| {
+            let wnid = w.as_str().unwrap_or_default();
+            imagenet::index_of(wnid).with_context(|| format!("{}: {wnid:?} is not an ImageNet wnid", path.display()))
+        })
+        .collect()
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let protocol = Protocol::parse(&args.protocol)?;
+    let datasets: Vec<(Kind, PathBuf)> = args
+        .datasets
+        .iter()
+        .map(|spec| {
+            let Some((kind, dir)) = spec.split_once('=') else { bail!("--dataset {spec:?}: expected KIND=DIR") };
+            Ok((Kind::parse(kind)?, PathBuf::from(dir)))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let classes = args.finetune_manifest.as_deref().map(finetune_classes).transpose()?;
+    let mut loaded = model::load(args.model.as_deref(), &args.checkpoint, device::parse(&args.device)?)?;
+    if args.reference_norm {
+        loaded.preprocess.mean = HALF;
+        loaded.preprocess.std = HALF;
+    }
+    let mut opts = PipelineOptions { batch_size: args.batch_size.max(1), quiet: args.quiet, ..PipelineOptions::default() };
+    if let Some(w) = args.workers {
+        opts.workers = w.max(1);
+    }
+    let mut rows = Vec::new();
+    let mut per_class = csv::Writer::from_writer(Vec::new());
+    per_class.write_record(["dataset", "class", "correct", "images", "top1"])?;
+    let mut unreadable = Vec::new();
+    for (kind, dir) in &datasets {
+        let r = robustness::evaluate(&loaded, *kind, dir, protocol, &opts)?;
+        println!(
+            "{:<16} {protocol}: top-1 {:6.2}  top-5 {:6.2}  ({} images, {} unreadable, {:.1} img/s)",
+            kind.name(), r.top1, r.top5, r.images, r.unreadable.len(), r.images_per_second
+        );
+        let mut row = |metric: &str, value: f64| rows.push(Measurement {
+            model: loaded.name.clone(),
+            method: args.method.clone(),
+            seed: args.seed,
+            dataset: kind.name().into(),
+            protocol: protocol.name().into(),
+            metric: metric.into(),
+            value,
+        });
+        row("top1", r.top1);
+        row("top5", r.top5);
+        if let Some(classes) = &classes {
+            let (inside, outside) = robustness::split_by_classes(&r.per_class, classes);
+            if let Some(v) = inside {
+                row("top1_finetune_classes", v);
+            }
+            if let Some(v) = outside {
+                row("top1_other_classes", v);
+            }
+        }
+        for (class, (correct, total)) in &r.per_class {
+            let top1 = 100.0 * *correct as f64 / *total as f64;
+            per_class.write_record([kind.name(), &class.to_string(), &correct.to_string(), &total.to_string(), &format!("{top1:.4}")])?;
+        }
+        unreadable.extend(r.unreadable.into_iter().map(|(p, why)| format!("{}\t{}\t{why}", kind.name(), p.display())));
+    }
+    if let Some(path) = &args.csv {
+        report::write_long(path, &rows)?;
+    }
+    if let Some(path) = &args.per_class_csv {
+        atomic_write::write(path, &per_class.into_inner()?)?;
+    }
+    if !unreadable.is_empty() {
+        let log = args.csv.as_deref().map_or_else(|| PathBuf::from("eval_unreadable.log"), |p| p.with_extension("unreadable.log"));
+        atomic_write::write(&log, (unreadable.join("\n") + "\n").as_bytes())?;
+        eprintln!("{} unreadable images (not scored), listed in {}", unreadable.len(), log.display());
+    }
+    Ok(())
+}

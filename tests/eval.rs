@@ -1,0 +1,109 @@
+//! `harness eval` on tiny datasets in every distributed layout (python/fixtures/eval_sets.py: PNG noise
+//! images filed so that the timm fixture model is right on about half of them), against the accuracies
+//! timm's own predictions give under both protocols; unreadable images are listed, never scored.
+#[path = "support/timm_fixtures.rs"]
+mod timm_fixtures;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use timm_fixtures::{fixtures, python, ROOT};
+
+const KINDS: [(&str, &str); 7] = [
+    ("imagenet-val", "val"),
+    ("imagenet-sketch", "sketch"),
+    ("imagenet-v2", "v2"),
+    ("imagenet-a", "a"),
+    ("imagenet-r", "r"),
+    ("si-location", "si"),
+    ("objectnet", "objectnet"),
+];
+
+fn eval_fixtures() -> PathBuf {
+    let dir = Path::new(ROOT).join("target/fixtures/eval");
+    let script = Path::new(ROOT).join("python/fixtures/eval_sets.py");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&dir.join("done")) < modified(&script) {
+        let _ = std::fs::remove_dir_all(&dir);
+        let status = Command::new(python())
+            .arg(&script)
+            .arg(fixtures().join("vit_tiny_patch16_224/hub"))
+            .arg(&dir)
+            .arg(Path::new(ROOT).join("src/data/tables/si_score_label_to_imagenet.json"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "python/fixtures/eval_sets.py failed");
+    }
+    dir
+}
+
+#[test]
+fn eval_matches_timm_predictions_in_every_layout_and_protocol() {
+    let data = eval_fixtures();
+    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data.join("expected.json")).unwrap()).unwrap();
+    let out = Path::new(ROOT).join("target/test-tmp/eval");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    // A finetuning manifest naming one of the validation fixture's classes (one with a readable image).
+    let mut val_classes: Vec<String> = std::fs::read_dir(data.join("val"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("0.png").is_file())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    val_classes.sort();
+    let manifest = out.join("manifest.json");
+    let content = serde_json::json!({"run": {"data": {"train_classes": [val_classes[0]]}}});
+    std::fs::write(&manifest, content.to_string()).unwrap();
+    for protocol in ["standard", "reference"] {
+        let csv = out.join(format!("{protocol}.csv"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+        cmd.args(["eval", "--quiet", "--batch-size", "3", "--protocol", protocol, "--checkpoint"])
+            .arg(fixtures().join("vit_tiny_patch16_224/hub"))
+            .arg("--csv")
+            .arg(&csv)
+            .arg("--per-class-csv")
+            .arg(out.join(format!("{protocol}_per_class.csv")))
+            .arg("--finetune-manifest")
+            .arg(&manifest);
+        for (kind, dir) in KINDS {
+            cmd.arg("--dataset").arg(format!("{kind}={}", data.join(dir).display()));
+        }
+        let result = cmd.output().unwrap();
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        let text = std::fs::read_to_string(&csv).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("model,method,seed,dataset,protocol,metric,value"));
+        let got: HashMap<(String, String), f64> = lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .inspect(|f| assert_eq!(f[4], protocol))
+            .map(|f| ((f[3].to_string(), f[5].to_string()), f[6].parse().unwrap()))
+            .collect();
+        for (kind, _) in KINDS {
+            for metric in ["top1", "top5"] {
+                let want = expected[kind][protocol][metric].as_f64().unwrap();
+                let have = got[&(kind.to_string(), metric.to_string())];
+                assert!((have - want).abs() < 1e-6, "{kind} {protocol} {metric}: harness {have}, timm {want}");
+            }
+        }
+        assert!(got.contains_key(&("imagenet-val".to_string(), "top1_finetune_classes".to_string())));
+        assert!(got.contains_key(&("imagenet-val".to_string(), "top1_other_classes".to_string())));
+        let log = std::fs::read_to_string(csv.with_extension("unreadable.log")).unwrap();
+        assert!(log.contains("broken.png") && log.lines().count() == 1, "{log}");
+        let per_class = std::fs::read_to_string(out.join(format!("{protocol}_per_class.csv"))).unwrap();
+        assert!(per_class.starts_with("dataset,class,correct,images,top1\n"));
+    }
+    // A folder that is not a class of the dataset stops with a message naming it.
+    let bad = out.join("bad-v2/1234");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("x.png"), b"").unwrap();
+    let result = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["eval", "--quiet", "--checkpoint"])
+        .arg(fixtures().join("vit_tiny_patch16_224/hub"))
+        .arg("--dataset")
+        .arg(format!("imagenet-v2={}", out.join("bad-v2").display()))
+        .output()
+        .unwrap();
+    assert!(!result.status.success() && String::from_utf8_lossy(&result.stderr).contains("1234"));
+}
