@@ -74,3 +74,28 @@ fn quick_compare_writes_every_table_reproducibly_and_shows_the_shortcut() {
         assert!(std::fs::read(out.join(&name)).unwrap() == bytes, "{name} differs between two runs with the same seed");
     }
 }
+
+#[test]
+fn study_configs_parse_and_bad_entries_name_the_file() {
+    // The shipped example parses (its paths are placeholders, so it stops at the first missing folder).
+    let example = Path::new(ROOT).join("scripts/studies/paper.toml");
+    let err = robustvit::compare::study::read(&example).unwrap_err().to_string();
+    assert!(err.contains("paper.toml") && err.contains("/data/imagenet/train"), "{err}");
+    let dir = Path::new(ROOT).join("target/test-tmp/study");
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    std::fs::create_dir_all(dir.join("masks")).unwrap();
+    let write = |body: &str| {
+        let path = dir.join("study.toml");
+        std::fs::write(&path, format!("[imagenet_s]\nimages = {:?}\nmasks = {:?}\n{body}", dir.join("images"), dir.join("masks"))).unwrap();
+        robustvit::compare::study::read(&path).map(|_| ()).map_err(|e| format!("{e:#}"))
+    };
+    let hub = Path::new(ROOT).join("Cargo.toml");
+    let model = format!("[[models]]\nname = \"deit_small_patch16_224\"\ncheckpoint = {hub:?}\n");
+    assert!(write(&model).is_ok());
+    let unknown = write(&format!("{model}[[datasets]]\nkind = \"imagenet-z\"\npath = {:?}\n", dir)).unwrap_err();
+    assert!(unknown.contains("study.toml") && unknown.contains("imagenet-z"), "{unknown}");
+    let no_preset = write(&format!("[[models]]\nname = \"vit_tiny_patch16_224\"\ncheckpoint = {hub:?}\n")).unwrap_err();
+    assert!(no_preset.contains("no paper preset"), "{no_preset}");
+    let typo = write(&format!("{model}[[datasets]]\nkind = \"objectnet\"\npaht = \"x\"\n")).unwrap_err();
+    assert!(typo.contains("study.toml"), "{typo}");
+}

@@ -16,21 +16,23 @@
 //! kind = "imagenet-a"
 //! path = "/data/imagenet-a"
 //! ```
-//! Every model is finetuned with the method and each baseline at the paper's settings. Evaluating the
-//! listed datasets needs the real-dataset evaluation, which this build does not have yet: a config that
-//! lists datasets is refused before any training starts.
+//! Every model is finetuned with the method and each baseline at the paper's settings (runs resume), then
+//! the original and every finetuned model are evaluated on each dataset (standard protocol) for the
+//! accuracy and shift tables. The segmentation test on real data is not part of this build yet.
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use super::{CompareOptions, MethodKind};
+use crate::data::eval_sets::{Kind, Protocol};
 use crate::data::imagenet_s::{MaskResize, MaskSource, SplitConfig};
 use crate::finetune::{self, DataConfig};
 use crate::methods::{InputGradient, Method, Relevance};
 use crate::model;
 use crate::paper;
 use crate::report::Measurement;
+use crate::robustness::{self, PipelineOptions};
 use crate::train::{RunOptions, Selection, TrainConfig};
 
 #[derive(Debug, Deserialize)]
@@ -90,13 +92,11 @@ pub fn read(path: &Path) -> anyhow::Result<StudyConfig> {
             bail!("{}: model {} has no paper preset {preset:?}; set preset to one of {}", path.display(), m.name, paper::known());
         }
     }
-    if !config.datasets.is_empty() {
-        bail!(
-            "{}: evaluating [[datasets]] ({}) needs the real-dataset evaluation, which this build does not have yet; \
-             remove them to finetune only",
-            path.display(),
-            config.datasets.iter().map(|d| d.kind.as_str()).collect::<Vec<_>>().join(", ")
-        );
+    for d in &config.datasets {
+        Kind::parse(&d.kind).with_context(|| format!("{}: dataset {}", path.display(), d.path.display()))?;
+        if !d.path.is_dir() {
+            bail!("{}: dataset folder {} ({}) does not exist", path.display(), d.path.display(), d.kind);
+        }
     }
     Ok(config)
 }
@@ -114,7 +114,31 @@ fn paper_method(kind: MethodKind, hp: &paper::PaperHparams) -> anyhow::Result<(M
     })
 }
 
-/// Finetunes every model with every method (paper settings, seeds varying the data choice).
+/// Top-1/top-5 of `loaded` on every dataset of the study, as measurements.
+fn measure(loaded: &model::LoadedModel, method: &str, seed: u64, config: &StudyConfig, opts: &CompareOptions)
+    -> anyhow::Result<Vec<Measurement>> {
+    let pipeline = PipelineOptions { quiet: opts.quiet, ..PipelineOptions::default() };
+    let mut rows = Vec::new();
+    for d in &config.datasets {
+        let kind = Kind::parse(&d.kind)?;
+        let r = robustness::evaluate(loaded, kind, &d.path, Protocol::Standard, &pipeline)?;
+        for (metric, value) in [("top1", r.top1), ("top5", r.top5)] {
+            rows.push(Measurement {
+                model: loaded.name.clone(),
+                method: method.into(),
+                seed,
+                dataset: kind.name().into(),
+                protocol: Protocol::Standard.name().into(),
+                metric: metric.into(),
+                value,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Finetunes every model with every method (paper settings, seeds varying the data choice) and
+/// evaluates the original and the selected checkpoints.
 pub fn run(path: &Path, opts: &CompareOptions) -> anyhow::Result<(Vec<&'static str>, Vec<Measurement>)> {
     let config = read(path)?;
     let source = match config.imagenet_s.mask_source.as_str() {
@@ -122,9 +146,13 @@ pub fn run(path: &Path, opts: &CompareOptions) -> anyhow::Result<(Vec<&'static s
         "binary" => MaskSource::Binary,
         other => bail!("{}: mask_source {other:?} is not imagenet-s or binary", path.display()),
     };
+    let mut rows = Vec::new();
     for m in &config.models {
         let hp = paper::lookup(m.preset.as_deref().unwrap_or(&m.name)).expect("checked by read");
+        let original = model::load(Some(&m.name), &m.checkpoint, opts.device)?;
+        let original_rows = measure(&original, "original", 0, &config, opts)?;
         for seed in 0..opts.seeds as u64 {
+            rows.extend(original_rows.iter().cloned().map(|r| Measurement { seed, ..r }));
             for &kind in &opts.methods {
                 let (method, lr) = paper_method(kind, hp)?;
                 let cfg = TrainConfig {
@@ -140,9 +168,12 @@ pub fn run(path: &Path, opts: &CompareOptions) -> anyhow::Result<(Vec<&'static s
                 let loaded = model::load(Some(&m.name), &m.checkpoint, opts.device)?;
                 let out = opts.out.join("runs").join(&m.name).join(format!("seed{seed}")).join(kind.name());
                 let run = RunOptions { resume: true, quiet: opts.quiet, manifest: serde_json::json!({"study": path}) };
-                finetune::run(&loaded, &data, &cfg, &out, run)?;
+                let summary = finetune::run(&loaded, &data, &cfg, &out, run)?;
+                let best = model::load(Some(&m.name), &summary.best_dir, opts.device)?;
+                rows.extend(measure(&best, kind.name(), seed, &config, opts)?);
             }
         }
     }
-    Ok((vec![], vec![]))
+    let kinds: Vec<&'static str> = config.datasets.iter().filter_map(|d| Kind::parse(&d.kind).ok()).map(Kind::name).collect();
+    Ok((kinds, rows))
 }
