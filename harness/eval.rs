@@ -3,20 +3,18 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use robustvit::atomic_write;
 use robustvit::data::eval_sets::{Kind, Protocol};
 use robustvit::data::imagenet;
-use robustvit::model::config::HALF;
 use robustvit::report::{self, Measurement};
 use robustvit::robustness::{self, PipelineOptions};
-use robustvit::{atomic_write, device, model};
+
+use crate::model_args::ModelArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// timm model name; optional when the checkpoint's config.json names it.
-    #[arg(long)]
-    model: Option<String>,
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// KIND=DIR, repeatable. KIND: imagenet-val, imagenet-a, imagenet-r, imagenet-sketch, imagenet-v2,
     /// objectnet, si-location, si-rotation, si-size.
     #[arg(long = "dataset", required = true)]
@@ -43,11 +41,6 @@ pub struct Args {
     /// Decode threads (default: all cores).
     #[arg(long)]
     workers: Option<usize>,
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Normalise with mean = std = 0.5 as the reference code does.
-    #[arg(long)]
-    reference_norm: bool,
     #[arg(long)]
     quiet: bool,
 }
@@ -79,11 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<_>>()?;
     let classes = args.finetune_manifest.as_deref().map(finetune_classes).transpose()?;
-    let mut loaded = model::load(args.model.as_deref(), &args.checkpoint, device::parse(&args.device)?)?;
-    if args.reference_norm {
-        loaded.preprocess.mean = HALF;
-        loaded.preprocess.std = HALF;
-    }
+    let loaded = args.model.load()?;
     let mut opts = PipelineOptions { batch_size: args.batch_size.max(1), quiet: args.quiet, ..PipelineOptions::default() };
     if let Some(w) = args.workers {
         opts.workers = w.max(1);

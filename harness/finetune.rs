@@ -5,10 +5,10 @@ use anyhow::{bail, Context};
 use robustvit::data::imagenet_s::{MaskResize, MaskSource, SplitConfig};
 use robustvit::finetune::{self, DataConfig};
 use robustvit::methods::{ClsTarget, InputGradient, Method, Relevance, RelevanceGrad};
-use robustvit::model::config::HALF;
 use robustvit::paper::{self, PaperHparams};
 use robustvit::train::{RunOptions, Selection, TrainConfig};
-use robustvit::{device, model};
+
+use crate::model_args::ModelArgs;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum MethodName {
@@ -29,12 +29,8 @@ enum MaskSourceArg {
 pub struct Args {
     #[arg(long, value_enum)]
     method: MethodName,
-    /// timm model name; optional when the checkpoint's config.json names it.
-    #[arg(long)]
-    model: Option<String>,
-    /// The original model: a timm hub folder, a .safetensors file or a .pth/.pt/.bin pickle.
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// ImageNet training images: <images>/<wnid>/<name>.JPEG
     #[arg(long)]
     images: PathBuf,
@@ -113,11 +109,6 @@ pub struct Args {
     /// No progress bars; one log line per epoch.
     #[arg(long)]
     quiet: bool,
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Normalise with mean = std = 0.5 as the reference code does.
-    #[arg(long)]
-    reference_norm: bool,
     /// Resize masks bilinearly as the reference code does (fractional edges) instead of nearest.
     #[arg(long)]
     reference_mask_resize: bool,
@@ -201,18 +192,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         mask_resize: if args.reference_mask_resize { MaskResize::Bilinear } else { MaskResize::Nearest },
     };
-    let mut loaded = model::load(args.model.as_deref(), &args.checkpoint, device::parse(&args.device)?)?;
-    if args.reference_norm {
-        loaded.preprocess.mean = HALF;
-        loaded.preprocess.std = HALF;
-    }
+    let loaded = args.model.load()?;
     let opts = RunOptions {
         resume: args.resume,
         quiet: args.quiet,
         manifest: serde_json::json!({
             "command": std::env::args().collect::<Vec<_>>(),
-            "checkpoint": args.checkpoint,
-            "reference_norm": args.reference_norm,
+            "checkpoint": args.model.checkpoint,
+            "reference_norm": args.model.reference_norm,
         }),
     };
     let summary = finetune::run(&loaded, &data, &cfg, &args.out, opts)?;

@@ -2,6 +2,7 @@
 mod compare;
 mod eval;
 mod finetune;
+mod model_args;
 mod predict;
 
 use clap::{Parser, Subcommand};

@@ -12,7 +12,7 @@ fn objects() -> PathBuf {
 
 fn compare(out: &Path) {
     let status = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(["compare", "--baselines", "gradmask,rrr", "--quick", "--quiet", "--out"])
+        .args(["compare", "--baselines", "gradmask,rrr", "--quick", "--ablations", "--quiet", "--out"])
         .arg(out)
         .arg("--objects")
         .arg(objects())
@@ -56,7 +56,13 @@ fn quick_compare_writes_every_table_reproducibly_and_shows_the_shortcut() {
     assert_eq!(seg.len(), 1 + methods.len());
     let long = csv(&out.join("results_long.csv"));
     assert_eq!(long[0], ["model", "method", "seed", "dataset", "protocol", "metric", "value"]);
-    for stem in ["table_accuracy", "table_shift", "table_segmentation"] {
+    let ablation = csv(&out.join("table_ablation.csv"));
+    assert_eq!(ablation[0][..3], ["model", "method", "matched_top1"]);
+    assert_eq!(
+        ablation[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(),
+        ["ours", "ours_no_cls", "ours_no_bg", "ours_no_fg", "ours_gt_cls"]
+    );
+    for stem in ["table_accuracy", "table_shift", "table_segmentation", "table_ablation"] {
         assert!(out.join(format!("{stem}.md")).is_file());
     }
 
@@ -65,7 +71,8 @@ fn quick_compare_writes_every_table_reproducibly_and_shows_the_shortcut() {
     assert!(matched > 80.0 && shuffled < matched - 25.0, "original: matched {matched}, shuffled {shuffled}");
 
     // Same seed, same bytes (the cached original models are reused).
-    let first: Vec<(String, Vec<u8>)> = ["results_long.csv", "table_accuracy.csv", "table_shift.csv", "table_segmentation.csv"]
+    let tables = ["results_long.csv", "table_accuracy.csv", "table_shift.csv", "table_segmentation.csv", "table_ablation.csv"];
+    let first: Vec<(String, Vec<u8>)> = tables
         .iter()
         .map(|f| (f.to_string(), std::fs::read(out.join(f)).unwrap()))
         .collect();
