@@ -1,4 +1,5 @@
 //! The `harness` command line: parses, wires, prints. Each subcommand calls the library.
+mod bench;
 mod compare;
 mod eval;
 mod finetune;
@@ -26,6 +27,8 @@ enum Command {
     Compare(compare::Args),
     /// Top-1/top-5 accuracy on the robustness datasets (ImageNet val/A/R/Sketch/v2, ObjectNet, SI-Score).
     Eval(eval::Args),
+    /// Images per second of the evaluation pipeline alone and of whole evaluations (tiny and base ViT).
+    BenchEval(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Command::Finetune(args) => finetune::run(*args),
         Command::Compare(args) => compare::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::BenchEval(args) => bench::run(args),
     }
 }

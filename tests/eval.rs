@@ -107,3 +107,21 @@ fn eval_matches_timm_predictions_in_every_layout_and_protocol() {
         .unwrap();
     assert!(!result.status.success() && String::from_utf8_lossy(&result.stderr).contains("1234"));
 }
+
+#[test]
+fn bench_eval_reports_pipeline_and_model_throughput() {
+    let scratch = Path::new(ROOT).join("target/test-tmp/bench-eval");
+    let _ = std::fs::remove_dir_all(&scratch);
+    let result = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["bench-eval", "--images", "4", "--batch-size", "2", "--models", "vit_tiny_patch16_224", "--scratch"])
+        .arg(&scratch)
+        .output()
+        .unwrap();
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let text = String::from_utf8_lossy(&result.stdout);
+    let rate = |prefix: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} line in {text}"));
+        line.rsplit(": ").next().unwrap().trim_end_matches(" images/s").parse().unwrap()
+    };
+    assert!(rate("pipeline alone") > 0.0 && rate("whole evaluation, vit_tiny_patch16_224") > 0.0);
+}

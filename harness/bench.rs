@@ -1,0 +1,65 @@
+//! `harness bench-eval`: images per second of the evaluation input pipeline alone (decode, resize, crop,
+//! normalise on all cores) and of the whole evaluation with randomly initialised preset models, on
+//! generated JPEGs. A measurement, not a test: run it on an otherwise idle machine.
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use image::{Rgb, RgbImage};
+use robustvit::data::eval_sets::{Kind, Protocol};
+use robustvit::data::imagenet;
+use robustvit::model::{self, LoadedModel, VisionTransformer};
+use robustvit::robustness::{self, PipelineOptions};
+use tch::{nn, Device};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Generated 500x375 JPEGs per measurement.
+    #[arg(long, default_value_t = 256)]
+    images: usize,
+    /// Preset models for the whole-evaluation measurement, comma separated.
+    #[arg(long, default_value = "vit_tiny_patch16_224,vit_base_patch16_224")]
+    models: String,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Where the generated images go (default: a folder in the system temp dir, removed afterwards).
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+}
+
+fn write_images(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
+    let class = dir.join(imagenet::classes()[0].wnid);
+    std::fs::create_dir_all(&class).with_context(|| format!("creating {}", class.display()))?;
+    for k in 0..n {
+        let img = RgbImage::from_fn(500, 375, |x, y| {
+            let v = ((x * 7 + y * 13 + k as u32 * 31) % 256) as u8;
+            Rgb([v, v.wrapping_mul(3), 255 - v])
+        });
+        img.save(class.join(format!("{k}.JPEG")))?;
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let dir = args.scratch.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("robustvit-bench-{}", std::process::id())));
+    write_images(&dir, args.images)?;
+    let opts = PipelineOptions { batch_size: args.batch_size, quiet: true, ..PipelineOptions::default() };
+    let items = robustvit::data::eval_sets::scan(Kind::ImagenetVal, &dir)?;
+    let paths: Vec<&std::path::Path> = items.iter().map(|i| i.path.as_path()).collect();
+    let cfg = model::preset("vit_base_patch16_224").expect("built-in preset").preprocess;
+    let started = Instant::now();
+    robustness::decode_in_order(&paths, &cfg, &opts, |_, decoded| decoded.map(|_| ()).map_err(anyhow::Error::msg))?;
+    println!("pipeline alone ({} workers): {:.1} images/s", opts.workers, paths.len() as f64 / started.elapsed().as_secs_f64());
+    for name in args.models.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let preset = model::preset(name).with_context(|| format!("unknown preset {name}"))?;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let vit = VisionTransformer::new(&vs.root(), &preset.config);
+        let loaded = LoadedModel { vs, model: vit, name: name.into(), preprocess: preset.preprocess };
+        let r = robustness::evaluate(&loaded, Kind::ImagenetVal, &dir, Protocol::Standard, &opts)?;
+        println!("whole evaluation, {name} (batch {}): {:.1} images/s", args.batch_size, r.images_per_second);
+    }
+    if args.scratch.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
