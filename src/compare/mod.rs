@@ -116,7 +116,7 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Tables> {
         "git_revision": env!("ROBUSTVIT_GIT_REV"),
         "libtorch_version": env!("ROBUSTVIT_LIBTORCH_VERSION"),
         "options": opts,
-        "budget": embedded::Budget::new(opts.quick),
+        "budget": opts.data.is_none().then(|| embedded::Budget::new(opts.quick)),
         "wall_seconds": started.elapsed().as_secs_f64(),
     });
     atomic_write::write(&opts.out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;

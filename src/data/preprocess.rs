@@ -34,6 +34,24 @@ pub enum Interpolation {
     Nearest,
 }
 
+impl Interpolation {
+    const ALL: [Interpolation; 3] = [Interpolation::Bicubic, Interpolation::Bilinear, Interpolation::Nearest];
+
+    /// The name timm's pretrained_cfg uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Interpolation::Bicubic => "bicubic",
+            Interpolation::Bilinear => "bilinear",
+            Interpolation::Nearest => "nearest",
+        }
+    }
+
+    /// The filter a pretrained_cfg name stands for.
+    pub fn parse(name: &str) -> Option<Interpolation> {
+        Self::ALL.into_iter().find(|i| i.name() == name)
+    }
+}
+
 /// timm's pretrained_cfg fields that the eval transform uses.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PreprocessConfig {

@@ -269,17 +269,10 @@ fn resolve(name: Option<&str>, hub: &HubConfig, config_path: &Path) -> Result<(S
         pre.crop_pct = c;
     }
     if let Some(i) = cfg.get("interpolation").and_then(Value::as_str) {
-        pre.interpolation = match i {
-            "bicubic" => Interpolation::Bicubic,
-            "bilinear" => Interpolation::Bilinear,
-            "nearest" => Interpolation::Nearest,
-            other => {
-                return Err(CheckpointError::Config {
-                    path: config_path.to_path_buf(),
-                    message: format!("interpolation {other:?} is not one of bicubic, bilinear, nearest"),
-                })
-            }
-        };
+        pre.interpolation = Interpolation::parse(i).ok_or_else(|| CheckpointError::Config {
+            path: config_path.to_path_buf(),
+            message: format!("interpolation {i:?} is not one of bicubic, bilinear, nearest"),
+        })?;
     }
     vit.validate().map_err(|message| CheckpointError::Config { path: config_path.to_path_buf(), message })?;
     Ok((name, vit, pre))
@@ -313,11 +306,6 @@ pub fn save(dir: &Path, name: &str, vs: &nn::VarStore, vit: &VitConfig, pre: &Pr
     atomic_write::write_via_path(&dir.join(WEIGHTS_FILE), |tmp| {
         Tensor::write_safetensors(&named, tmp).map_err(|e| std::io::Error::other(e.to_string()))
     })?;
-    let interpolation = match pre.interpolation {
-        Interpolation::Bicubic => "bicubic",
-        Interpolation::Bilinear => "bilinear",
-        Interpolation::Nearest => "nearest",
-    };
     let config = json!({
         "architecture": name.split('.').next().unwrap_or(name),
         "num_classes": vit.num_classes,
@@ -330,7 +318,7 @@ pub fn save(dir: &Path, name: &str, vs: &nn::VarStore, vit: &VitConfig, pre: &Pr
         },
         "pretrained_cfg": {
             "input_size": [vit.in_chans, pre.input_size.0, pre.input_size.1],
-            "interpolation": interpolation,
+            "interpolation": pre.interpolation.name(),
             "crop_pct": pre.crop_pct,
             "crop_mode": "center",
             "mean": pre.mean,
