@@ -7,11 +7,11 @@ export LIBTORCH_USE_PYTORCH := 1
 STAMP := $(VENV)/.robustvit-requirements
 CUDA_TOOLS := nvidia-cuda-nvcc==13.0.* nvidia-cuda-cccl==13.0.* nvidia-cuda-crt==13.0.* nvidia-nvvm==13.0.*
 
-.PHONY: demo test test-rust test-python pylib bench cuda-tools pylib-cuda bootstrap benchmark-data
+.PHONY: demo test test-rust test-python pylib bench cuda-tools pylib-cuda bootstrap benchmark-data system-deps
 OBJECTS := target/downloads/animal_mnist-0.4-py3-none-any.whl
 
 # The main job on the embedded benchmark: tables in out/compare (about 4 minutes on 2 cores after the build).
-demo: $(STAMP) $(OBJECTS)
+demo: system-deps $(STAMP) $(OBJECTS)
 	cargo run --quiet --bin harness -- compare --baselines gradmask,rrr --out out/compare
 
 # The embedded benchmark's objects: the animal-mnist wheel from PyPI, read in Rust (never installed:
@@ -23,7 +23,7 @@ $(OBJECTS): $(STAMP)
 
 test: test-rust test-python
 
-test-rust: $(STAMP) $(OBJECTS)
+test-rust: system-deps $(STAMP) $(OBJECTS)
 	cargo test
 
 test-python: pylib
@@ -33,7 +33,7 @@ test-python: pylib
 pylib: $(STAMP)
 	scripts/build-pylib.sh target/pylib
 
-bench: $(STAMP)
+bench: system-deps $(STAMP)
 	cargo bench --bench gae_relevance
 
 # CUDA without a GPU: pip's nvcc in .venv; afterwards builds include the CUDA kernels.
@@ -44,7 +44,11 @@ cuda-tools: $(STAMP)
 pylib-cuda: cuda-tools
 	scripts/build-pylib.sh target/pylib-cuda
 
-bootstrap: $(STAMP)
+bootstrap: system-deps $(STAMP)
+
+# libhdf5 for the Rust build (apt-get when missing).
+system-deps:
+	scripts/system-deps.sh
 
 $(STAMP): scripts/requirements.txt scripts/bootstrap.sh
 	scripts/bootstrap.sh

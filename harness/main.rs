@@ -5,6 +5,7 @@ mod eval;
 mod finetune;
 mod model_args;
 mod predict;
+mod segtest;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ enum Command {
     Compare(compare::Args),
     /// Top-1/top-5 accuracy on the robustness datasets (ImageNet val/A/R/Sketch/v2, ObjectNet, SI-Score).
     Eval(eval::Args),
+    /// The ImageNet-segmentation test (paper Table 3): GAE relevance of the predicted class against object masks.
+    Segtest(segtest::Args),
     /// Images per second of the evaluation pipeline alone and of whole evaluations (tiny and base ViT).
     BenchEval(bench::Args),
 }
@@ -43,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         Command::Finetune(args) => finetune::run(*args),
         Command::Compare(args) => compare::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Segtest(args) => segtest::run(args),
         Command::BenchEval(args) => bench::run(args),
     }
 }

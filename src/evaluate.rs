@@ -25,29 +25,48 @@ pub fn accuracy(model: &VisionTransformer, samples: &[Sample], batch_size: usize
     (100.0 * top1 as f64 / n, 100.0 * top5 as f64 / n)
 }
 
-/// Relevance maps `[B,1,S,S]` in [0,1] of each image's predicted class.
-pub fn relevance_maps(model: &VisionTransformer, images: &Tensor) -> Result<Tensor, ops::OpError> {
+/// What the GAE relevance of one target class per image gives, all detached.
+pub struct Relevance {
+    /// `[B,C]`
+    pub logits: Tensor,
+    /// `[B]`: the explained class of each image.
+    pub classes: Tensor,
+    /// `[B,P]`: `gae_relevance`, the CLS row over the patches.
+    pub patches: Tensor,
+    /// `[B,1,S,S]` in [0,1]: `relevance_map` at the input's size.
+    pub maps: Tensor,
+}
+
+/// GAE relevance of `classes` (`[B]`; `None`: each image's predicted class).
+pub fn relevance(model: &VisionTransformer, images: &Tensor, classes: Option<&Tensor>) -> Result<Relevance, ops::OpError> {
     let out = model.forward_with_attention(images);
-    let predicted = out.logits.argmax(-1, true);
-    let score = out.logits.gather(1, &predicted, false).sum(Kind::Float);
+    let classes = classes.map_or_else(|| out.logits.argmax(-1, false), Tensor::shallow_clone);
+    let score = out.logits.gather(1, &classes.unsqueeze(1), false).sum(Kind::Float);
     let grads = Tensor::run_backward(&[score], &out.attention, false, false);
-    let rel = ops::gae_relevance(&out.attention, &grads, 0)?;
+    let patches = ops::gae_relevance(&out.attention, &grads, 0)?;
     let c = model.config();
     let side = images.size()[2];
-    Ok(ops::relevance_map(&rel, (c.grid(), c.grid()), (side, side), 1e-8)?.detach())
+    let maps = ops::relevance_map(&patches, (c.grid(), c.grid()), (side, side), 1e-8)?;
+    Ok(Relevance { logits: out.logits.detach(), classes, patches: patches.detach(), maps: maps.detach() })
 }
 
 /// The segmentation test over `samples` (their masks are the ground truth).
 pub fn segmentation(model: &VisionTransformer, samples: &[Sample], batch_size: usize) -> anyhow::Result<SegmentationMetrics> {
     let mut metrics = SegmentationMetrics::new();
     for chunk in samples.chunks(batch_size.max(1)) {
-        let b = batch(chunk, model.device());
-        let maps = relevance_maps(model, &b.images)?.to_device(tch::Device::Cpu);
-        for (i, s) in chunk.iter().enumerate() {
-            let map = Vec::<f32>::try_from(maps.get(i as i64).flatten(0, -1))?;
-            let truth: Vec<bool> = s.mask.iter().map(|&m| m > 0.5).collect();
-            metrics.add(&map, &truth)?;
-        }
+        add_segmentation(model, chunk, &mut metrics)?;
     }
     Ok(metrics)
+}
+
+/// Adds one batch of `samples` to the segmentation test's totals.
+pub fn add_segmentation(model: &VisionTransformer, samples: &[Sample], metrics: &mut SegmentationMetrics) -> anyhow::Result<()> {
+    let b = batch(samples, model.device());
+    let maps = relevance(model, &b.images, None)?.maps.to_device(tch::Device::Cpu);
+    for (i, s) in samples.iter().enumerate() {
+        let map = Vec::<f32>::try_from(maps.get(i as i64).flatten(0, -1))?;
+        let truth: Vec<bool> = s.mask.iter().map(|&m| m > 0.5).collect();
+        metrics.add(&map, &truth)?;
+    }
+    Ok(())
 }

@@ -16,4 +16,5 @@ pub mod report;
 pub mod robustness;
 pub mod rng;
 pub mod segmentation;
+pub mod segtest;
 pub mod train;

@@ -106,6 +106,12 @@ impl SegmentationMetrics {
         (iou(0) + iou(1)) / 2.0
     }
 
+    /// The three results in percent, named as `results_long.csv` names them (Table 3's column order).
+    pub fn percent(&self) -> [(&'static str, f64); 3] {
+        let [pixel, miou, map] = crate::report::SEGMENTATION_METRICS;
+        [(pixel, 100.0 * self.pixel_accuracy()), (miou, 100.0 * self.miou()), (map, 100.0 * self.map())]
+    }
+
     /// Mean over images of the per-image AP; 0 before any image (where numpy's mean would be NaN).
     pub fn map(&self) -> f64 {
         if self.images == 0 { 0.0 } else { self.ap_sum / self.images as f64 }

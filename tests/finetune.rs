@@ -3,6 +3,8 @@
 //! method equals a plain-PyTorch implementation of method.md (python/fixtures/finetune_step.py) on a
 //! timm-made model; a run interrupted mid-epoch and resumed ends with the same weights as an uninterrupted
 //! one; bad masks and folders fail with errors naming the file.
+#[path = "support/imagenet_s_fixture.rs"]
+mod imagenet_s_fixture;
 #[path = "support/timm_fixtures.rs"]
 mod timm_fixtures;
 
@@ -29,37 +31,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// `<dir>/images/<wnid>/<name>.JPEG` and `<dir>/masks/<wnid>/<name>.png` for the first CLASSES ImageNet
-/// classes (labels 0..CLASSES, within the 10-class fixture model): a coloured box on a striped background,
-/// its mask the box's object id (R + 256 G) with an ignored (1000) border.
-fn write_imagenet_s(dir: &Path) {
-    for (c, class) in imagenet::classes().iter().take(CLASSES).enumerate() {
-        for k in 0..PER_CLASS {
-            let (w, h) = (44 + 3 * k as u32, 40);
-            let (x0, y0, bw, bh) = (6 + 2 * k as u32, 8, 20, 18);
-            let inside = |x: u32, y: u32| x >= x0 && x < x0 + bw && y >= y0 && y < y0 + bh;
-            let image = RgbImage::from_fn(w, h, |x, y| {
-                if inside(x, y) {
-                    Rgb([40 + 50 * c as u8, 200 - 40 * c as u8, 90 + 30 * k as u8])
-                } else {
-                    let v = if (x + 2 * y + c as u32) % 7 < 3 { 180 } else { 60 };
-                    Rgb([v, v, v])
-                }
-            });
-            let id = 517 + c as u32;
-            let mask = RgbImage::from_fn(w, h, |x, y| {
-                let v = if inside(x, y) { id } else if x == 0 || y == 0 { 1000 } else { 0 };
-                Rgb([(v % 256) as u8, (v / 256) as u8, 0])
-            });
-            for (kind, ext, img) in [("images", "JPEG", &image), ("masks", "png", &mask)] {
-                let folder = dir.join(kind).join(class.wnid);
-                std::fs::create_dir_all(&folder).unwrap();
-                img.save(folder.join(format!("img{k}.{ext}"))).unwrap();
-            }
-        }
-    }
 }
 
 fn tiny_model() -> LoadedModel {
@@ -109,7 +80,7 @@ fn term(history: &[EpochMetrics], method: &Method, epoch: usize, name: &str) -> 
 #[test]
 fn every_method_trains_with_finite_terms_and_lowers_its_penalty() {
     let root = scratch("methods");
-    write_imagenet_s(&root);
+    imagenet_s_fixture::write_imagenet_s(&root, CLASSES, PER_CLASS);
     let baseline = |lambda_bg| InputGradient { lambda_bg, lambda_cls: 1e-9, temperature: 1.0 };
     let cases = [
         (ours(RelevanceGrad::Detached), "relevance"),
@@ -233,7 +204,7 @@ impl TrainSet for Interrupted<'_> {
 #[test]
 fn resume_after_interrupt_equals_uninterrupted_run() {
     let root = scratch("resume");
-    write_imagenet_s(&root);
+    imagenet_s_fixture::write_imagenet_s(&root, CLASSES, PER_CLASS);
     let cfg = config(ours(RelevanceGrad::Detached), 4, 1e-3);
     let straight = tiny_model();
     let (train_set, val) = data(&root, &straight);
@@ -278,7 +249,7 @@ fn split_err(root: &Path) -> String {
 #[test]
 fn bad_masks_and_missing_folders_are_errors_naming_the_file() {
     let root = scratch("bad");
-    write_imagenet_s(&root);
+    imagenet_s_fixture::write_imagenet_s(&root, CLASSES, PER_CLASS);
     let masks: Vec<PathBuf> = imagenet::classes()
         .iter()
         .take(CLASSES)
@@ -295,7 +266,7 @@ fn bad_masks_and_missing_folders_are_errors_naming_the_file() {
     let message = split_err(&root);
     assert!(names_a_mask(&message) && message.contains("259"), "{message}");
     // Masks of another size than their images.
-    write_imagenet_s(&root);
+    imagenet_s_fixture::write_imagenet_s(&root, CLASSES, PER_CLASS);
     for path in &masks {
         let mut mask = RgbImage::new(10, 10);
         mask.put_pixel(5, 5, Rgb([5, 2, 0]));
@@ -321,7 +292,7 @@ fn harness(args: &[&str], paths: &[(&str, &Path)]) -> std::process::Output {
 #[test]
 fn cli_finetune_fills_paper_presets_and_writes_the_run() {
     let root = scratch("cli");
-    write_imagenet_s(&root);
+    imagenet_s_fixture::write_imagenet_s(&root, CLASSES, PER_CLASS);
     let hub = fixtures().join("custom/hub");
     let (images, masks, out) = (root.join("images"), root.join("masks"), root.join("run"));
     let paths = [("--checkpoint", hub.as_path()), ("--images", &images), ("--masks", &masks), ("--out", &out)];

@@ -82,15 +82,16 @@ fn method_order(opts: &CompareOptions) -> Vec<&'static str> {
     names
 }
 
-/// Writes `results_long.csv` and every table as CSV and Markdown into `opts.out`.
-pub fn write_tables(opts: &CompareOptions, datasets: &[&str], rows: &[Measurement]) -> anyhow::Result<Tables> {
+/// Writes `results_long.csv` and every table as CSV and Markdown into `opts.out`; `segmentation` names the
+/// dataset of the segmentation test's rows.
+pub fn write_tables(opts: &CompareOptions, datasets: &[&str], segmentation: &str, rows: &[Measurement]) -> anyhow::Result<Tables> {
     let methods = method_order(opts);
     let protocol = "standard";
     report::write_long(&opts.out.join("results_long.csv"), rows)?;
     let tables = Tables {
         accuracy: report::accuracy_table(rows, datasets, &methods, protocol),
         shift: report::shift_table(rows, datasets, &methods, protocol),
-        segmentation: report::segmentation_table(rows, "segmentation", &methods, protocol),
+        segmentation: report::segmentation_table(rows, segmentation, &methods, protocol),
         ablation: opts.ablations.then(|| report::ablation_table(rows, datasets, &embedded::ablation_names(), protocol)),
     };
     report::write_both(&tables.accuracy, &opts.out, "table_accuracy")?;
@@ -106,11 +107,14 @@ pub fn write_tables(opts: &CompareOptions, datasets: &[&str], rows: &[Measuremen
 pub fn run(opts: &CompareOptions) -> anyhow::Result<Tables> {
     std::fs::create_dir_all(&opts.out)?;
     let started = Instant::now();
-    let (datasets, rows): (Vec<&str>, Vec<Measurement>) = match &opts.data {
-        None => (crate::data::spurious::Split::ALL.iter().map(|s| s.name()).collect(), embedded::run(opts)?),
-        Some(config) => study::run(config, opts)?,
+    let (datasets, segmentation, rows): (Vec<&str>, &str, Vec<Measurement>) = match &opts.data {
+        None => (crate::data::spurious::Split::ALL.iter().map(|s| s.name()).collect(), embedded::SEGMENTATION, embedded::run(opts)?),
+        Some(config) => {
+            let (datasets, rows) = study::run(config, opts)?;
+            (datasets, crate::segtest::DATASET, rows)
+        }
     };
-    let tables = write_tables(opts, &datasets, &rows)?;
+    let tables = write_tables(opts, &datasets, segmentation, &rows)?;
     let manifest = serde_json::json!({
         "robustvit_version": env!("CARGO_PKG_VERSION"),
         "git_revision": env!("ROBUSTVIT_GIT_REV"),

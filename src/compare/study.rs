@@ -15,10 +15,20 @@
 //! [[datasets]]                        # evaluation (harness eval kinds)
 //! kind = "imagenet-a"
 //! path = "/data/imagenet-a"
+//!
+//! [segmentation]                      # optional: the segmentation test (Table 3)
+//! path = "/data/gtsegs_ijcv.mat"
+//! limit = 500                        # optional: only the first images (default: all 4276)
+//!
+//! [finetune]                          # optional: shorter runs than the paper's (every field optional)
+//! epochs = 10                        # paper: 50
+//! train_classes = 100                # paper: 500
+//! per_class = 3                      # paper: 3
+//! val_per_class = 1                  # paper: 1
 //! ```
 //! Every model is finetuned with the method and each baseline at the paper's settings (runs resume), then
 //! the original and every finetuned model are evaluated on each dataset (standard protocol) for the
-//! accuracy and shift tables. The segmentation test on real data is not part of this build yet.
+//! accuracy and shift tables, and by the segmentation test for Table 3.
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -33,6 +43,7 @@ use crate::model;
 use crate::paper;
 use crate::report::Measurement;
 use crate::robustness::{self, PipelineOptions};
+use crate::segtest::{self, SegtestOptions};
 use crate::train::{RunOptions, Selection, TrainConfig};
 
 #[derive(Debug, Deserialize)]
@@ -42,6 +53,9 @@ pub struct StudyConfig {
     pub models: Vec<ModelEntry>,
     #[serde(default)]
     pub datasets: Vec<DatasetEntry>,
+    pub segmentation: Option<SegmentationEntry>,
+    #[serde(default)]
+    pub finetune: FinetuneOverrides,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +88,23 @@ pub struct DatasetEntry {
     pub path: PathBuf,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentationEntry {
+    pub path: PathBuf,
+    pub limit: Option<usize>,
+}
+
+/// Departures from the paper's finetuning protocol, for shorter runs; unset fields keep the paper's value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneOverrides {
+    pub epochs: Option<usize>,
+    pub train_classes: Option<usize>,
+    pub per_class: Option<usize>,
+    pub val_per_class: Option<usize>,
+}
+
 /// Reads and checks a study config; errors name the file and the entry.
 pub fn read(path: &Path) -> anyhow::Result<StudyConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -98,6 +129,11 @@ pub fn read(path: &Path) -> anyhow::Result<StudyConfig> {
             bail!("{}: dataset folder {} ({}) does not exist", path.display(), d.path.display(), d.kind);
         }
     }
+    if let Some(seg) = &config.segmentation {
+        if !seg.path.is_file() {
+            bail!("{}: segmentation file {} does not exist", path.display(), seg.path.display());
+        }
+    }
     Ok(config)
 }
 
@@ -114,31 +150,41 @@ fn paper_method(kind: MethodKind, hp: &paper::PaperHparams) -> anyhow::Result<(M
     })
 }
 
-/// Top-1/top-5 of `loaded` on every dataset of the study, as measurements.
+/// Top-1/top-5 of `loaded` on every dataset of the study, and the segmentation test, as measurements.
 fn measure(loaded: &model::LoadedModel, method: &str, seed: u64, config: &StudyConfig, opts: &CompareOptions)
     -> anyhow::Result<Vec<Measurement>> {
     let pipeline = PipelineOptions { quiet: opts.quiet, ..PipelineOptions::default() };
     let mut rows = Vec::new();
+    let mut row = |dataset: &str, metric: &str, value: f64| rows.push(Measurement {
+        model: loaded.name.clone(),
+        method: method.into(),
+        seed,
+        dataset: dataset.into(),
+        protocol: Protocol::Standard.name().into(),
+        metric: metric.into(),
+        value,
+    });
     for d in &config.datasets {
         let kind = Kind::parse(&d.kind)?;
         let r = robustness::evaluate(loaded, kind, &d.path, Protocol::Standard, &pipeline)?;
-        for (metric, value) in [("top1", r.top1), ("top5", r.top5)] {
-            rows.push(Measurement {
-                model: loaded.name.clone(),
-                method: method.into(),
-                seed,
-                dataset: kind.name().into(),
-                protocol: Protocol::Standard.name().into(),
-                metric: metric.into(),
-                value,
-            });
+        row(kind.name(), "top1", r.top1);
+        row(kind.name(), "top5", r.top5);
+    }
+    if let Some(seg) = &config.segmentation {
+        let seg_opts = SegtestOptions { limit: seg.limit, quiet: opts.quiet, ..SegtestOptions::default() };
+        let r = segtest::run(loaded, &seg.path, &seg_opts)?;
+        if !r.unreadable.is_empty() {
+            eprintln!("segmentation test: {} unreadable entries of {} skipped (harness segtest lists them)", r.unreadable.len(), seg.path.display());
+        }
+        for (metric, value) in r.metrics.percent() {
+            row(segtest::DATASET, metric, value);
         }
     }
     Ok(rows)
 }
 
 /// Finetunes every model with every method (paper settings, seeds varying the data choice) and
-/// evaluates the original and the selected checkpoints.
+/// evaluates the original and the selected checkpoints; returns the accuracy datasets and the rows.
 pub fn run(path: &Path, opts: &CompareOptions) -> anyhow::Result<(Vec<&'static str>, Vec<Measurement>)> {
     let config = read(path)?;
     let source = match config.imagenet_s.mask_source.as_str() {
@@ -155,14 +201,24 @@ pub fn run(path: &Path, opts: &CompareOptions) -> anyhow::Result<(Vec<&'static s
             rows.extend(original_rows.iter().cloned().map(|r| Measurement { seed, ..r }));
             for &kind in &opts.methods {
                 let (method, lr) = paper_method(kind, hp)?;
+                let short = &config.finetune;
                 let cfg = TrainConfig {
-                    method, lr, weight_decay: 1e-4, lr_decay: 0.85, decay_every: 2, epochs: 50, batch_size: 8,
-                    seed, select: Selection::ValLoss, accuracy_floor: None,
+                    method, lr, weight_decay: 1e-4, lr_decay: 0.85, decay_every: 2, epochs: short.epochs.unwrap_or(50),
+                    batch_size: 8, seed, select: Selection::ValLoss, accuracy_floor: None,
+                };
+                let paper_split = SplitConfig::default();
+                let split = SplitConfig {
+                    seed: config.imagenet_s.seed + seed,
+                    source,
+                    train_classes: short.train_classes.unwrap_or(paper_split.train_classes),
+                    per_class: short.per_class.unwrap_or(paper_split.per_class),
+                    val_per_class: short.val_per_class.unwrap_or(paper_split.val_per_class),
+                    ..paper_split
                 };
                 let data = DataConfig {
                     images: config.imagenet_s.images.clone(),
                     masks: config.imagenet_s.masks.clone(),
-                    split: SplitConfig { seed: config.imagenet_s.seed + seed, source, ..SplitConfig::default() },
+                    split,
                     mask_resize: MaskResize::Nearest,
                 };
                 let loaded = model::load(Some(&m.name), &m.checkpoint, opts.device)?;

@@ -454,7 +454,7 @@ pub fn crop_flip_params(seed: u64, width: u32, height: u32, size: u32) -> CropFl
 pub fn train_resized(pair: &Pair, cfg: &TransformConfig) -> Pair {
     let r = resized_size(cfg.size);
     let image = preprocess::resize_exact(&pair.image, r, r, Interpolation::Bilinear);
-    let mask = on_mask(&pair.mask, |m| {
+    let mask = preprocess::on_mask(&pair.mask, |m| {
         preprocess::resize_exact(m, r, r, mask_interpolation(cfg.mask_resize))
     });
     Pair { image, mask }
@@ -494,7 +494,7 @@ pub fn eval_sample(pair: &Pair, label: i64, cfg: &TransformConfig) -> Sample {
         s,
         s,
     );
-    let mask = on_mask(&pair.mask, |m| {
+    let mask = preprocess::on_mask(&pair.mask, |m| {
         let resized = preprocess::resize_exact(m, w, h, mask_interpolation(cfg.mask_resize));
         preprocess::center_crop(&resized, s, s)
     });
@@ -506,17 +506,6 @@ fn mask_interpolation(resize: MaskResize) -> Interpolation {
         MaskResize::Nearest => Interpolation::Nearest,
         MaskResize::Bilinear => Interpolation::Bilinear,
     }
-}
-
-/// Runs an RGB geometry operation on a grey mask.
-fn on_mask(mask: &GrayImage, op: impl FnOnce(&RgbImage) -> RgbImage) -> GrayImage {
-    let rgb = RgbImage::from_fn(mask.width(), mask.height(), |x, y| {
-        image::Rgb([mask.get_pixel(x, y)[0]; 3])
-    });
-    let out = op(&rgb);
-    GrayImage::from_fn(out.width(), out.height(), |x, y| {
-        Luma([out.get_pixel(x, y)[0]])
-    })
 }
 
 /// The `size` x `size` crop at (`top`, `left`), mirrored if asked; pixels

@@ -3,6 +3,7 @@
 pub mod animal_mnist;
 pub mod eval_sets;
 pub mod imagenet;
+pub mod imagenet_seg;
 pub mod imagenet_s;
 pub mod preprocess;
 pub mod spurious;

@@ -13,7 +13,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageReader, RgbImage};
+use image::{DynamicImage, GrayImage, ImageReader, Luma, RgbImage};
 
 /// timm's `IMAGENET_DEFAULT_MEAN`.
 pub const IMAGENET_DEFAULT_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -262,6 +262,17 @@ pub fn resize_exact(img: &RgbImage, width: u32, height: u32, interp: Interpolati
         return img.clone();
     }
     resize_window(img, width, height, interp, 0..width, 0..height)
+}
+
+/// Runs an RGB geometry operation on a grey mask.
+pub fn on_mask(mask: &GrayImage, op: impl FnOnce(&RgbImage) -> RgbImage) -> GrayImage {
+    let rgb = RgbImage::from_fn(mask.width(), mask.height(), |x, y| {
+        image::Rgb([mask.get_pixel(x, y)[0]; 3])
+    });
+    let out = op(&rgb);
+    GrayImage::from_fn(out.width(), out.height(), |x, y| {
+        Luma([out.get_pixel(x, y)[0]])
+    })
 }
 
 /// torchvision `CenterCrop((height, width))` on a PIL image: zero-pads

@@ -1,0 +1,74 @@
+//! `harness segtest`: the ImageNet-segmentation test of paper Table 3.
+use std::path::PathBuf;
+
+use robustvit::atomic_write;
+use robustvit::report::{self, Measurement};
+use robustvit::segtest::{self, SegtestOptions};
+
+use crate::model_args::ModelArgs;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// ImageNet-segmentation's gtsegs_ijcv.mat (MATLAB v7.3 / HDF5).
+    #[arg(long)]
+    data: PathBuf,
+    /// Long-format results: model,method,seed,dataset,protocol,metric,value (percent).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Table 3 (model,method,pixel_accuracy,miou,map) as CSV, and as Markdown beside it (.md).
+    #[arg(long)]
+    table: Option<PathBuf>,
+    /// Method name for the rows.
+    #[arg(long, default_value = "original")]
+    method: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Only the first N images.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let loaded = args.model.load()?;
+    let opts = SegtestOptions { batch_size: args.batch_size.max(1), limit: args.limit, quiet: args.quiet, ..SegtestOptions::default() };
+    let r = segtest::run(&loaded, &args.data, &opts)?;
+    let m = &r.metrics;
+    println!(
+        "segmentation: pixel accuracy {:6.2}  mIoU {:6.2}  mAP {:6.2}  ({} images, {} unreadable, {:.1} img/s)",
+        100.0 * m.pixel_accuracy(), 100.0 * m.miou(), 100.0 * m.map(), m.images(), r.unreadable.len(), r.images_per_second
+    );
+    let rows: Vec<Measurement> = m
+        .percent()
+        .into_iter()
+        .map(|(metric, value)| Measurement {
+            model: loaded.name.clone(),
+            method: args.method.clone(),
+            seed: args.seed,
+            dataset: segtest::DATASET.into(),
+            protocol: "standard".into(),
+            metric: metric.into(),
+            value,
+        })
+        .collect();
+    if let Some(path) = &args.csv {
+        report::write_long(path, &rows)?;
+    }
+    if let Some(path) = &args.table {
+        let table = report::segmentation_table(&rows, segtest::DATASET, &[&args.method], "standard");
+        table.write_csv(path)?;
+        atomic_write::write(&path.with_extension("md"), table.to_markdown().as_bytes())?;
+    }
+    if !r.unreadable.is_empty() {
+        let log = args.csv.as_deref().map_or_else(|| PathBuf::from("segtest_unreadable.log"), |p| p.with_extension("unreadable.log"));
+        let lines: Vec<String> = r.unreadable.iter().map(|(i, why)| format!("{}\t{i}\t{why}", args.data.display())).collect();
+        atomic_write::write(&log, (lines.join("\n") + "\n").as_bytes())?;
+        eprintln!("{} unreadable images (not scored), listed in {}", lines.len(), log.display());
+    }
+    Ok(())
+}

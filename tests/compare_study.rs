@@ -1,0 +1,80 @@
+//! `harness compare --data STUDY.toml` end to end on tiny real-layout data: an ImageNet-S fixture for
+//! finetuning (its images double as an `imagenet-val` folder), the gtsegs fixture for the segmentation
+//! test, the timm-made vit_tiny as the original. Every table is written with one row per method, and the
+//! original's segmentation row equals the reference computation of python/fixtures/segtest.py.
+#[path = "support/imagenet_s_fixture.rs"]
+mod imagenet_s_fixture;
+#[path = "support/segtest_fixture.rs"]
+mod segtest_fixture;
+#[path = "support/timm_fixtures.rs"]
+mod timm_fixtures;
+
+use std::path::Path;
+use std::process::Command;
+
+use timm_fixtures::{fixtures, ROOT};
+
+fn csv(path: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().map(|l| l.split(',').map(str::to_string).collect()).collect()
+}
+
+#[test]
+fn study_finetunes_evaluates_and_writes_every_table() {
+    let root = Path::new(ROOT).join("target/test-tmp/compare-study");
+    let _ = std::fs::remove_dir_all(&root);
+    imagenet_s_fixture::write_imagenet_s(&root.join("imagenet-s"), 3, 3);
+    let seg = segtest_fixture::segtest_fixture();
+    let expected = segtest_fixture::expected(&seg);
+    let study = root.join("study.toml");
+    let text = format!(
+        "[imagenet_s]\nimages = {images:?}\nmasks = {masks:?}\n\n\
+         [[models]]\nname = \"vit_tiny_patch16_224\"\ncheckpoint = {hub:?}\npreset = \"vit-b\"\n\n\
+         [[datasets]]\nkind = \"imagenet-val\"\npath = {images:?}\n\n\
+         [segmentation]\npath = {mat:?}\n\n\
+         [finetune]\nepochs = 1\ntrain_classes = 2\nper_class = 3\nval_per_class = 1\n",
+        images = root.join("imagenet-s/images"),
+        masks = root.join("imagenet-s/masks"),
+        hub = fixtures().join("vit_tiny_patch16_224/hub"),
+        mat = seg.join("gtsegs.mat"),
+    );
+    std::fs::write(&study, text).unwrap();
+    let out = root.join("out");
+    let result = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["compare", "--baselines", "gradmask", "--quiet", "--data"])
+        .arg(&study)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+
+    let accuracy = csv(&out.join("table_accuracy.csv"));
+    assert_eq!(accuracy[0], ["model", "method", "imagenet-val_top1", "imagenet-val_top5"]);
+    let methods: Vec<&str> = accuracy[1..].iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(methods, ["original", "ours", "gradmask"]);
+    let shift = csv(&out.join("table_shift.csv"));
+    assert_eq!(shift[0][2], "imagenet-val_top1_delta");
+    assert_eq!(shift.len(), 3, "ours and gradmask against the original");
+
+    let table3 = csv(&out.join("table_segmentation.csv"));
+    assert_eq!(table3[0], ["model", "method", "pixel_accuracy", "miou", "map"]);
+    assert_eq!(table3.len(), 4, "original, ours, gradmask");
+    let original = table3.iter().find(|r| r[1] == "original").unwrap();
+    for (k, metric) in ["pixel_accuracy", "miou", "map"].iter().enumerate() {
+        let have: f64 = original[2 + k].parse().unwrap();
+        let want = expected[*metric].as_f64().unwrap();
+        assert!((have - want).abs() < 0.01, "original {metric}: study {have}, reference {want}");
+    }
+    for row in &table3[1..] {
+        assert!(row[2..].iter().all(|v| v.parse::<f64>().is_ok_and(|x| (0.0..=100.0).contains(&x))), "{row:?}");
+    }
+    let long = std::fs::read_to_string(out.join("results_long.csv")).unwrap();
+    assert_eq!(long.lines().filter(|l| l.contains(",imagenet-segmentation,")).count(), 9);
+    for method in ["ours", "gradmask"] {
+        let run = out.join("runs/vit_tiny_patch16_224/seed0").join(method);
+        assert!(run.join("best/model.safetensors").is_file(), "{}", run.display());
+        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["run"]["data"]["train_classes"].as_array().unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,96 @@
+//! `harness segtest` on a tiny MATLAB-v7.3-layout gtsegs file written with h5py
+//! (python/fixtures/segtest.py), against the metrics the same script computes with timm's forward, a
+//! full-matrix GAE rollout and the reference's formulas; a broken entry is listed, never scored.
+#[path = "support/segtest_fixture.rs"]
+mod segtest_fixture;
+#[path = "support/timm_fixtures.rs"]
+mod timm_fixtures;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use segtest_fixture::segtest_fixture;
+use timm_fixtures::{fixtures, python, ROOT};
+
+fn segtest(args: &[&str], data: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["segtest", "--quiet", "--checkpoint"])
+        .arg(fixtures().join("vit_tiny_patch16_224/hub"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn segtest_matches_the_reference_computation() {
+    let data = segtest_fixture();
+    let expected = segtest_fixture::expected(&data);
+    let out = Path::new(ROOT).join("target/test-tmp/segtest");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let csv = out.join("long.csv");
+    let table = out.join("table3.csv");
+    let result = segtest(
+        &["--batch-size", "2", "--csv", csv.to_str().unwrap(), "--table", table.to_str().unwrap()],
+        &data.join("gtsegs.mat"),
+    );
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("model,method,seed,dataset,protocol,metric,value"));
+    let got: HashMap<String, f64> = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .inspect(|f| assert_eq!(&f[..5], ["vit_tiny_patch16_224", "original", "0", "imagenet-segmentation", "standard"]))
+        .map(|f| (f[5].to_string(), f[6].parse().unwrap()))
+        .collect();
+    for metric in ["pixel_accuracy", "miou", "map"] {
+        let want = expected[metric].as_f64().unwrap();
+        let have = got[metric];
+        // Percent; a pixel within float rounding of its image's mean could flip (0.0004 points each).
+        assert!((have - want).abs() < 0.01, "{metric}: harness {have}, reference {want}");
+    }
+    // The metrics are informative here: neither all right nor all wrong.
+    assert!(got["miou"] > 5.0 && got["miou"] < 95.0, "{got:?}");
+
+    let table_text = std::fs::read_to_string(&table).unwrap();
+    assert!(table_text.starts_with("model,method,pixel_accuracy,miou,map\nvit_tiny_patch16_224,original,"), "{table_text}");
+    assert!(std::fs::read_to_string(table.with_extension("md")).unwrap().contains("| miou |"));
+
+    let log = std::fs::read_to_string(csv.with_extension("unreadable.log")).unwrap();
+    let broken = expected["unreadable"][0].as_u64().unwrap();
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(log.contains(&format!("\t{broken}\t")) && log.contains("shape"), "{log}");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(stdout.contains(&format!("({} images, 1 unreadable", expected["images"])), "{stdout}");
+}
+
+#[test]
+fn segtest_refuses_files_that_are_not_gtsegs() {
+    let out = Path::new(ROOT).join("target/test-tmp/segtest-bad");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let not_hdf5 = out.join("notes.mat");
+    std::fs::write(&not_hdf5, b"MATLAB 5.0 MAT-file").unwrap();
+    let result = segtest(&[], &not_hdf5);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success() && stderr.contains("notes.mat") && stderr.contains("HDF5"), "{stderr}");
+
+    // An HDF5 file without the cell arrays names what is missing.
+    let other = out.join("other.h5");
+    let status = Command::new(python())
+        .args(["-c", "import h5py, sys; h5py.File(sys.argv[1], 'w').create_dataset('x', data=[1])"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let result = segtest(&[], &other);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success() && stderr.contains("other.h5") && stderr.contains("/value/img"), "{stderr}");
+
+    let missing = segtest(&[], &out.join("absent.mat"));
+    assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("absent.mat"));
+}
