@@ -2,6 +2,7 @@
 mod bench;
 mod compare;
 mod eval;
+mod explain;
 mod finetune;
 mod model_args;
 mod predict;
@@ -30,6 +31,8 @@ enum Command {
     Eval(eval::Args),
     /// The ImageNet-segmentation test (paper Table 3): GAE relevance of the predicted class against object masks.
     Segtest(segtest::Args),
+    /// Relevance heatmaps of images (PNG and .npy), optionally original and finetuned side by side.
+    Explain(explain::Args),
     /// Images per second of the evaluation pipeline alone and of whole evaluations (tiny and base ViT).
     BenchEval(bench::Args),
 }
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(args) => compare::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Segtest(args) => segtest::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::BenchEval(args) => bench::run(args),
     }
 }

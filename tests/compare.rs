@@ -1,6 +1,6 @@
 //! `harness compare --quick` end to end on the embedded benchmark: every table exists with its documented
 //! columns and one row per method, a rerun with the same seed writes byte-identical CSVs, and the original
-//! model really took the shortcut (shifted accuracy far below matched).
+//! model really took the shortcut (shifted accuracy far below matched); the relevance figure is written.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -65,6 +65,13 @@ fn quick_compare_writes_every_table_reproducibly_and_shows_the_shortcut() {
     for stem in ["table_accuracy", "table_shift", "table_segmentation", "table_ablation"] {
         assert!(out.join(format!("{stem}.md")).is_file());
     }
+
+    // The relevance figure: rows of input, original and ours at 4 x 32 px over 3-line captions (32 px),
+    // at most 3 rows for each of the 3 cases.
+    let figure = image::open(out.join("relevance_shuffled.png")).unwrap();
+    assert_eq!(figure.width(), 3 * 128 + 2 * 4);
+    let rows = (figure.height() + 4) / (128 + 32 + 4);
+    assert!((1..=9).contains(&rows) && rows * (128 + 32 + 4) == figure.height() + 4, "figure height {}", figure.height());
 
     // The benchmark has a shortcut: the original is right on matched backgrounds, not on shuffled ones.
     let (matched, shuffled) = (cell(&accuracy, "original", "matched_top1"), cell(&accuracy, "original", "shuffled_top1"));

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use timm_fixtures::{fixtures, python, ROOT};
+use timm_fixtures::{fixtures, script_fixture, ROOT};
 
 const KINDS: [(&str, &str); 7] = [
     ("imagenet-val", "val"),
@@ -21,21 +21,9 @@ const KINDS: [(&str, &str); 7] = [
 ];
 
 fn eval_fixtures() -> PathBuf {
-    let dir = Path::new(ROOT).join("target/fixtures/eval");
-    let script = Path::new(ROOT).join("python/fixtures/eval_sets.py");
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if modified(&dir.join("done")) < modified(&script) {
-        let _ = std::fs::remove_dir_all(&dir);
-        let status = Command::new(python())
-            .arg(&script)
-            .arg(fixtures().join("vit_tiny_patch16_224/hub"))
-            .arg(&dir)
-            .arg(Path::new(ROOT).join("src/data/tables/si_score_label_to_imagenet.json"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "python/fixtures/eval_sets.py failed");
-    }
-    dir
+    let hub = fixtures().join("vit_tiny_patch16_224/hub");
+    let si_map = Path::new(ROOT).join("src/data/tables/si_score_label_to_imagenet.json");
+    script_fixture("eval_sets.py", "eval", &[&hub, &si_map])
 }
 
 #[test]

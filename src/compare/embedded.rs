@@ -14,6 +14,8 @@ use crate::data::preprocess::{Interpolation, PreprocessConfig};
 use crate::data::spurious::{self, Partition, Split, Texture};
 use crate::data::Sample;
 use crate::evaluate;
+use crate::explain;
+use crate::heatmap;
 use crate::methods::{ClsTarget, CrossEntropy, InputGradient, Method, Relevance};
 use crate::model::config::HALF;
 use crate::model::{checkpoint, LoadedModel, VisionTransformer, VitConfig};
@@ -22,6 +24,13 @@ use crate::rng::derive_seed;
 use crate::train::{self, EpochMetrics, RunOptions, Selection, TrainConfig, TrainSet};
 
 pub const MODEL: &str = "vit-p4-32px";
+/// The relevance figure `compare` writes into its output folder.
+pub const FIGURE: &str = "relevance_shuffled.png";
+/// Rows of the figure per case, and the test images searched for them.
+const FIGURE_CASES: usize = 3;
+const FIGURE_POOL: usize = 300;
+/// Enlargement of the 32 px images in the figure.
+const FIGURE_ZOOM: u32 = 4;
 /// The dataset name of the segmentation test's rows (on shuffled-background images).
 pub const SEGMENTATION: &str = "segmentation";
 const ARCHITECTURE: &str = "vit_tiny_patch16_224";
@@ -378,14 +387,21 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
         let set = Fixed(render_split(&objects, &chosen, Split::Matched, texture(opts), 100 + seed));
         let out = opts.out.join("runs").join(format!("seed{seed}"));
         let mut ours_lr = 1e-4;
+        let mut ours_dir = None;
         for &kind in &opts.methods {
             let settings = grid(kind, &original, &set.0, &budget)?;
             let picked = finetune_grid(kind.name(), settings, &original_dir, &set, &val, floor, seed, &budget, &out, opts)?;
             if kind == MethodKind::Ours {
                 ours_lr = picked.cfg.lr;
+                ours_dir = Some(picked.dir.clone());
             }
             eprintln!("seed {seed}: {} selected {} (val acc {:.3})", kind.name(), picked.dir.display(), picked.best.val_accuracy);
             measure(&load(&picked.dir, opts.device)?.model, kind.name(), seed, &eval, &mut rows)?;
+        }
+        if let (0, Some(dir)) = (seed, &ours_dir) {
+            let path = opts.out.join(FIGURE);
+            figure(&original.model, &load(dir, opts.device)?.model, shuffled, &path)?;
+            eprintln!("relevance figure: {}", path.display());
         }
         if opts.ablations {
             for (name, method) in ablations() {
@@ -395,6 +411,35 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
         }
     }
     Ok(rows)
+}
+
+/// Paper Figure 2 on shifted data: shuffled-background test images whose prediction the method keeps
+/// right, corrects, or breaks (the first [`FIGURE_CASES`] of each, in test order), each with the original's
+/// and the method's relevance heatmap of its prediction.
+fn figure(original: &VisionTransformer, ours: &VisionTransformer, shuffled: &[Sample], path: &Path) -> anyhow::Result<()> {
+    let pool = &shuffled[..shuffled.len().min(FIGURE_POOL)];
+    let images = train::batch(pool, original.device()).images;
+    let (before, after) = (explain::explain(original, &images, None)?, explain::explain(ours, &images, None)?);
+    let name = |k: i64| animal_mnist::CLASS_NAMES.get(k as usize).copied().unwrap_or("?").to_string();
+    let mut rows = Vec::new();
+    for (case, keep) in [("stays right", (true, true)), ("corrected", (false, true)), ("broken", (true, false))] {
+        let chosen = (0..pool.len())
+            .filter(|&i| (before[i].predicted == pool[i].label, after[i].predicted == pool[i].label) == keep)
+            .take(FIGURE_CASES);
+        for i in chosen {
+            let rgb = explain::to_rgb(&pool[i].image, SIZE, SIZE, HALF, HALF);
+            let truth = vec![case.to_string(), format!("truth: {}", name(pool[i].label))];
+            rows.push(heatmap::hstack(
+                &[
+                    explain::captioned(&rgb, &truth, FIGURE_ZOOM),
+                    explain::tile(&rgb, &before[i].map, &explain::caption("original", &before[i], name), FIGURE_ZOOM)?,
+                    explain::tile(&rgb, &after[i].map, &explain::caption("ours", &after[i], name), FIGURE_ZOOM)?,
+                ],
+                explain::GAP,
+            ));
+        }
+    }
+    explain::write_png(path, &heatmap::vstack(&rows, explain::GAP))
 }
 
 /// The method names of the ablation table, in order.

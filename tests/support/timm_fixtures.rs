@@ -28,3 +28,18 @@ pub fn fixtures() -> &'static Path {
         dir
     })
 }
+
+/// `target/fixtures/<name>`, made by `python/fixtures/<script> <args...> <dir>` on first use and again
+/// whenever the script changes; the script writes `<dir>/done` last.
+#[allow(dead_code)] // not every test binary that includes this file has such a fixture
+pub fn script_fixture(script: &str, name: &str, args: &[&Path]) -> PathBuf {
+    let dir = Path::new(ROOT).join("target/fixtures").join(name);
+    let script = Path::new(ROOT).join("python/fixtures").join(script);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&dir.join("done")) < modified(&script) {
+        let _ = std::fs::remove_dir_all(&dir);
+        let status = Command::new(python()).arg(&script).args(args).arg(&dir).status().expect("run python");
+        assert!(status.success(), "{} failed", script.display());
+    }
+    dir
+}
