@@ -12,7 +12,7 @@ mod timm_fixtures;
 use std::path::Path;
 use std::process::Command;
 
-use timm_fixtures::{fixtures, ROOT};
+use timm_fixtures::{fixtures, scratch};
 
 fn csv(path: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -21,8 +21,7 @@ fn csv(path: &Path) -> Vec<Vec<String>> {
 
 #[test]
 fn study_finetunes_evaluates_and_writes_every_table() {
-    let root = Path::new(ROOT).join("target/test-tmp/compare-study");
-    let _ = std::fs::remove_dir_all(&root);
+    let root = scratch("compare-study");
     imagenet_s_fixture::write_imagenet_s(&root.join("imagenet-s"), 3, 3);
     let seg = segtest_fixture::segtest_fixture();
     let expected = segtest_fixture::expected(&seg);

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use timm_fixtures::{fixtures, script_fixture, ROOT};
+use timm_fixtures::{fixtures, scratch, script_fixture, ROOT};
 
 const KINDS: [(&str, &str); 7] = [
     ("imagenet-val", "val"),
@@ -30,9 +30,7 @@ fn eval_fixtures() -> PathBuf {
 fn eval_matches_timm_predictions_in_every_layout_and_protocol() {
     let data = eval_fixtures();
     let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data.join("expected.json")).unwrap()).unwrap();
-    let out = Path::new(ROOT).join("target/test-tmp/eval");
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
+    let out = scratch("eval");
     // A finetuning manifest naming one of the validation fixture's classes (one with a readable image).
     let mut val_classes: Vec<String> = std::fs::read_dir(data.join("val"))
         .unwrap()

@@ -15,14 +15,7 @@ use robustvit::model;
 use robustvit::ops;
 use robustvit::predict;
 use tch::{Device, Kind, Tensor};
-use timm_fixtures::{fixtures, python, script_fixture, ROOT};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(ROOT).join("target/test-tmp/explain").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use timm_fixtures::{fixtures, python, scratch, script_fixture};
 
 fn hub() -> PathBuf {
     fixtures().join("vit_tiny_patch16_224/hub")
@@ -62,7 +55,7 @@ fn reference_relevance(image: &Path) -> Vec<f32> {
 
 #[test]
 fn explain_writes_pictures_grid_and_the_raw_relevance() {
-    let dir = scratch("cli");
+    let dir = scratch("explain/cli");
     let photo = fixtures().join("photo.png");
     let second = dir.join("stripes.png");
     RgbImage::from_fn(300, 200, |x, y| if (x / 10 + y / 25) % 2 == 0 { Rgb([200, 40, 40]) } else { Rgb([20, 90, 200]) })
@@ -103,7 +96,7 @@ fn explain_writes_pictures_grid_and_the_raw_relevance() {
 
 #[test]
 fn explain_names_bad_images_and_classes_and_keeps_the_good_ones() {
-    let dir = scratch("bad");
+    let dir = scratch("explain/bad");
     let broken = dir.join("broken.png");
     std::fs::write(&broken, b"not a png").unwrap();
     let photo = fixtures().join("photo.png");
@@ -132,7 +125,7 @@ fn heatmap_is_brightest_on_the_object_whose_relevance_is_known() {
     let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data.join("expected.json")).unwrap()).unwrap();
     let b: Vec<u32> = expected["object_box"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
     let inside = |x: u32, y: u32| (b[0]..b[2]).contains(&x) && (b[1]..b[3]).contains(&y);
-    let out = scratch("known");
+    let out = scratch("explain/known");
     let result = Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(["explain", "--checkpoint"])
         .arg(data.join("hub"))

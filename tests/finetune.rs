@@ -21,17 +21,10 @@ use robustvit::model::{self, LoadedModel};
 use robustvit::optim::AdamW;
 use robustvit::train::{self, EpochMetrics, RunOptions, Selection, TrainConfig, TrainSet};
 use tch::{Device, Kind, Tensor};
-use timm_fixtures::{fixtures, python, ROOT};
+use timm_fixtures::{fixtures, python, scratch, ROOT};
 
 const CLASSES: usize = 4;
 const PER_CLASS: usize = 4;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(ROOT).join("target/test-tmp/finetune").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn tiny_model() -> LoadedModel {
     model::load(None, &fixtures().join("custom/hub"), Device::Cpu).unwrap()
@@ -79,7 +72,7 @@ fn term(history: &[EpochMetrics], method: &Method, epoch: usize, name: &str) -> 
 
 #[test]
 fn every_method_trains_with_finite_terms_and_lowers_its_penalty() {
-    let root = scratch("methods");
+    let root = scratch("finetune/methods");
     imagenet_s_fixture::write_imagenet_s(&root, CLASSES, PER_CLASS);
     let baseline = |lambda_bg| InputGradient { lambda_bg, lambda_cls: 1e-9, temperature: 1.0 };
     let cases = [
@@ -118,7 +111,7 @@ fn step_batch() -> Batch {
 
 #[test]
 fn steps_match_plain_pytorch_implementation() {
-    let dir = scratch("steps");
+    let dir = scratch("finetune/steps");
     let batch = step_batch();
     let batch_file = dir.join("batch.safetensors");
     Tensor::write_safetensors(
@@ -203,7 +196,7 @@ impl TrainSet for Interrupted<'_> {
 
 #[test]
 fn resume_after_interrupt_equals_uninterrupted_run() {
-    let root = scratch("resume");
+    let root = scratch("finetune/resume");
     imagenet_s_fixture::write_imagenet_s(&root, CLASSES, PER_CLASS);
     let cfg = config(ours(RelevanceGrad::Detached), 4, 1e-3);
     let straight = tiny_model();
@@ -248,7 +241,7 @@ fn split_err(root: &Path) -> String {
 
 #[test]
 fn bad_masks_and_missing_folders_are_errors_naming_the_file() {
-    let root = scratch("bad");
+    let root = scratch("finetune/bad");
     imagenet_s_fixture::write_imagenet_s(&root, CLASSES, PER_CLASS);
     let masks: Vec<PathBuf> = imagenet::classes()
         .iter()
@@ -275,7 +268,7 @@ fn bad_masks_and_missing_folders_are_errors_naming_the_file() {
     let message = split_err(&root);
     assert!(names_a_mask(&message) && message.contains("10"), "{message}");
     // Missing folders.
-    let empty = scratch("bad-empty");
+    let empty = scratch("finetune/bad-empty");
     let message = split_err(&empty);
     assert!(message.contains(&empty.join("images").display().to_string()), "{message}");
 }
@@ -291,7 +284,7 @@ fn harness(args: &[&str], paths: &[(&str, &Path)]) -> std::process::Output {
 
 #[test]
 fn cli_finetune_fills_paper_presets_and_writes_the_run() {
-    let root = scratch("cli");
+    let root = scratch("finetune/cli");
     imagenet_s_fixture::write_imagenet_s(&root, CLASSES, PER_CLASS);
     let hub = fixtures().join("custom/hub");
     let (images, masks, out) = (root.join("images"), root.join("masks"), root.join("run"));

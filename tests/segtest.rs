@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use segtest_fixture::segtest_fixture;
-use timm_fixtures::{fixtures, python, ROOT};
+use timm_fixtures::{fixtures, python, scratch};
 
 fn segtest(args: &[&str], data: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_harness"))
@@ -28,9 +28,7 @@ fn segtest(args: &[&str], data: &Path) -> std::process::Output {
 fn segtest_matches_the_reference_computation() {
     let data = segtest_fixture();
     let expected = segtest_fixture::expected(&data);
-    let out = Path::new(ROOT).join("target/test-tmp/segtest");
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
+    let out = scratch("segtest");
     let csv = out.join("long.csv");
     let table = out.join("table3.csv");
     let result = segtest(
@@ -70,9 +68,7 @@ fn segtest_matches_the_reference_computation() {
 
 #[test]
 fn segtest_refuses_files_that_are_not_gtsegs() {
-    let out = Path::new(ROOT).join("target/test-tmp/segtest-bad");
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
+    let out = scratch("segtest-bad");
     let not_hdf5 = out.join("notes.mat");
     std::fs::write(&not_hdf5, b"MATLAB 5.0 MAT-file").unwrap();
     let result = segtest(&[], &not_hdf5);

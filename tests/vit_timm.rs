@@ -13,7 +13,7 @@ use tch::{nn, Device, Kind, Tensor};
 #[path = "support/timm_fixtures.rs"]
 mod timm_fixtures;
 
-use timm_fixtures::{fixture_script, fixtures, python, ROOT};
+use timm_fixtures::{fixture_script, fixtures, python, scratch};
 
 fn io(model: &str) -> Vec<(String, Tensor)> {
     Tensor::read_safetensors(fixtures().join(model).join("io.safetensors")).expect("fixture outputs")
@@ -114,7 +114,7 @@ fn preprocessing_matches_timm_eval_transform() {
 fn saved_checkpoint_loads_back_in_timm_and_harness() {
     for name in ["custom", "deit_tiny_patch16_224"] {
         let loaded = model::load(None, &fixtures().join(name).join("hub"), Device::Cpu).unwrap();
-        let out = tempdir(&format!("roundtrip-{name}"));
+        let out = scratch(&format!("roundtrip-{name}"));
         checkpoint::save(&out, &loaded.name, &loaded.vs, loaded.model.config(), &loaded.preprocess).unwrap();
         let input = fixtures().join(name).join("io.safetensors");
         let timm_logits = out.join("timm_logits.safetensors");
@@ -137,13 +137,6 @@ fn saved_checkpoint_loads_back_in_timm_and_harness() {
         let again = tch::no_grad(|| back.model.forward(&get(&io(name), "input")));
         assert_eq!(max_abs_diff(&again, &ours), 0.0);
     }
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = Path::new(ROOT).join("target/test-tmp").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn load_err(path: &Path) -> String {
@@ -176,7 +169,7 @@ fn bad_checkpoints_fail_with_errors_naming_file_and_keys() {
 
 #[test]
 fn predict_cli_writes_topk_csv_matching_timm() {
-    let out = tempdir("predict");
+    let out = scratch("predict");
     let csv = out.join("pred.csv");
     let photo = fixtures().join("photo.jpg");
     let result = Command::new(env!("CARGO_BIN_EXE_harness"))

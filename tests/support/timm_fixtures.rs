@@ -1,5 +1,5 @@
 //! Checkpoints and outputs made by the .venv's timm (python/fixtures/timm_models.py), shared by the test
-//! binaries; made on first use, and again whenever the script changes.
+//! binaries; made on first use, and again whenever the script changes. Also the tests' scratch folders.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -41,5 +41,14 @@ pub fn script_fixture(script: &str, name: &str, args: &[&Path]) -> PathBuf {
         let status = Command::new(python()).arg(&script).args(args).arg(&dir).status().expect("run python");
         assert!(status.success(), "{} failed", script.display());
     }
+    dir
+}
+
+/// An empty `target/test-tmp/<name>`.
+#[allow(dead_code)] // not every test binary that includes this file needs one
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(ROOT).join("target/test-tmp").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
     dir
 }
