@@ -54,7 +54,8 @@ fn provenance(torch_root: &Path) {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into());
-    let dirty = Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]).output().ok()
+    // --no-optional-locks: a plain `git status` rewrites .git/index, which would make every next build dirty.
+    let dirty = Command::new("git").args(["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"]).output().ok()
         .is_some_and(|o| !o.stdout.is_empty());
     println!("cargo:rustc-env=ROBUSTVIT_GIT_REV={rev}{}", if dirty { "-dirty" } else { "" });
     let torch = std::fs::read_to_string(torch_root.join("version.py")).unwrap_or_default();
