@@ -10,7 +10,8 @@ CUDA_TOOLS := nvidia-cuda-nvcc==13.0.* nvidia-cuda-cccl==13.0.* nvidia-cuda-crt=
 .PHONY: demo test test-rust test-python pylib bench cuda-tools pylib-cuda bootstrap benchmark-data system-deps
 OBJECTS := target/downloads/animal_mnist-0.4-py3-none-any.whl
 
-# The main job on the embedded benchmark: tables in out/compare (about 4 minutes on 2 cores after the build).
+# The main job on the embedded benchmark: tables in out/compare (4-7 minutes of study on 2 cores after the build;
+# measured 194 s to 435 s on machines of this kind).
 demo: system-deps $(STAMP) $(OBJECTS)
 	cargo run --quiet --bin harness -- compare --baselines gradmask,rrr --out out/compare
 
