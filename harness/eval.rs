@@ -119,10 +119,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.per_class_csv {
         atomic_write::write(path, &per_class.into_inner()?)?;
     }
-    if !unreadable.is_empty() {
-        let log = args.csv.as_deref().map_or_else(|| PathBuf::from("eval_unreadable.log"), |p| p.with_extension("unreadable.log"));
-        atomic_write::write(&log, (unreadable.join("\n") + "\n").as_bytes())?;
-        eprintln!("{} unreadable images (not scored), listed in {}", unreadable.len(), log.display());
+    write_unreadable(args.csv.as_deref(), "eval_unreadable.log", &unreadable)
+}
+
+/// Lists unreadable images (one tab-separated line each) in `<csv>.unreadable.log`, or in `fallback`
+/// without a CSV; nothing to list writes nothing.
+pub fn write_unreadable(csv: Option<&Path>, fallback: &str, lines: &[String]) -> anyhow::Result<()> {
+    if lines.is_empty() {
+        return Ok(());
     }
+    let log = csv.map_or_else(|| PathBuf::from(fallback), |p| p.with_extension("unreadable.log"));
+    atomic_write::write(&log, (lines.join("\n") + "\n").as_bytes())?;
+    eprintln!("{} unreadable images (not scored), listed in {}", lines.len(), log.display());
     Ok(())
 }

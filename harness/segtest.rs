@@ -39,9 +39,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = SegtestOptions { batch_size: args.batch_size.max(1), limit: args.limit, quiet: args.quiet, ..SegtestOptions::default() };
     let r = segtest::run(&loaded, &args.data, &opts)?;
     let m = &r.metrics;
+    let [(_, pixel), (_, miou), (_, map)] = m.percent();
     println!(
-        "segmentation: pixel accuracy {:6.2}  mIoU {:6.2}  mAP {:6.2}  ({} images, {} unreadable, {:.1} img/s)",
-        100.0 * m.pixel_accuracy(), 100.0 * m.miou(), 100.0 * m.map(), m.images(), r.unreadable.len(), r.images_per_second
+        "segmentation: pixel accuracy {pixel:6.2}  mIoU {miou:6.2}  mAP {map:6.2}  ({} images, {} unreadable, {:.1} img/s)",
+        m.images(), r.unreadable.len(), r.images_per_second
     );
     let rows: Vec<Measurement> = m
         .percent()
@@ -64,11 +65,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         table.write_csv(path)?;
         atomic_write::write(&path.with_extension("md"), table.to_markdown().as_bytes())?;
     }
-    if !r.unreadable.is_empty() {
-        let log = args.csv.as_deref().map_or_else(|| PathBuf::from("segtest_unreadable.log"), |p| p.with_extension("unreadable.log"));
-        let lines: Vec<String> = r.unreadable.iter().map(|(i, why)| format!("{}\t{i}\t{why}", args.data.display())).collect();
-        atomic_write::write(&log, (lines.join("\n") + "\n").as_bytes())?;
-        eprintln!("{} unreadable images (not scored), listed in {}", lines.len(), log.display());
-    }
-    Ok(())
+    let lines: Vec<String> = r.unreadable.iter().map(|(i, why)| format!("{}\t{i}\t{why}", args.data.display())).collect();
+    crate::eval::write_unreadable(args.csv.as_deref(), "segtest_unreadable.log", &lines)
 }

@@ -88,15 +88,21 @@ pub fn decode_in_order(
     })
 }
 
+/// A bar over `len` images labelled `prefix` (hidden when `quiet`); callers put the rate in its message.
+pub fn progress_bar(len: usize, prefix: &'static str, quiet: bool) -> ProgressBar {
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(len as u64) };
+    bar.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}").expect("static template"));
+    bar.set_prefix(prefix);
+    bar
+}
+
 /// Evaluates `loaded` on the dataset `kind` in `dir` under `protocol`.
 pub fn evaluate(loaded: &LoadedModel, kind: Kind, dir: &Path, protocol: Protocol, opts: &PipelineOptions)
     -> anyhow::Result<DatasetResult> {
     let items = eval_sets::scan(kind, dir)?;
     let paths: Vec<&Path> = items.iter().map(|i| i.path.as_path()).collect();
     let (h, w) = loaded.preprocess.input_size;
-    let bar = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(items.len() as u64) };
-    bar.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}").expect("static template"));
-    bar.set_prefix(kind.name());
+    let bar = progress_bar(items.len(), kind.name(), opts.quiet);
     let started = Instant::now();
     let mut tally = Tally::default();
     let mut pending: Vec<(usize, Vec<f32>)> = Vec::with_capacity(opts.batch_size);

@@ -10,13 +10,13 @@ use std::time::Instant;
 
 use anyhow::ensure;
 use image::{GrayImage, RgbImage};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::imagenet_seg::SegmentationFile;
 use crate::data::preprocess::{self, Interpolation, PreprocessConfig};
 use crate::data::Sample;
 use crate::evaluate;
 use crate::model::LoadedModel;
+use crate::robustness;
 use crate::segmentation::SegmentationMetrics;
 
 /// The dataset name of the test's rows in `results_long.csv`.
@@ -51,9 +51,7 @@ pub fn run(loaded: &LoadedModel, path: &Path, opts: &SegtestOptions) -> anyhow::
     let file = SegmentationFile::open(path)?;
     let total = opts.limit.map_or(file.len(), |n| n.min(file.len()));
     ensure!(total > 0, "{}: no images to test", path.display());
-    let bar = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
-    bar.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}").expect("static template"));
-    bar.set_prefix("segmentation");
+    let bar = robustness::progress_bar(total, "segmentation", opts.quiet);
     let started = Instant::now();
     let mut metrics = SegmentationMetrics::new();
     let mut unreadable = Vec::new();

@@ -6,7 +6,7 @@
 //! to, shaped `[3, W, H]` (MATLAB's column-major `H x W x 3` seen from C); its mask is the dataset that
 //! the one-element cell `/value/gt[i]` points to in turn, shaped `[W, H]`, 0 background and non-zero
 //! object. A grey image (`[W, H]`) is replicated to RGB, as PIL's `convert('RGB')` does.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use hdf5::{Conversion, Dataset, File, ObjectReference1, ReferencedObject};
@@ -14,7 +14,6 @@ use image::{GrayImage, RgbImage};
 
 /// An open `gtsegs_ijcv.mat`.
 pub struct SegmentationFile {
-    path: PathBuf,
     file: File,
     images: Vec<ObjectReference1>,
     masks: Vec<ObjectReference1>,
@@ -37,7 +36,7 @@ impl SegmentationFile {
         if images.len() != masks.len() {
             bail!("{}: {} images but {} masks", path.display(), images.len(), masks.len());
         }
-        Ok(SegmentationFile { path: path.to_path_buf(), file, images, masks })
+        Ok(SegmentationFile { file, images, masks })
     }
 
     pub fn len(&self) -> usize {
@@ -46,10 +45,6 @@ impl SegmentationFile {
 
     pub fn is_empty(&self) -> bool {
         self.images.is_empty()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Image `index` and its mask (1 object, 0 background), at the image's own size.
