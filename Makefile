@@ -6,8 +6,10 @@ export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 STAMP := $(VENV)/.robustvit-requirements
 CUDA_TOOLS := nvidia-cuda-nvcc==13.0.* nvidia-cuda-cccl==13.0.* nvidia-cuda-crt==13.0.* nvidia-nvvm==13.0.*
+# The ops library for Python/TorchScript, linked by the Rust build from the objects it links into the binaries.
+PYLIB := target/debug/librobustvit_ops.so
 
-.PHONY: demo test test-rust test-python pylib bench cuda-tools pylib-cuda bootstrap benchmark-data system-deps
+.PHONY: demo test test-rust test-python pylib bench cuda-tools cuda bootstrap benchmark-data system-deps
 OBJECTS := target/downloads/animal_mnist-0.4-py3-none-any.whl
 
 # The main job on the embedded benchmark: tables in out/compare (4-7 minutes of study on 2 cores after the build;
@@ -24,26 +26,30 @@ $(OBJECTS): $(STAMP)
 
 test: test-rust test-python
 
+# One build serves both halves: the Rust tests, and the ops library the Python tests load.
 test-rust: system-deps $(STAMP) $(OBJECTS)
 	cargo test
 
 test-python: pylib
-	$(VENV)/bin/python -m pytest python/tests -q
+	ROBUSTVIT_OPS_LIB=$(PYLIB) $(VENV)/bin/python -m pytest python/tests -q
 
 # The ops as a shared library for Python/TorchScript: torch.ops.load_library(<printed path>).
-pylib: $(STAMP)
-	scripts/build-pylib.sh target/pylib
+pylib: system-deps $(STAMP)
+	cargo build --quiet -p robustvit --lib
+	@echo $(CURDIR)/$(PYLIB)
 
 bench: system-deps $(STAMP)
-	cargo bench --bench gae_relevance
+	cargo bench -p robustvit --features bench --bench gae_relevance
 
-# CUDA without a GPU: pip's nvcc in .venv; afterwards builds include the CUDA kernels.
+# CUDA without a GPU: pip's nvcc in .venv (the four versions must match).
 cuda-tools: $(STAMP)
 	$(VENV)/bin/pip install --quiet $(CUDA_TOOLS)
 
-# The library with CUDA kernels, to carry to a GPU machine and check there with scripts/gpu-check.sh.
-pylib-cuda: cuda-tools
-	scripts/build-pylib.sh target/pylib-cuda
+# The harness and the ops library with CUDA kernels, in target/cuda/debug, to carry to a GPU machine and
+# check there with scripts/gpu-check.sh. A separate target folder, so the CPU build is not rebuilt.
+cuda: system-deps cuda-tools
+	CARGO_TARGET_DIR=target/cuda cargo build --quiet --workspace --features robustvit/cuda
+	@echo $(CURDIR)/target/cuda/debug/harness $(CURDIR)/target/cuda/debug/librobustvit_ops.so
 
 bootstrap: system-deps $(STAMP)
 

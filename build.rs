@@ -1,9 +1,21 @@
-//! Compiles the C++ ops (cpp/) and the cxx bridge (src/ops/) into one static library linked whole, so the
-//! TORCH_LIBRARY registrations survive linking; adds CUDA kernels when nvcc is found or the `cuda`
-//! feature is on; links libtorch with an rpath so binaries and tests run without LD_LIBRARY_PATH.
+//! Compiles the C++ ops (cpp/) once, with one set of flags, and links those objects twice by one recipe:
+//! into this crate (a whole archive, so the TORCH_LIBRARY registrations survive linking) and into
+//! `librobustvit_ops.so` beside the binaries, which Python and TorchScript load. CUDA kernels are built
+//! only with the `cuda` feature (explicit, and a rebuild trigger). Nothing here reads git: committing
+//! never recompiles the C++.
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// nvcc targets: SASS for Ampere and Hopper, plus Hopper PTX that newer GPUs JIT-compile.
+const GENCODE: [&str; 6] = [
+    "-gencode",
+    "arch=compute_80,code=sm_80",
+    "-gencode",
+    "arch=compute_90,code=sm_90",
+    "-gencode",
+    "arch=compute_90,code=compute_90",
+];
 
 fn sources(dir: &str, ext: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -15,17 +27,77 @@ fn sources(dir: &str, ext: &str) -> Vec<PathBuf> {
     files
 }
 
-/// nvcc as scripts/find-nvcc.sh finds it; ROBUSTVIT_CUDA=0 turns CUDA off.
-fn find_nvcc() -> Option<PathBuf> {
-    if env::var("ROBUSTVIT_CUDA").is_ok_and(|v| v == "0") {
-        return None;
-    }
-    let out = Command::new("bash").arg("scripts/find-nvcc.sh").output().ok()?;
-    let path = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+/// libtorch as torch-sys found it (the project's .venv torch with LIBTORCH_USE_PYTORCH=1).
+struct Libtorch {
+    lib: PathBuf,
+    includes: Vec<PathBuf>,
+    /// `torch.__version__`, recorded in run manifests.
+    version: String,
 }
 
-fn compile_cuda(nvcc: &Path, includes: &[PathBuf], out_dir: &Path) -> Vec<PathBuf> {
+impl Libtorch {
+    fn from_torch_sys() -> Libtorch {
+        let lib = PathBuf::from(env::var("DEP_TCH_LIBTORCH_LIB").expect(
+            "torch-sys did not report libtorch's lib folder; build through `make` (it sets LIBTORCH_USE_PYTORCH=1 \
+             and the project's .venv)",
+        ));
+        let root = lib.parent().expect("libtorch lib folder has a parent").to_path_buf();
+        let version = std::fs::read_to_string(root.join("version.py"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("__version__ = "))
+            .map_or_else(|| "unknown".into(), |v| v.trim_matches(|c| c == '\'' || c == '"').to_string());
+        Libtorch { lib, includes: vec![root.join("include"), root.join("include/torch/csrc/api/include")], version }
+    }
+}
+
+/// What the ops link against: library folders (each also an rpath entry) and libraries. Both the shared
+/// library and every Rust binary link by [`LinkRecipe::args`].
+struct LinkRecipe {
+    dirs: Vec<PathBuf>,
+    libs: Vec<&'static str>,
+}
+
+impl LinkRecipe {
+    fn new(torch: &Libtorch, cuda: Option<&Path>) -> LinkRecipe {
+        // libgomp: torch's own copy in torch/lib (the soname libtorch_cpu loads).
+        let mut recipe = LinkRecipe { dirs: vec![torch.lib.clone()], libs: vec!["torch", "torch_cpu", "c10", "gomp"] };
+        if cuda.is_some() {
+            // pip's CUDA runtime lives beside torch in site-packages/nvidia/cu13/lib, versioned only.
+            let site = torch.lib.parent().and_then(Path::parent).expect("torch lives in site-packages");
+            recipe.dirs.push(site.join("nvidia/cu13/lib"));
+            recipe.libs.extend(["c10_cuda", "torch_cuda", ":libcudart.so.13"]);
+        }
+        recipe
+    }
+
+    /// Linker arguments. `--no-as-needed`: libtorch must be linked even where no symbol of it is referenced,
+    /// or libtorch_cuda is dropped and CUDA is silently unavailable.
+    fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for dir in &self.dirs {
+            args.push(format!("-L{}", dir.display()));
+            args.push(format!("-Wl,-rpath,{}", dir.display()));
+        }
+        args.push("-Wl,--no-as-needed".into());
+        args.extend(self.libs.iter().map(|l| format!("-l{l}")));
+        args.push("-Wl,--as-needed".into());
+        args
+    }
+}
+
+/// nvcc from $NVCC, $CUDA_HOME/bin, PATH or pip's nvidia-cuda-nvcc in .venv (scripts/find-nvcc.sh).
+fn find_nvcc() -> PathBuf {
+    let out = Command::new("bash").arg("scripts/find-nvcc.sh").output().expect("run scripts/find-nvcc.sh");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && !path.is_empty(),
+        "feature `cuda` is on but no nvcc was found: run `make cuda-tools` or set NVCC"
+    );
+    PathBuf::from(path)
+}
+
+fn compile_cuda(nvcc: &Path, torch: &Libtorch, out_dir: &Path) -> Vec<PathBuf> {
     let cuda_include = nvcc.parent().and_then(Path::parent).expect("nvcc lives in <cuda>/bin").join("include");
     sources("cpp", "cu")
         .iter()
@@ -33,9 +105,8 @@ fn compile_cuda(nvcc: &Path, includes: &[PathBuf], out_dir: &Path) -> Vec<PathBu
             let obj = out_dir.join(src.file_name().expect("file name")).with_extension("cu.o");
             let mut cmd = Command::new(nvcc);
             cmd.arg("-c").arg(src).arg("-o").arg(&obj);
-            cmd.args(["-std=c++17", "-O2", "-Xcompiler", "-fPIC", "-D_GLIBCXX_USE_CXX11_ABI=1"]);
-            cmd.args(["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90"]);
-            for inc in includes.iter().chain([&cuda_include]) {
+            cmd.args(["-std=c++17", "-O2", "-Xcompiler", "-fPIC", "-D_GLIBCXX_USE_CXX11_ABI=1"]).args(GENCODE);
+            for inc in torch.includes.iter().chain([&cuda_include]) {
                 cmd.arg("-I").arg(inc);
             }
             let status = cmd.status().unwrap_or_else(|e| panic!("cannot run {}: {e}", nvcc.display()));
@@ -45,93 +116,83 @@ fn compile_cuda(nvcc: &Path, includes: &[PathBuf], out_dir: &Path) -> Vec<PathBu
         .collect()
 }
 
-/// Build facts for run manifests: the git revision and libtorch's version.
-fn provenance(torch_root: &Path) {
-    let rev = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    // --no-optional-locks: a plain `git status` rewrites .git/index, which would make every next build dirty.
-    let dirty = Command::new("git").args(["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"]).output().ok()
-        .is_some_and(|o| !o.stdout.is_empty());
-    println!("cargo:rustc-env=ROBUSTVIT_GIT_REV={rev}{}", if dirty { "-dirty" } else { "" });
-    let torch = std::fs::read_to_string(torch_root.join("version.py")).unwrap_or_default();
-    let version = torch
-        .lines()
-        .find_map(|l| l.strip_prefix("__version__ = "))
-        .map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
-        .unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=ROBUSTVIT_LIBTORCH_VERSION={version}");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/index");
-}
-
-fn main() {
-    let torch_lib = PathBuf::from(env::var("DEP_TCH_LIBTORCH_LIB").expect(
-        "torch-sys did not report libtorch's lib folder; build through `make` (it sets LIBTORCH_USE_PYTORCH=1 \
-         and the project's .venv)",
-    ));
-    let torch_root = torch_lib.parent().expect("libtorch lib folder has a parent");
-    let includes = vec![torch_root.join("include"), torch_root.join("include/torch/csrc/api/include")];
-    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-
-    let nvcc = find_nvcc();
-    let want_cuda = env::var("CARGO_FEATURE_CUDA").is_ok();
-    assert!(!want_cuda || nvcc.is_some(), "feature `cuda` is on but no nvcc was found (run `make cuda-tools`)");
-
-    let mut build = cxx_build::bridge("src/ops/mod.rs");
-    build
+/// The C++ objects of cpp/: one flag set for every consumer.
+fn compile_cpp(torch: &Libtorch) -> Vec<PathBuf> {
+    cc::Build::new()
+        .cpp(true)
         .files(sources("cpp", "cpp"))
-        .file("src/ops/bridge.cc")
-        .includes(&includes)
-        .include("cpp")
+        .includes(&torch.includes)
         .std("c++17")
-        // The CPU kernels' loops need -O3 to vectorise, whatever the cargo profile.
+        // The CPU kernels' loops need -O3 to vectorise, whatever the cargo profile; no debug info (the
+        // torch headers make it slow to produce and nobody steps through these loops in gdb).
         .opt_level(3)
+        .debug(false)
+        .pic(true)
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .flag("-Wno-unused-parameter")
         // ATen's at::parallel_for is inline OpenMP: without -fopenmp the CPU kernels run on one thread.
         .flag("-fopenmp")
-        .link_lib_modifier("+whole-archive");
-    if let Some(nvcc) = &nvcc {
-        build.define("ROBUSTVIT_WITH_CUDA", None);
-        for obj in compile_cuda(nvcc, &includes, &out_dir) {
-            build.object(obj);
-        }
-    }
-    build.compile("robustvit_ops");
+        .compile_intermediates()
+}
 
-    println!("cargo:rustc-link-search=native={}", torch_lib.display());
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", torch_lib.display());
-    // Without --no-as-needed the linker drops libtorch_cuda and CUDA is silently unavailable.
-    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-    // libgomp: torch's own copy in torch/lib (same soname as the one libtorch_cpu loads).
-    for lib in ["torch", "torch_cpu", "c10", "gomp"] {
-        println!("cargo:rustc-link-arg=-l{lib}");
+/// `librobustvit_ops.so` for `torch.ops.load_library`, linked from `objects` by `recipe`.
+fn link_shared(objects: &[PathBuf], recipe: &LinkRecipe, out: &Path) {
+    let compiler = cc::Build::new().cpp(true).get_compiler();
+    let mut cmd = compiler.to_command();
+    cmd.arg("-shared").arg("-o").arg(out).args(objects).args(recipe.args());
+    let status = cmd.status().expect("run the C++ compiler to link librobustvit_ops.so");
+    assert!(status.success(), "linking {} failed", out.display());
+}
+
+/// `target/<profile>`, where cargo puts the binaries.
+fn profile_dir(out_dir: &Path) -> &Path {
+    // OUT_DIR is target/<profile>/build/<package>-<hash>/out.
+    out_dir.ancestors().nth(3).expect("OUT_DIR lies four levels below the target folder")
+}
+
+fn main() {
+    let torch = Libtorch::from_torch_sys();
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let nvcc = env::var_os("CARGO_FEATURE_CUDA").map(|_| find_nvcc());
+
+    let mut objects = compile_cpp(&torch);
+    if let Some(nvcc) = &nvcc {
+        objects.extend(compile_cuda(nvcc, &torch, &out_dir));
     }
-    if nvcc.is_some() {
-        // The CUDA kernels call the CUDA runtime and c10_cuda; pip's runtime lives beside torch in
-        // site-packages/nvidia/cu13/lib.
-        let cudart = torch_root.parent().expect("torch lives in site-packages").join("nvidia/cu13/lib");
-        println!("cargo:rustc-link-search=native={}", cudart.display());
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", cudart.display());
-        for lib in ["-lc10_cuda", "-ltorch_cuda", "-l:libcudart.so.13"] {
-            println!("cargo:rustc-link-arg={lib}");
-        }
+    let recipe = LinkRecipe::new(&torch, nvcc.as_deref());
+
+    let shared = out_dir.join("librobustvit_ops.so");
+    link_shared(&objects, &recipe, &shared);
+    let published = profile_dir(&out_dir).join("librobustvit_ops.so");
+    std::fs::copy(&shared, &published).unwrap_or_else(|e| panic!("copying to {}: {e}", published.display()));
+
+    // The same objects, whole, into this crate; the cxx bridge beside them (Rust-only, not in the .so).
+    cc::Build::new().objects(&objects).link_lib_modifier("+whole-archive").compile("robustvit_ops");
+    cxx_build::bridge("src/ops/mod.rs")
+        .file("src/ops/bridge.cc")
+        .includes(&torch.includes)
+        .include("cpp")
+        .std("c++17")
+        .opt_level(2)
+        .debug(false)
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .flag("-Wno-unused-parameter")
+        .compile("robustvit_bridge");
+
+    // Link arguments reach only this package's binaries; crates that link this one (harness) forward
+    // DEP_ROBUSTVIT_OPS_LINK_ARGS (tab-separated) to theirs.
+    let args = recipe.args();
+    for arg in &args {
+        println!("cargo:rustc-link-arg={arg}");
     }
-    println!("cargo:rustc-link-arg=-Wl,--as-needed");
-    println!("cargo:rustc-check-cfg=cfg(robustvit_cuda)");
-    if nvcc.is_some() {
-        println!("cargo:rustc-cfg=robustvit_cuda");
-    }
+    println!("cargo:link_args={}", args.join("\t"));
+    println!("cargo:shared_library={}", published.display());
+    println!("cargo:rustc-env=ROBUSTVIT_LIBTORCH_VERSION={}", torch.version);
+
     for path in ["cpp", "src/ops/bridge.h", "src/ops/bridge.cc", "scripts/find-nvcc.sh"] {
         println!("cargo:rerun-if-changed={path}");
     }
-    provenance(torch_root);
-    println!("cargo:rerun-if-env-changed=ROBUSTVIT_CUDA");
-    println!("cargo:rerun-if-env-changed=NVCC");
-    println!("cargo:rerun-if-env-changed=CUDA_HOME");
+    for var in ["NVCC", "CUDA_HOME", "CXX", "CXXFLAGS"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
 }

@@ -1,7 +1,7 @@
 //! gae_relevance at ViT-B shapes (B=8, L=12, H=12, T=197), forward and forward+backward (gradient w.r.t.
 //! the attention, G constant as in training), beside the composite full-matrix rollout. After criterion's
 //! statistics it times both implementations interleaved in one run and prints op/composite speed ratios.
-#[path = "../tests/support/rollout.rs"]
+#[path = "../tests/it/support/rollout.rs"]
 mod rollout;
 
 use std::time::{Duration, Instant};

@@ -51,6 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         data: args.data,
         device: device::parse(&args.device)?,
         quiet: args.quiet,
+        provenance: crate::provenance(),
     };
     compare::run(&opts)?;
     Ok(())

@@ -201,6 +201,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "checkpoint": args.model.checkpoint,
             "reference_norm": args.model.reference_norm,
         }),
+        provenance: crate::provenance(),
     };
     let summary = finetune::run(&loaded, &data, &cfg, &args.out, opts)?;
     println!(

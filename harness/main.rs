@@ -37,10 +37,15 @@ enum Command {
     BenchEval(bench::Args),
 }
 
+/// This binary's build facts for run manifests.
+fn provenance() -> robustvit::manifest::Provenance {
+    robustvit::manifest::Provenance::new(env!("ROBUSTVIT_GIT_REV"))
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Info => {
-            println!("robustvit {}", env!("CARGO_PKG_VERSION"));
+            println!("robustvit {} ({})", env!("CARGO_PKG_VERSION"), env!("ROBUSTVIT_GIT_REV"));
             println!("CUDA kernels built: {}", robustvit::ops::built_with_cuda());
             println!("CUDA devices visible: {}", tch::Cuda::device_count());
             Ok(())

@@ -8,6 +8,7 @@ pub mod evaluate;
 pub mod explain;
 pub mod finetune;
 pub mod heatmap;
+pub mod manifest;
 pub mod methods;
 pub mod model;
 pub mod npy;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::atomic_write;
+use crate::manifest::Provenance;
 use crate::data::Sample;
 use crate::methods::{Batch, Method};
 use crate::model::{checkpoint, LoadedModel};
@@ -99,6 +100,7 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Extra facts for the manifest (data split, command line, source checkpoint).
     pub manifest: serde_json::Value,
+    pub provenance: Provenance,
 }
 
 /// Stacks samples into a batch on `device`.
@@ -192,11 +194,12 @@ fn save_model(dir: &Path, loaded: &LoadedModel) -> anyhow::Result<()> {
 
 fn write_manifest(out: &Path, cfg: &TrainConfig, loaded: &LoadedModel, opts: &RunOptions, summary: Option<&EpochMetrics>)
     -> anyhow::Result<()> {
+    let p = &opts.provenance;
     let manifest = serde_json::json!({
-        "robustvit_version": env!("CARGO_PKG_VERSION"),
-        "git_revision": env!("ROBUSTVIT_GIT_REV"),
-        "libtorch_version": env!("ROBUSTVIT_LIBTORCH_VERSION"),
-        "tch_version": "0.24.0",
+        "robustvit_version": p.robustvit_version,
+        "git_revision": p.git_revision,
+        "libtorch_version": p.libtorch_version,
+        "tch_version": p.tch_version,
         "model": loaded.name,
         "model_config": loaded.model.config(),
         "device": format!("{:?}", loaded.vs.device()),

@@ -1,7 +1,7 @@
 """Loads the robustvit custom ops into PyTorch: ``torch.ops.robustvit.*``.
 
-Build the library with ``make pylib`` (it prints the path, by default ``target/pylib/librobustvit_ops.so``),
-then::
+Build the library with ``make pylib`` (it prints the path, by default ``target/debug/librobustvit_ops.so``;
+``make cuda`` builds one with CUDA kernels in ``target/cuda/debug``), then::
 
     import robustvit_ops
     robustvit_ops.load()          # or torch.ops.load_library(path)
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 _REPO = Path(__file__).resolve().parents[2]
-DEFAULT_LIBRARY = _REPO / "target" / "pylib" / "librobustvit_ops.so"
+DEFAULT_LIBRARY = _REPO / "target" / "debug" / "librobustvit_ops.so"
 
 
 def library_path() -> Path:

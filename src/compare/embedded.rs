@@ -148,7 +148,7 @@ fn render_split(objects: &Objects, indices: &[usize], split: Split, texture: Tex
 }
 
 fn quiet_run(opts: &CompareOptions, what: serde_json::Value) -> RunOptions {
-    RunOptions { resume: false, quiet: opts.quiet, manifest: what }
+    RunOptions { resume: false, quiet: opts.quiet, manifest: what, provenance: opts.provenance.clone() }
 }
 
 fn fresh_out(dir: &Path) -> anyhow::Result<()> {

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tch::Device;
 
 use crate::atomic_write;
+use crate::manifest::Provenance;
 use crate::report::{self, Measurement, Table};
 
 /// A finetuning method of the comparison.
@@ -61,6 +62,8 @@ pub struct CompareOptions {
     #[serde(skip)]
     pub device: Device,
     pub quiet: bool,
+    #[serde(skip)]
+    pub provenance: Provenance,
 }
 
 /// Where `make benchmark-data` puts the animal-mnist wheel.
@@ -115,10 +118,11 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Tables> {
         }
     };
     let tables = write_tables(opts, &datasets, segmentation, &rows)?;
+    let p = &opts.provenance;
     let manifest = serde_json::json!({
-        "robustvit_version": env!("CARGO_PKG_VERSION"),
-        "git_revision": env!("ROBUSTVIT_GIT_REV"),
-        "libtorch_version": env!("ROBUSTVIT_LIBTORCH_VERSION"),
+        "robustvit_version": p.robustvit_version,
+        "git_revision": p.git_revision,
+        "libtorch_version": p.libtorch_version,
         "options": opts,
         "budget": opts.data.is_none().then(|| embedded::Budget::new(opts.quick)),
         "wall_seconds": started.elapsed().as_secs_f64(),

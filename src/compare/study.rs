@@ -223,7 +223,7 @@ pub fn run(path: &Path, opts: &CompareOptions) -> anyhow::Result<(Vec<&'static s
                 };
                 let loaded = model::load(Some(&m.name), &m.checkpoint, opts.device)?;
                 let out = opts.out.join("runs").join(&m.name).join(format!("seed{seed}")).join(kind.name());
-                let run = RunOptions { resume: true, quiet: opts.quiet, manifest: serde_json::json!({"study": path}) };
+                let run = RunOptions { resume: true, quiet: opts.quiet, manifest: serde_json::json!({"study": path}), provenance: opts.provenance.clone() };
                 let summary = finetune::run(&loaded, &data, &cfg, &out, run)?;
                 let best = model::load(Some(&m.name), &summary.best_dir, opts.device)?;
                 rows.extend(measure(&best, kind.name(), seed, &config, opts)?);

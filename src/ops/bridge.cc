@@ -56,7 +56,12 @@ std::unique_ptr<at::Tensor> rrr_loss(const at::Tensor& input_grad, const at::Ten
   return boxed(op.call(input_grad, mask));
 }
 
-bool built_with_cuda() { return ops_built_with_cuda(); }
+// Linking the CUDA object is what registers the CUDA kernel, so the dispatcher knows whether this build has it.
+bool built_with_cuda() {
+  return c10::Dispatcher::singleton()
+      .findSchemaOrThrow("robustvit::gae_relevance", "")
+      .hasKernelForDispatchKey(c10::DispatchKey::CUDA);
+}
 
 }  // namespace bridge
 }  // namespace robustvit

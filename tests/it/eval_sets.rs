@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use robustvit::data::eval_sets::{scan, score, EvalItem, EvalSetError, Kind, Protocol, Target};
 use robustvit::data::imagenet;
 
-const TABLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/data/tables");
+const TABLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../src/data/tables");
 
 /// A fresh empty folder per test.
 fn tmp(name: &str) -> PathBuf {

@@ -1,10 +1,10 @@
 //! The ops through the Rust bridge, against straightforward composite implementations written here in tch
 //! from method.md (the full-matrix rollout for GAE), and finite-difference gradient checks in float64 for
 //! every tensor input, first and second order.
-#[path = "support/rollout.rs"]
-mod rollout;
 
 use robustvit::ops;
+
+use crate::support::rollout::gae_relevance_full_matrix;
 use tch::{Device, Kind, Tensor};
 
 const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
@@ -147,7 +147,7 @@ fn gae_relevance_matches_full_matrix_rollout() {
     for (shape, blocks, start) in [([2, 3, 6, 6], 3, 0), ([3, 5, 37, 37], 4, 2), ([1, 12, 197, 197], 12, 0)] {
         let (attn, grad) = gae_inputs(shape, blocks, Kind::Float, 1);
         let ours = ops::gae_relevance(&attn, &grad, start as i64).unwrap();
-        assert_close(&ours, &rollout::gae_relevance_full_matrix(&attn, &grad, start), 1e-5, &format!("gae_relevance {shape:?} start {start}"));
+        assert_close(&ours, &gae_relevance_full_matrix(&attn, &grad, start), 1e-5, &format!("gae_relevance {shape:?} start {start}"));
     }
 }
 
@@ -168,7 +168,7 @@ fn gae_relevance_gradient_matches_rollout_with_detached_grad() {
     let a_ours = leaves(&attn);
     let a_ref = leaves(&attn);
     let ours = Tensor::run_backward(&[weighted(&ops::gae_relevance(&a_ours, &grad, 0).unwrap(), 5)], &a_ours, false, false);
-    let refs = Tensor::run_backward(&[weighted(&rollout::gae_relevance_full_matrix(&a_ref, &grad, 0), 5)], &a_ref, false, false);
+    let refs = Tensor::run_backward(&[weighted(&gae_relevance_full_matrix(&a_ref, &grad, 0), 5)], &a_ref, false, false);
     for (o, r) in ours.iter().zip(&refs) {
         assert_close(o, r, 1e-12, "d rel / d attn with detached grad");
     }

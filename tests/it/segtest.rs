@@ -1,22 +1,18 @@
 //! `harness segtest` on a tiny MATLAB-v7.3-layout gtsegs file written with h5py
 //! (python/fixtures/segtest.py), against the metrics the same script computes with timm's forward, a
 //! full-matrix GAE rollout and the reference's formulas; a broken entry is listed, never scored.
-#[path = "support/segtest_fixture.rs"]
-mod segtest_fixture;
-#[path = "support/timm_fixtures.rs"]
-mod timm_fixtures;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use segtest_fixture::segtest_fixture;
-use timm_fixtures::{fixtures, python, scratch};
+use crate::support::segtest::segtest_fixture;
+use crate::support::{hub, python, scratch, HARNESS};
 
 fn segtest(args: &[&str], data: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
+    Command::new(HARNESS)
         .args(["segtest", "--quiet", "--checkpoint"])
-        .arg(fixtures().join("vit_tiny_patch16_224/hub"))
+        .arg(hub("vit_tiny_patch16_224"))
         .arg("--data")
         .arg(data)
         .args(args)
@@ -27,7 +23,7 @@ fn segtest(args: &[&str], data: &Path) -> std::process::Output {
 #[test]
 fn segtest_matches_the_reference_computation() {
     let data = segtest_fixture();
-    let expected = segtest_fixture::expected(&data);
+    let expected = crate::support::segtest::expected(&data);
     let out = scratch("segtest");
     let csv = out.join("long.csv");
     let table = out.join("table3.csv");

@@ -2,8 +2,6 @@
 //! exactly what `gae_relevance` gives for the same input (computed here from the model's attention and
 //! its gradients, and read back by numpy), the heatmap's brightest region lies on the object for a
 //! hand-set model whose relevance is known by construction, and a bad image or class fails with its name.
-#[path = "support/timm_fixtures.rs"]
-mod timm_fixtures;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,17 +13,17 @@ use robustvit::model;
 use robustvit::ops;
 use robustvit::predict;
 use tch::{Device, Kind, Tensor};
-use timm_fixtures::{fixtures, python, scratch, script_fixture};
+use crate::support::{fixture, hub, python, scratch, timm, HARNESS};
 
-fn hub() -> PathBuf {
-    fixtures().join("vit_tiny_patch16_224/hub")
+fn tiny() -> PathBuf {
+    hub("vit_tiny_patch16_224")
 }
 
 fn explain(args: &[&str], images: &[&Path]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
+    Command::new(HARNESS)
         .arg("explain")
         .arg("--checkpoint")
-        .arg(hub())
+        .arg(tiny())
         .args(args)
         .args(images)
         .output()
@@ -44,7 +42,7 @@ fn read_npy(path: &Path) -> (String, Vec<f32>) {
 
 /// `gae_relevance` of the predicted class, straight from the ops.
 fn reference_relevance(image: &Path) -> Vec<f32> {
-    let loaded = model::load(None, &hub(), Device::Cpu).unwrap();
+    let loaded = model::load(None, &tiny(), Device::Cpu).unwrap();
     let input = predict::image_tensor(image, &loaded.preprocess).unwrap();
     let out = loaded.model.forward_with_attention(&input);
     let class = out.logits.argmax(-1, true);
@@ -56,13 +54,13 @@ fn reference_relevance(image: &Path) -> Vec<f32> {
 #[test]
 fn explain_writes_pictures_grid_and_the_raw_relevance() {
     let dir = scratch("explain/cli");
-    let photo = fixtures().join("photo.png");
+    let photo = timm().join("photo.png");
     let second = dir.join("stripes.png");
     RgbImage::from_fn(300, 200, |x, y| if (x / 10 + y / 25) % 2 == 0 { Rgb([200, 40, 40]) } else { Rgb([20, 90, 200]) })
         .save(&second)
         .unwrap();
     let out = dir.join("out");
-    let result = explain(&["--compare", hub().to_str().unwrap(), "--out", out.to_str().unwrap()], &[&photo, &second]);
+    let result = explain(&["--compare", tiny().to_str().unwrap(), "--out", out.to_str().unwrap()], &[&photo, &second]);
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
 
     // A row: the input and two heatmaps of 224 px, 4 px apart, over a 3-line caption (2 + 3 * 10 px).
@@ -99,7 +97,7 @@ fn explain_names_bad_images_and_classes_and_keeps_the_good_ones() {
     let dir = scratch("explain/bad");
     let broken = dir.join("broken.png");
     std::fs::write(&broken, b"not a png").unwrap();
-    let photo = fixtures().join("photo.png");
+    let photo = timm().join("photo.png");
     let out = dir.join("out");
     let result = explain(&["--out", out.to_str().unwrap()], &[&broken, &photo]);
     let stderr = String::from_utf8_lossy(&result.stderr);
@@ -121,12 +119,12 @@ fn explain_names_bad_images_and_classes_and_keeps_the_good_ones() {
 fn heatmap_is_brightest_on_the_object_whose_relevance_is_known() {
     // python/fixtures/known_relevance.py: a hand-set ViT whose relevance is positive exactly on dark
     // patches, and a bright 64 px image with a dark square object on whole patches.
-    let data = script_fixture("known_relevance.py", "known-relevance", &[]);
+    let data = fixture("known_relevance.py", "known-relevance", &[]);
     let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data.join("expected.json")).unwrap()).unwrap();
     let b: Vec<u32> = expected["object_box"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
     let inside = |x: u32, y: u32| (b[0]..b[2]).contains(&x) && (b[1]..b[3]).contains(&y);
     let out = scratch("explain/known");
-    let result = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let result = Command::new(HARNESS)
         .args(["explain", "--checkpoint"])
         .arg(data.join("hub"))
         .arg("--out")
@@ -163,8 +161,8 @@ fn heatmap_is_brightest_on_the_object_whose_relevance_is_known() {
 
 #[test]
 fn network_input_turns_back_into_its_pixels() {
-    let photo = fixtures().join("photo.png");
-    let loaded = model::load(None, &hub(), Device::Cpu).unwrap();
+    let photo = timm().join("photo.png");
+    let loaded = model::load(None, &tiny(), Device::Cpu).unwrap();
     let pre = &loaded.preprocess;
     let chw = preprocess::eval_transform(&preprocess::load_rgb(&photo).unwrap(), pre);
     let (height, width) = pre.input_size;

@@ -3,10 +3,6 @@
 //! method equals a plain-PyTorch implementation of method.md (python/fixtures/finetune_step.py) on a
 //! timm-made model; a run interrupted mid-epoch and resumed ends with the same weights as an uninterrupted
 //! one; bad masks and folders fail with errors naming the file.
-#[path = "support/imagenet_s_fixture.rs"]
-mod imagenet_s_fixture;
-#[path = "support/timm_fixtures.rs"]
-mod timm_fixtures;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,13 +17,14 @@ use robustvit::model::{self, LoadedModel};
 use robustvit::optim::AdamW;
 use robustvit::train::{self, EpochMetrics, RunOptions, Selection, TrainConfig, TrainSet};
 use tch::{Device, Kind, Tensor};
-use timm_fixtures::{fixtures, python, scratch, ROOT};
+use crate::support::imagenet_s::write_imagenet_s;
+use crate::support::{hub, python, root, scratch, HARNESS};
 
 const CLASSES: usize = 4;
 const PER_CLASS: usize = 4;
 
 fn tiny_model() -> LoadedModel {
-    model::load(None, &fixtures().join("custom/hub"), Device::Cpu).unwrap()
+    model::load(None, &hub("custom"), Device::Cpu).unwrap()
 }
 
 fn split_config() -> SplitConfig {
@@ -62,7 +59,7 @@ fn config(method: Method, epochs: usize, lr: f64) -> TrainConfig {
 }
 
 fn quiet() -> RunOptions {
-    RunOptions { resume: false, quiet: true, manifest: serde_json::json!({}) }
+    RunOptions { resume: false, quiet: true, manifest: serde_json::json!({}), provenance: Default::default() }
 }
 
 fn term(history: &[EpochMetrics], method: &Method, epoch: usize, name: &str) -> f64 {
@@ -73,7 +70,7 @@ fn term(history: &[EpochMetrics], method: &Method, epoch: usize, name: &str) -> 
 #[test]
 fn every_method_trains_with_finite_terms_and_lowers_its_penalty() {
     let root = scratch("finetune/methods");
-    imagenet_s_fixture::write_imagenet_s(&root, CLASSES, PER_CLASS);
+    write_imagenet_s(&root, CLASSES, PER_CLASS);
     let baseline = |lambda_bg| InputGradient { lambda_bg, lambda_cls: 1e-9, temperature: 1.0 };
     let cases = [
         (ours(RelevanceGrad::Detached), "relevance"),
@@ -133,8 +130,8 @@ fn steps_match_plain_pytorch_implementation() {
     for (k, (method, flags)) in cases.into_iter().enumerate() {
         let out = dir.join(format!("reference{k}.safetensors"));
         let status = Command::new(python())
-            .arg(Path::new(ROOT).join("python/fixtures/finetune_step.py"))
-            .arg(fixtures().join("custom/hub"))
+            .arg(root().join("python/fixtures/finetune_step.py"))
+            .arg(hub("custom"))
             .arg(&batch_file)
             .arg(&out)
             .args(&flags)
@@ -197,7 +194,7 @@ impl TrainSet for Interrupted<'_> {
 #[test]
 fn resume_after_interrupt_equals_uninterrupted_run() {
     let root = scratch("finetune/resume");
-    imagenet_s_fixture::write_imagenet_s(&root, CLASSES, PER_CLASS);
+    write_imagenet_s(&root, CLASSES, PER_CLASS);
     let cfg = config(ours(RelevanceGrad::Detached), 4, 1e-3);
     let straight = tiny_model();
     let (train_set, val) = data(&root, &straight);
@@ -242,7 +239,7 @@ fn split_err(root: &Path) -> String {
 #[test]
 fn bad_masks_and_missing_folders_are_errors_naming_the_file() {
     let root = scratch("finetune/bad");
-    imagenet_s_fixture::write_imagenet_s(&root, CLASSES, PER_CLASS);
+    write_imagenet_s(&root, CLASSES, PER_CLASS);
     let masks: Vec<PathBuf> = imagenet::classes()
         .iter()
         .take(CLASSES)
@@ -259,7 +256,7 @@ fn bad_masks_and_missing_folders_are_errors_naming_the_file() {
     let message = split_err(&root);
     assert!(names_a_mask(&message) && message.contains("259"), "{message}");
     // Masks of another size than their images.
-    imagenet_s_fixture::write_imagenet_s(&root, CLASSES, PER_CLASS);
+    write_imagenet_s(&root, CLASSES, PER_CLASS);
     for path in &masks {
         let mut mask = RgbImage::new(10, 10);
         mask.put_pixel(5, 5, Rgb([5, 2, 0]));
@@ -274,7 +271,7 @@ fn bad_masks_and_missing_folders_are_errors_naming_the_file() {
 }
 
 fn harness(args: &[&str], paths: &[(&str, &Path)]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    let mut cmd = Command::new(HARNESS);
     cmd.args(args);
     for (flag, path) in paths {
         cmd.arg(flag).arg(path);
@@ -285,8 +282,8 @@ fn harness(args: &[&str], paths: &[(&str, &Path)]) -> std::process::Output {
 #[test]
 fn cli_finetune_fills_paper_presets_and_writes_the_run() {
     let root = scratch("finetune/cli");
-    imagenet_s_fixture::write_imagenet_s(&root, CLASSES, PER_CLASS);
-    let hub = fixtures().join("custom/hub");
+    write_imagenet_s(&root, CLASSES, PER_CLASS);
+    let hub = hub("custom");
     let (images, masks, out) = (root.join("images"), root.join("masks"), root.join("run"));
     let paths = [("--checkpoint", hub.as_path()), ("--images", &images), ("--masks", &masks), ("--out", &out)];
     let common = ["finetune", "--epochs", "1", "--batch-size", "4", "--train-classes", "2", "--quiet"];

@@ -4,14 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+use crate::support::{root, HARNESS};
 
 fn objects() -> PathBuf {
-    Path::new(ROOT).join("target/downloads/animal_mnist-0.4-py3-none-any.whl")
+    root().join("target/downloads/animal_mnist-0.4-py3-none-any.whl")
 }
 
 fn compare(out: &Path) {
-    let status = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let status = Command::new(HARNESS)
         .args(["compare", "--baselines", "gradmask,rrr", "--quick", "--ablations", "--quiet", "--out"])
         .arg(out)
         .arg("--objects")
@@ -35,7 +35,7 @@ fn cell(table: &[Vec<String>], method: &str, column: &str) -> f64 {
 #[test]
 fn quick_compare_writes_every_table_reproducibly_and_shows_the_shortcut() {
     assert!(objects().is_file(), "run `make benchmark-data` first (the Makefile's test target does)");
-    let out = Path::new(ROOT).join("target/test-tmp/compare");
+    let out = root().join("target/test-tmp/compare");
     let _ = std::fs::remove_dir_all(&out);
     compare(&out);
 
@@ -92,10 +92,10 @@ fn quick_compare_writes_every_table_reproducibly_and_shows_the_shortcut() {
 #[test]
 fn study_configs_parse_and_bad_entries_name_the_file() {
     // The shipped example parses (its paths are placeholders, so it stops at the first missing folder).
-    let example = Path::new(ROOT).join("scripts/studies/paper.toml");
+    let example = root().join("scripts/studies/paper.toml");
     let err = robustvit::compare::study::read(&example).unwrap_err().to_string();
     assert!(err.contains("paper.toml") && err.contains("/data/imagenet/train"), "{err}");
-    let dir = Path::new(ROOT).join("target/test-tmp/study");
+    let dir = root().join("target/test-tmp/study");
     std::fs::create_dir_all(dir.join("images")).unwrap();
     std::fs::create_dir_all(dir.join("masks")).unwrap();
     let write = |body: &str| {
@@ -103,7 +103,7 @@ fn study_configs_parse_and_bad_entries_name_the_file() {
         std::fs::write(&path, format!("[imagenet_s]\nimages = {:?}\nmasks = {:?}\n{body}", dir.join("images"), dir.join("masks"))).unwrap();
         robustvit::compare::study::read(&path).map(|_| ()).map_err(|e| format!("{e:#}"))
     };
-    let hub = Path::new(ROOT).join("Cargo.toml");
+    let hub = root().join("Cargo.toml");
     let model = format!("[[models]]\nname = \"deit_small_patch16_224\"\ncheckpoint = {hub:?}\n");
     assert!(write(&model).is_ok());
     let unknown = write(&format!("{model}[[datasets]]\nkind = \"imagenet-z\"\npath = {:?}\n", dir)).unwrap_err();

@@ -1,14 +1,12 @@
 //! `harness eval` on tiny datasets in every distributed layout (python/fixtures/eval_sets.py: PNG noise
 //! images filed so that the timm fixture model is right on about half of them), against the accuracies
 //! timm's own predictions give under both protocols; unreadable images are listed, never scored.
-#[path = "support/timm_fixtures.rs"]
-mod timm_fixtures;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use timm_fixtures::{fixtures, scratch, script_fixture, ROOT};
+use crate::support::{fixture, hub, root, scratch, HARNESS};
 
 const KINDS: [(&str, &str); 7] = [
     ("imagenet-val", "val"),
@@ -20,15 +18,15 @@ const KINDS: [(&str, &str); 7] = [
     ("objectnet", "objectnet"),
 ];
 
-fn eval_fixtures() -> PathBuf {
-    let hub = fixtures().join("vit_tiny_patch16_224/hub");
-    let si_map = Path::new(ROOT).join("src/data/tables/si_score_label_to_imagenet.json");
-    script_fixture("eval_sets.py", "eval", &[&hub, &si_map])
+fn eval_timm() -> PathBuf {
+    let hub = hub("vit_tiny_patch16_224");
+    let si_map = root().join("src/data/tables/si_score_label_to_imagenet.json");
+    fixture("eval_sets.py", "eval", &[hub.to_str().unwrap(), si_map.to_str().unwrap()])
 }
 
 #[test]
 fn eval_matches_timm_predictions_in_every_layout_and_protocol() {
-    let data = eval_fixtures();
+    let data = eval_timm();
     let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data.join("expected.json")).unwrap()).unwrap();
     let out = scratch("eval");
     // A finetuning manifest naming one of the validation fixture's classes (one with a readable image).
@@ -44,9 +42,9 @@ fn eval_matches_timm_predictions_in_every_layout_and_protocol() {
     std::fs::write(&manifest, content.to_string()).unwrap();
     for protocol in ["standard", "reference"] {
         let csv = out.join(format!("{protocol}.csv"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+        let mut cmd = Command::new(HARNESS);
         cmd.args(["eval", "--quiet", "--batch-size", "3", "--protocol", protocol, "--checkpoint"])
-            .arg(fixtures().join("vit_tiny_patch16_224/hub"))
+            .arg(hub("vit_tiny_patch16_224"))
             .arg("--csv")
             .arg(&csv)
             .arg("--per-class-csv")
@@ -84,9 +82,9 @@ fn eval_matches_timm_predictions_in_every_layout_and_protocol() {
     let bad = out.join("bad-v2/1234");
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::write(bad.join("x.png"), b"").unwrap();
-    let result = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let result = Command::new(HARNESS)
         .args(["eval", "--quiet", "--checkpoint"])
-        .arg(fixtures().join("vit_tiny_patch16_224/hub"))
+        .arg(hub("vit_tiny_patch16_224"))
         .arg("--dataset")
         .arg(format!("imagenet-v2={}", out.join("bad-v2").display()))
         .output()
@@ -96,9 +94,9 @@ fn eval_matches_timm_predictions_in_every_layout_and_protocol() {
 
 #[test]
 fn bench_eval_reports_pipeline_and_model_throughput() {
-    let scratch = Path::new(ROOT).join("target/test-tmp/bench-eval");
+    let scratch = root().join("target/test-tmp/bench-eval");
     let _ = std::fs::remove_dir_all(&scratch);
-    let result = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let result = Command::new(HARNESS)
         .args(["bench-eval", "--images", "4", "--batch-size", "2", "--models", "vit_tiny_patch16_224", "--scratch"])
         .arg(&scratch)
         .output()

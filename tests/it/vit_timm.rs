@@ -10,13 +10,11 @@ use robustvit::model::{self, VisionTransformer, VitConfig};
 use robustvit::predict;
 use tch::{nn, Device, Kind, Tensor};
 
-#[path = "support/timm_fixtures.rs"]
-mod timm_fixtures;
 
-use timm_fixtures::{fixture_script, fixtures, python, scratch};
+use crate::support::{hub, python, root, scratch, timm, HARNESS};
 
 fn io(model: &str) -> Vec<(String, Tensor)> {
-    Tensor::read_safetensors(fixtures().join(model).join("io.safetensors")).expect("fixture outputs")
+    Tensor::read_safetensors(timm().join(model).join("io.safetensors")).expect("fixture outputs")
 }
 
 fn get(named: &[(String, Tensor)], key: &str) -> Tensor {
@@ -50,7 +48,7 @@ fn assert_matches_timm(model: &VisionTransformer, name: &str, layout: &str) {
 #[test]
 fn preset_models_load_in_every_layout_and_match_timm() {
     for name in ["vit_tiny_patch16_224", "deit_tiny_patch16_224"] {
-        let dir = fixtures().join(name);
+        let dir = timm().join(name);
         let layouts: [(Option<&str>, PathBuf); 5] = [
             (None, dir.join("hub")),
             (Some(name), dir.join("hub/model.safetensors")),
@@ -68,7 +66,7 @@ fn preset_models_load_in_every_layout_and_match_timm() {
 
 #[test]
 fn custom_config_loads_from_hub_folder_and_pickles() {
-    let dir = fixtures().join("custom");
+    let dir = timm().join("custom");
     let loaded = model::load(None, &dir.join("hub"), Device::Cpu).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.model.config(), &custom_config());
     assert_eq!(loaded.preprocess.input_size, (32, 32));
@@ -84,9 +82,9 @@ fn custom_config_loads_from_hub_folder_and_pickles() {
 
 #[test]
 fn preset_preprocessing_comes_from_timm_pretrained_cfg() {
-    let vit = model::load(None, &fixtures().join("vit_tiny_patch16_224/hub"), Device::Cpu).unwrap();
+    let vit = model::load(None, &hub("vit_tiny_patch16_224"), Device::Cpu).unwrap();
     assert_eq!(vit.preprocess.mean, [0.5; 3]);
-    let deit = model::load(Some("deit_tiny_patch16_224"), &fixtures().join("deit_tiny_patch16_224/nested.pth"), Device::Cpu).unwrap();
+    let deit = model::load(Some("deit_tiny_patch16_224"), &timm().join("deit_tiny_patch16_224/nested.pth"), Device::Cpu).unwrap();
     assert_eq!(deit.preprocess.mean, [0.485, 0.456, 0.406]);
     assert_eq!(deit.preprocess.std, [0.229, 0.224, 0.225]);
     assert_eq!(deit.preprocess.crop_pct, 0.9);
@@ -96,15 +94,15 @@ fn preset_preprocessing_comes_from_timm_pretrained_cfg() {
 fn preprocessing_matches_timm_eval_transform() {
     for name in ["vit_tiny_patch16_224", "deit_tiny_patch16_224"] {
         let cfg = model::preset(name).unwrap().preprocess;
-        let timm = Tensor::read_safetensors(fixtures().join(format!("photo_{name}.safetensors"))).unwrap();
-        let ours = |file: &str| predict::image_tensor(&fixtures().join(file), &cfg).unwrap().squeeze_dim(0);
+        let reference = Tensor::read_safetensors(timm().join(format!("photo_{name}.safetensors"))).unwrap();
+        let ours = |file: &str| predict::image_tensor(&timm().join(file), &cfg).unwrap().squeeze_dim(0);
         // PNG: identical pixels on both sides, so resize, crop and normalisation must agree exactly.
-        let png = max_abs_diff(&ours("photo.png"), &get(&timm, "input_png"));
+        let png = max_abs_diff(&ours("photo.png"), &get(&reference, "input_png"));
         assert!(png < 1e-6, "{name}: PNG preprocessing differs from timm by {png}");
         // JPEG: the decoders (image crate vs PIL's libjpeg) differ by a few grey levels after chroma
         // upsampling; bound the difference in levels of the 8-bit image.
         let std = Tensor::from_slice(&cfg.std).view([3, 1, 1]);
-        let levels = (ours("photo.jpg") - get(&timm, "input")).abs() * std * 255.0;
+        let levels = (ours("photo.jpg") - get(&reference, "input")).abs() * std * 255.0;
         let (max, mean) = (levels.max().double_value(&[]), levels.mean(Kind::Float).double_value(&[]));
         assert!(max <= 8.0 && mean <= 1.0, "{name}: JPEG preprocessing differs by {max} levels (mean {mean})");
     }
@@ -113,13 +111,13 @@ fn preprocessing_matches_timm_eval_transform() {
 #[test]
 fn saved_checkpoint_loads_back_in_timm_and_harness() {
     for name in ["custom", "deit_tiny_patch16_224"] {
-        let loaded = model::load(None, &fixtures().join(name).join("hub"), Device::Cpu).unwrap();
+        let loaded = model::load(None, &timm().join(name).join("hub"), Device::Cpu).unwrap();
         let out = scratch(&format!("roundtrip-{name}"));
         checkpoint::save(&out, &loaded.name, &loaded.vs, loaded.model.config(), &loaded.preprocess).unwrap();
-        let input = fixtures().join(name).join("io.safetensors");
+        let input = timm().join(name).join("io.safetensors");
         let timm_logits = out.join("timm_logits.safetensors");
         let status = Command::new(python())
-            .arg(fixture_script())
+            .arg(root().join("python/fixtures/timm_models.py"))
             .args(["roundtrip"])
             .arg(&out)
             .arg(&loaded.name)
@@ -148,7 +146,7 @@ fn load_err(path: &Path) -> String {
 
 #[test]
 fn bad_checkpoints_fail_with_errors_naming_file_and_keys() {
-    let bad = fixtures().join("bad");
+    let bad = timm().join("bad");
     let cases = [
         ("missing_key.pth", "missing keys: blocks.0.attn.qkv.bias"),
         ("unexpected_key.pth", "unexpected keys: blocks.0.attn.q_bias"),
@@ -163,7 +161,7 @@ fn bad_checkpoints_fail_with_errors_naming_file_and_keys() {
         assert!(message.contains(&path.display().to_string()), "error does not name the file: {message}");
         assert!(message.contains(expected), "{file}: expected {expected:?} in {message:?}");
     }
-    let err = model::load(Some("vit_huge_patch99"), &fixtures().join("vit_tiny_patch16_224/nested.pth"), Device::Cpu);
+    let err = model::load(Some("vit_huge_patch99"), &timm().join("vit_tiny_patch16_224/nested.pth"), Device::Cpu);
     assert!(matches!(err, Err(CheckpointError::UnknownModel { .. })));
 }
 
@@ -171,10 +169,10 @@ fn bad_checkpoints_fail_with_errors_naming_file_and_keys() {
 fn predict_cli_writes_topk_csv_matching_timm() {
     let out = scratch("predict");
     let csv = out.join("pred.csv");
-    let photo = fixtures().join("photo.jpg");
-    let result = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let photo = timm().join("photo.jpg");
+    let result = Command::new(HARNESS)
         .args(["predict", "--topk", "3", "--checkpoint"])
-        .arg(fixtures().join("vit_tiny_patch16_224/hub"))
+        .arg(hub("vit_tiny_patch16_224"))
         .arg("--csv")
         .arg(&csv)
         .arg(&photo)
@@ -185,7 +183,7 @@ fn predict_cli_writes_topk_csv_matching_timm() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "image,rank,class_index,probability,class_name");
     assert_eq!(lines.len(), 4);
-    let timm = get(&Tensor::read_safetensors(fixtures().join("photo_vit_tiny_patch16_224.safetensors")).unwrap(), "logits");
+    let timm = get(&Tensor::read_safetensors(timm().join("photo_vit_tiny_patch16_224.safetensors")).unwrap(), "logits");
     let probs = timm.softmax(-1, Kind::Float).get(0);
     // timm's top-1 leads by 0.3 in logits, robust to the JPEG decoders' differences; ranks 2-3 are within
     // 0.02 of each other, so for them the probability of the reported class is what is compared.
@@ -202,9 +200,9 @@ fn predict_cli_writes_topk_csv_matching_timm() {
         assert!(line.ends_with(&format!("\"{}\"", robustvit::data::imagenet::classes()[class as usize].name))
             || line.ends_with(robustvit::data::imagenet::classes()[class as usize].name));
     }
-    let missing = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let missing = Command::new(HARNESS)
         .args(["predict", "--checkpoint"])
-        .arg(fixtures().join("vit_tiny_patch16_224/hub"))
+        .arg(hub("vit_tiny_patch16_224"))
         .arg(out.join("no_such.jpg"))
         .output()
         .unwrap();

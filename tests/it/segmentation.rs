@@ -1,11 +1,10 @@
 //! average_precision against scikit-learn, SegmentationMetrics against a numpy re-implementation of the
 //! reference evaluation (fixtures from python/fixtures/segmentation_metrics.py, made with the .venv's
 //! scikit-learn on first use).
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use robustvit::segmentation::{average_precision, SegmentationMetrics};
 use serde::Deserialize;
+
+use crate::support::fixture;
 
 #[derive(Deserialize)]
 struct ApCase { scores: Vec<f32>, truth: Vec<bool>, expected: f64 }
@@ -17,16 +16,8 @@ struct SegCase { images: Vec<Image>, pixel_accuracy: f64, miou: f64, map: f64 }
 struct Fixtures { ap: Vec<ApCase>, segmentation: Vec<SegCase> }
 
 fn fixtures() -> Fixtures {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script = root.join("python/fixtures/segmentation_metrics.py");
-    let json: PathBuf = root.join("target/fixtures/segmentation_metrics.json");
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if modified(&json) < modified(&script) {
-        std::fs::create_dir_all(json.parent().unwrap()).unwrap();
-        let status = Command::new(root.join(".venv/bin/python")).arg(&script).arg(&json).status().unwrap();
-        assert!(status.success(), "python/fixtures/segmentation_metrics.py failed");
-    }
-    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    let dir = fixture("segmentation_metrics.py", "segmentation-metrics", &[]);
+    serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap()
 }
 
 #[test]

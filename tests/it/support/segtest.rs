@@ -1,12 +1,11 @@
-//! The tiny gtsegs file of python/fixtures/segtest.py and its reference metrics. Include after
-//! `timm_fixtures`.
+//! The tiny gtsegs file of python/fixtures/segtest.py and its reference metrics.
 use std::path::{Path, PathBuf};
 
-use crate::timm_fixtures::{fixtures, script_fixture};
+use super::{fixture, hub};
 
 /// The folder holding `gtsegs.mat` and `expected.json`.
 pub fn segtest_fixture() -> PathBuf {
-    script_fixture("segtest.py", "segtest", &[&fixtures().join("vit_tiny_patch16_224/hub")])
+    fixture("segtest.py", "segtest", &[hub("vit_tiny_patch16_224").to_str().unwrap()])
 }
 
 /// `expected.json`: the reference metrics (percent), the scored image count and the broken entries.

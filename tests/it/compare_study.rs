@@ -2,17 +2,12 @@
 //! finetuning (its images double as an `imagenet-val` folder), the gtsegs fixture for the segmentation
 //! test, the timm-made vit_tiny as the original. Every table is written with one row per method, and the
 //! original's segmentation row equals the reference computation of python/fixtures/segtest.py.
-#[path = "support/imagenet_s_fixture.rs"]
-mod imagenet_s_fixture;
-#[path = "support/segtest_fixture.rs"]
-mod segtest_fixture;
-#[path = "support/timm_fixtures.rs"]
-mod timm_fixtures;
 
 use std::path::Path;
 use std::process::Command;
 
-use timm_fixtures::{fixtures, scratch};
+use crate::support::imagenet_s::write_imagenet_s;
+use crate::support::{hub, scratch, segtest, HARNESS};
 
 fn csv(path: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -22,9 +17,9 @@ fn csv(path: &Path) -> Vec<Vec<String>> {
 #[test]
 fn study_finetunes_evaluates_and_writes_every_table() {
     let root = scratch("compare-study");
-    imagenet_s_fixture::write_imagenet_s(&root.join("imagenet-s"), 3, 3);
-    let seg = segtest_fixture::segtest_fixture();
-    let expected = segtest_fixture::expected(&seg);
+    write_imagenet_s(&root.join("imagenet-s"), 3, 3);
+    let seg = segtest::segtest_fixture();
+    let expected = segtest::expected(&seg);
     let study = root.join("study.toml");
     let text = format!(
         "[imagenet_s]\nimages = {images:?}\nmasks = {masks:?}\n\n\
@@ -34,12 +29,12 @@ fn study_finetunes_evaluates_and_writes_every_table() {
          [finetune]\nepochs = 1\ntrain_classes = 2\nper_class = 3\nval_per_class = 1\n",
         images = root.join("imagenet-s/images"),
         masks = root.join("imagenet-s/masks"),
-        hub = fixtures().join("vit_tiny_patch16_224/hub"),
+        hub = hub("vit_tiny_patch16_224"),
         mat = seg.join("gtsegs.mat"),
     );
     std::fs::write(&study, text).unwrap();
     let out = root.join("out");
-    let result = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let result = Command::new(HARNESS)
         .args(["compare", "--baselines", "gradmask", "--quiet", "--data"])
         .arg(&study)
         .arg("--out")

@@ -1,0 +1,15 @@
+//! The integration tests, one binary (one link against libtorch): the library against independent
+//! references (timm, scikit-learn, PIL, plain PyTorch) and the harness command line end to end.
+mod support;
+
+mod compare;
+mod compare_study;
+mod eval;
+mod eval_sets;
+mod explain;
+mod finetune;
+mod ops;
+mod report;
+mod segmentation;
+mod segtest;
+mod vit_timm;

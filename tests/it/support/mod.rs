@@ -1,0 +1,96 @@
+//! What the tests share: the repository's paths, fixtures made by the scripts in python/fixtures/ (once,
+//! whatever the number of test threads and processes asking), and scratch folders.
+pub mod imagenet_s;
+pub mod rollout;
+pub mod segtest;
+
+use std::fs::{self, File};
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository (this test target belongs to the harness crate, one folder down).
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("harness/ lies in the repository")
+}
+
+/// The harness binary built for these tests.
+pub const HARNESS: &str = env!("CARGO_BIN_EXE_harness");
+
+pub fn python() -> PathBuf {
+    root().join(".venv/bin/python")
+}
+
+/// `target/fixtures/<name>`: the folder `python/fixtures/<script> <args...> <folder>` writes. Made once:
+/// under an exclusive lock on `target/fixtures/.<name>.lock` (it holds across threads and test processes),
+/// into a temporary folder that is renamed into place when the script has succeeded, with a stamp of what
+/// made it. It is remade when the script, the Python requirements (scripts/requirements.txt) or a fixture
+/// it reads (an argument that is itself a fixture folder) changes.
+pub fn fixture(script: &str, name: &str, args: &[&str]) -> PathBuf {
+    let base = root().join("target/fixtures");
+    let dir = base.join(name);
+    let script = root().join("python/fixtures").join(script);
+    let want = stamp(&script, args);
+    let current = |dir: &Path| fs::read_to_string(dir.join(STAMP)).is_ok_and(|s| s == want);
+    if current(&dir) {
+        return dir;
+    }
+    fs::create_dir_all(&base).unwrap();
+    let lock = File::create(base.join(format!(".{name}.lock"))).unwrap();
+    lock.lock().unwrap();
+    // Another thread or process may have made it while this one waited.
+    if current(&dir) {
+        return dir;
+    }
+    let tmp = base.join(format!(".{name}.tmp"));
+    let _ = fs::remove_dir_all(&tmp);
+    let status = Command::new(python()).arg(&script).args(args).arg(&tmp).status().expect("run python");
+    assert!(status.success(), "{} failed", script.display());
+    fs::write(tmp.join(STAMP), &want).unwrap();
+    let old = base.join(format!(".{name}.old"));
+    let _ = fs::remove_dir_all(&old);
+    if dir.exists() {
+        fs::rename(&dir, &old).unwrap();
+    }
+    fs::rename(&tmp, &dir).unwrap();
+    let _ = fs::remove_dir_all(&old);
+    dir
+}
+
+const STAMP: &str = ".stamp";
+
+/// What a fixture depends on, hashed: the script, the Python requirements, the arguments and the stamps
+/// of fixtures among them.
+fn stamp(script: &Path, args: &[&str]) -> String {
+    let mut h = std::hash::DefaultHasher::new();
+    for file in [script.to_path_buf(), root().join("scripts/requirements.txt")] {
+        h.write(&fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())));
+    }
+    let base = root().join("target/fixtures");
+    for arg in args {
+        h.write(arg.as_bytes());
+        let upstream = Path::new(arg).strip_prefix(&base).ok().and_then(|rel| rel.components().next());
+        if let Some(name) = upstream {
+            h.write(&fs::read(base.join(name).join(STAMP)).unwrap_or_default());
+        }
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// Checkpoints, inputs and outputs made with the .venv's timm (python/fixtures/timm_models.py, about 15 s).
+pub fn timm() -> PathBuf {
+    fixture("timm_models.py", "timm", &["make"])
+}
+
+/// The timm hub folder of the fixture model `name` (vit_tiny_patch16_224, deit_tiny_patch16_224, custom).
+pub fn hub(name: &str) -> PathBuf {
+    timm().join(name).join("hub")
+}
+
+/// An empty `target/test-tmp/<name>`.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = root().join("target/test-tmp").join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
