@@ -14,7 +14,8 @@
 namespace robustvit {
 
 // Validates the per-block attention and gradient lists of gae_relevance: L >= 1 blocks, each [B,H,T,T]
-// with one shape, dtype and device throughout, and 0 <= start_layer < L.
+// with one shape, dtype and device throughout, H >= 1, T >= 2, and 0 <= start_layer < L. B == 0 is valid
+// (an empty batch has the empty relevance [0,T-1]); H == 0 is not, since Abar is the mean over the heads.
 inline void check_gae_inputs(const char* op, at::TensorList attn, at::TensorList grad, int64_t start_layer) {
   TORCH_CHECK(!attn.empty(), "robustvit::", op,
               ": argument 'attn' is an empty list; expected one [B,H,T,T] attention tensor per block");
@@ -25,6 +26,9 @@ inline void check_gae_inputs(const char* op, at::TensorList attn, at::TensorList
   check_rank(op, "attn[0]", ref, 4, "[B,H,T,T]");
   TORCH_CHECK(ref.sym_size(2) == ref.sym_size(3), "robustvit::", op,
               ": argument 'attn[0]' must have shape [B,H,T,T] (square in the last two dims), got ",
+              ref.sym_sizes());
+  TORCH_CHECK(ref.sym_size(1) >= 1, "robustvit::", op,
+              ": argument 'attn[0]' needs H >= 1 heads (the relevance averages over them), got shape ",
               ref.sym_sizes());
   TORCH_CHECK(ref.sym_size(3) >= 2, "robustvit::", op,
               ": argument 'attn[0]' needs T >= 2 tokens (CLS plus patches), got shape ", ref.sym_sizes());

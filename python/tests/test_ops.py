@@ -106,6 +106,18 @@ def test_gae_relevance_low_precision(dtype, tol):
     torch.testing.assert_close(actual.double(), expected, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_gae_relevance_empty_batch(device):
+    """B == 0 is a valid batch: the relevance is [0,T-1] and the gradients are empty like the inputs."""
+    attn, grad = gae_inputs(0, 2, 3, 5)
+    attn = [a.detach().to(device).requires_grad_() for a in attn]
+    grad = [g.detach().to(device).requires_grad_() for g in grad]
+    rel = ops.gae_relevance(attn, grad, 1)
+    assert (rel.shape, rel.dtype, rel.device.type) == ((0, 4), torch.float64, device)
+    grads = torch.autograd.grad(rel, attn + grad, torch.zeros(0, 4, dtype=torch.float64, device=device))
+    assert [(g.shape, g.device.type) for g in grads] == [(x.shape, device) for x in attn + grad]
+
+
 def test_relevance_map_values():
     rel = rand(3, 16)
     out = ops.relevance_map(rel, 4, 4, 13, 11)
@@ -217,6 +229,7 @@ def opcheck_cases():
         ("gae", ops.gae_relevance.default, (attn, grad, 0)),
         ("gae_detached_grad", ops.gae_relevance.default, (attn_d, grad_d, 1)),
         ("gae_no_grad", ops.gae_relevance.default, ([a.detach() for a in attn], [g.detach() for g in grad], 0)),
+        ("gae_empty_batch", ops.gae_relevance.default, gae_inputs(0, 2, 2, 5, dtype=torch.float32) + (0,)),
         ("map", ops.relevance_map.default, (rand(2, 9, **f32), 3, 3, 6, 6, 1e-8)),
         ("relevance_loss", ops.relevance_loss.default, (rand(2, 1, 4, 4, **f32), binary_mask(2, 1, 4, 4, **f32), 2.0, 0.3)),
         ("confidence", ops.confidence_loss.default, (torch.randn(3, 5).requires_grad_(), 0.55)),
@@ -290,6 +303,11 @@ def test_torchscript_save_and_load_in_new_process(tmp_path):
 
 def bad_cases():
     attn, grad = gae_inputs(2, 2, 2, 5)
+
+    def sized(b, h, t, device="cpu"):
+        return [torch.zeros(b, h, t, t, device=device)] * 2, [torch.zeros(b, h, t, t, device=device)] * 2
+
+    no_heads = r"argument 'attn\[0\]' needs H >= 1 heads \(the relevance averages over them\), got shape \[2, 0, 5, 5\]"
     return [
         ("empty", lambda: ops.gae_relevance([], [], 0), r"gae_relevance: argument 'attn' is an empty list"),
         ("lengths", lambda: ops.gae_relevance(attn, grad[:1], 0), r"'attn' and 'grad' must have one tensor per block"),
@@ -299,6 +317,15 @@ def bad_cases():
         ("dtype", lambda: ops.gae_relevance([a.long() for a in attn], grad, 0), r"'attn\[0\]' must be a floating-point"),
         ("mixed_dtype", lambda: ops.gae_relevance(attn, [g.float() for g in grad], 0), r"'grad\[0\]' has dtype Float"),
         ("start_layer", lambda: ops.gae_relevance(attn, grad, 2), r"'start_layer' must lie in \[0, 2\)"),
+        ("no_heads", lambda: ops.gae_relevance(*sized(2, 0, 5), 0), r"robustvit::gae_relevance: " + no_heads),
+        ("no_heads_meta", lambda: ops.gae_relevance(*sized(2, 0, 5, "meta"), 0), r"robustvit::gae_relevance: " + no_heads),
+        ("no_heads_backward", lambda: ops._gae_relevance_backward(torch.zeros(2, 4), *sized(2, 0, 5), 0, True, True),
+         r"robustvit::_gae_relevance_backward: " + no_heads),
+        ("no_heads_backward_meta",
+         lambda: ops._gae_relevance_backward(torch.zeros(2, 4, device="meta"), *sized(2, 0, 5, "meta"), 0, True, True),
+         r"robustvit::_gae_relevance_backward: " + no_heads),
+        ("one_token", lambda: ops.gae_relevance(*sized(2, 1, 1), 0), r"'attn\[0\]' needs T >= 2 tokens"),
+        ("no_tokens_meta", lambda: ops.gae_relevance(*sized(2, 1, 0, "meta"), 0), r"'attn\[0\]' needs T >= 2 tokens"),
         ("map_size", lambda: ops.relevance_map(rand(2, 9), 2, 2, 4, 4, 1e-8), r"relevance_map: argument 'rel' must have shape \[B,4\]"),
         ("map_rank", lambda: ops.relevance_map(rand(9), 3, 3, 4, 4, 1e-8), r"relevance_map: argument 'rel' must have shape \[B,P\]"),
         ("loss_mask", lambda: ops.relevance_loss(rand(2, 1, 4, 4), rand(2, 1, 4, 5), 2.0, 0.3),
