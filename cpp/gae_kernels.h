@@ -7,11 +7,30 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <c10/macros/Macros.h>
 
+#include <limits>
 #include <string>
 #include <vector>
 
+// NaN and Inf in A or G come out where the full-matrix rollout of method.md section 1 (R = I; R += Abar R;
+// CLS row of R; python/tests/test_ops.py: ref_gae) and its autograd put them. Their products multiply every
+// entry, zeros included, and IEEE gives NaN * 0 = Inf * 0 = NaN, so the kernels skip no entry for being
+// multiplied by zero, with two consequences for the CLS-row vector v:
+//  - forward: the rollout's CLS row meets only the CLS row of the last block, so the first step (from e0) reads
+//    that row alone; a non-finite entry of an earlier block fills a row of R and, one block later, all of R, so
+//    a sample whose final v has any non-finite entry is NaN throughout (relevance_from_levels).
+//  - backward: the rollout's gradient multiplies every row of the last block by the zero rows of its upstream
+//    gradient, so the backward's levels read every row of every block.
+// The Inf/NaN split among non-finite outputs follows the evaluation order; CPU and CUDA share it.
+
 namespace robustvit {
+
+// max(w, 0) keeping NaN, like torch's clamp(min=0) (fmax would drop it). Host and device.
+template <typename T>
+C10_HOST_DEVICE inline T clamp_min0(T w) {
+  return w < T(0) ? T(0) : w;
+}
 
 // Validates the per-block attention and gradient lists of gae_relevance: L >= 1 blocks, each [B,H,T,T]
 // with one shape, dtype and device throughout, H >= 1, T >= 2, and 0 <= start_layer < L. B == 0 is valid
@@ -67,11 +86,13 @@ inline std::vector<at::Tensor> contiguous(at::TensorList ts) {
 }
 
 // The relevance [B,T-1] from the CLS-row vector levels[start_layer] (accumulation dtype), as a fresh
-// contiguous tensor of the inputs' dtype (never a view, so metadata matches the Meta kernel).
+// contiguous tensor of the inputs' dtype (never a view, so metadata matches the Meta kernel). Samples with a
+// non-finite entry anywhere in the vector, the CLS column included, are all NaN (see the top of this file).
 inline at::Tensor relevance_from_levels(const at::Tensor& levels, int64_t start_layer, const at::Tensor& attn0) {
   const at::Tensor row = levels[start_layer];
+  const at::Tensor poisoned = row.isfinite().all(1, /*keepdim=*/true).logical_not();
   at::Tensor rel = at::empty({row.size(0), row.size(1) - 1}, attn0.options());
-  rel.copy_(row.narrow(1, 1, row.size(1) - 1));
+  rel.copy_(row.narrow(1, 1, row.size(1) - 1).masked_fill(poisoned, std::numeric_limits<double>::quiet_NaN()));
   return rel;
 }
 
@@ -95,23 +116,27 @@ inline std::vector<at::Tensor> block_grads(const std::vector<at::Tensor>& like, 
 }
 
 // ---- Host-side drivers shared by the CPU and CUDA backends. `Kernels<scalar_t, acc_t>` supplies the loops:
-//   static void row_step(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out, const GaeDims&)
-//     v_out[b,:] = v_in[b,:] (I + Abar) for one block, Abar = mean_h(max(G*A, 0))
+//   static void row_step(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out, int64_t rows,
+//                        const GaeDims&)
+//     v_out[b,:] = v_in[b,:] (I + Abar) for one block, Abar = mean_h(clamp_min0(G*A)), reading the rows [0, rows)
+//     of Abar only (v_in is zero in the others)
 //   static void backward_block(const scalar_t* A, const scalar_t* G, const acc_t* v, const acc_t* g,
 //                              acc_t* g_next, scalar_t* dA, scalar_t* dG, const GaeDims&)
 //     one block of the backward (formulas at CpuKernels in relevance.cpp); dA / dG may be null.
 // Inputs are contiguous and validated by the caller.
 
-// levels[l] = e0^T (I + Abar_{L-1}) ... (I + Abar_l) for l in [stop, L]; levels[L] = e0.
+// levels[l] = e0^T (I + Abar_{L-1}) ... (I + Abar_l) for l in [stop, L]; levels[L] = e0. cls_first: the step
+// from e0 reads the CLS row of block L-1 alone (the forward; the backward reads all rows, see the top of this file).
 template <template <typename, typename> class Kernels, typename scalar_t, typename acc_t>
 at::Tensor cls_row_levels(const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& G, int64_t stop,
-                          const GaeDims& d, const at::TensorOptions& acc_opts) {
+                          bool cls_first, const GaeDims& d, const at::TensorOptions& acc_opts) {
   const int64_t L = static_cast<int64_t>(A.size());
   at::Tensor levels = at::zeros({L + 1, d.B, d.T}, acc_opts);
   levels[L].select(1, 0).fill_(1);
   for (int64_t l = L - 1; l >= stop; --l) {
     Kernels<scalar_t, acc_t>::row_step(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(),
-                                       levels[l + 1].data_ptr<acc_t>(), levels[l].data_ptr<acc_t>(), d);
+                                       levels[l + 1].data_ptr<acc_t>(), levels[l].data_ptr<acc_t>(),
+                                       cls_first && l == L - 1 ? 1 : d.T, d);
   }
   return levels;
 }
@@ -129,7 +154,7 @@ at::Tensor gae_forward(const std::vector<at::Tensor>& A, const std::vector<at::T
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor levels =
-        cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer, d, accumulation_options<scalar_t>(A[0]));
+        cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer, true, d, accumulation_options<scalar_t>(A[0]));
     rel = relevance_from_levels(levels, start_layer, A[0]);
   });
   return rel;
@@ -146,7 +171,7 @@ TensorLists gae_backward(const at::Tensor& grad_rel, const std::vector<at::Tenso
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "_gae_relevance_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_opts = accumulation_options<scalar_t>(A[0]);
-    const at::Tensor levels = cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer + 1, d, acc_opts);
+    const at::Tensor levels = cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer + 1, false, d, acc_opts);
     at::Tensor g = initial_row_grad(grad_rel, acc_opts);
     at::Tensor g_next = at::empty_like(g);
     for (size_t l = start_layer; l < A.size(); ++l) {

@@ -18,21 +18,21 @@ namespace {
 // The CPU loops of the drivers in gae_kernels.h.
 template <typename scalar_t, typename acc_t>
 struct CpuKernels {
-  // v_out[b,j] = v_in[b,j] + (1/H) sum_{h,i} v_in[b,i] * max(G*A, 0)[b,h,i,j]
-  // One task per (b,h) streams its [T,T] slices row by row into partial[b,h,:]; the heads are summed after.
+  // v_out[b,j] = v_in[b,j] + (1/H) sum_{h, i < rows} v_in[b,i] * max(G*A, 0)[b,h,i,j]
+  // One task per (b,h) streams its [rows,T] slices row by row into partial[b,h,:]; the heads are summed after.
   // Inner loops are branch-free and contiguous so they vectorise (the sign of G*A is random).
-  static void row_step(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out, const GaeDims& d) {
+  static void row_step(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out, int64_t rows,
+                       const GaeDims& d) {
     std::vector<acc_t> partial(d.B * d.H * d.T, acc_t(0));
     at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
       for (int64_t bh = begin; bh < end; ++bh) {
         const acc_t* v = v_in + (bh / d.H) * d.T;
         acc_t* p = partial.data() + bh * d.T;
-        for (int64_t i = 0; i < d.T; ++i) {
+        for (int64_t i = 0; i < rows; ++i) {
           const acc_t vi = v[i];
-          if (vi == acc_t(0)) continue;  // the first step touches only the CLS row
           const scalar_t* a = A + (bh * d.T + i) * d.T;
           const scalar_t* g = G + (bh * d.T + i) * d.T;
-          for (int64_t j = 0; j < d.T; ++j) p[j] += vi * std::max(acc_t(g[j]) * acc_t(a[j]), acc_t(0));
+          for (int64_t j = 0; j < d.T; ++j) p[j] += vi * clamp_min0(acc_t(g[j]) * acc_t(a[j]));
         }
       }
     });
@@ -69,7 +69,7 @@ struct CpuKernels {
             const acc_t pass = w >= acc_t(0) ? vi * gb[j] : acc_t(0);
             if (dA) dA[row + j] = scalar_t(pass * acc_t(gg[j]));
             if (dG) dG[row + j] = scalar_t(pass * acc_t(a[j]));
-            abar_row[j] += std::max(w, acc_t(0));
+            abar_row[j] += clamp_min0(w);
           }
         }
         acc_t acc = 0;
@@ -101,8 +101,10 @@ TensorLists backward_composite(const at::Tensor& grad_rel, const std::vector<at:
       if (need_g) dG.push_back(at::zeros_like(G[l]));
       continue;
     }
-    const at::Tensor pass = (G[l] * A[l]).ge(0).to(A[l].scalar_type());
-    const at::Tensor common = (levels[l + 1].unsqueeze(2) * g.unsqueeze(1)).unsqueeze(1) * pass / H;
+    // where, not a product with the 0/1 mask: the clamp passes exactly 0 where G*A < 0 (or NaN), whatever the
+    // outer product holds, as in the fused kernel and torch's clamp backward.
+    const at::Tensor common =
+        at::where((G[l] * A[l]).ge(0), (levels[l + 1].unsqueeze(2) * g.unsqueeze(1)).unsqueeze(1) / H, 0);
     if (need_a) dA.push_back(common * G[l]);
     if (need_g) dG.push_back(common * A[l]);
     if (l + 1 < L) g = g + at::bmm(abar[l], g.unsqueeze(2)).squeeze(2);

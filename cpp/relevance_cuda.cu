@@ -1,6 +1,7 @@
 // GAE relevance of the CLS token (method.md section 1): CUDA kernels. Same formulas and conventions as the CPU
-// kernels in cpp/relevance.cpp (rows with v_i == 0 skipped, the clamp passes the gradient at G*A == 0); only the
-// summation order differs. Each kernel reads a block's A and G once; no [B,H,T,T] intermediate is created.
+// kernels in cpp/relevance.cpp (the clamp passes the gradient at G*A == 0; NaN and Inf as at the top of
+// gae_kernels.h); only the summation order differs. Each kernel reads a block's A and G once; no [B,H,T,T]
+// intermediate is created.
 #ifndef ROBUSTVIT_WITH_CUDA
 #define ROBUSTVIT_WITH_CUDA  // ops.h declares the CUDA entry points only under this macro
 #endif
@@ -34,12 +35,13 @@ unsigned int grid_size(int64_t blocks) {
   return static_cast<unsigned int>(blocks);
 }
 
-// partial[b,h,j] = sum_i v[b,i] * max(G*A, 0)[b,h,i,j] over one tile of columns j; blockIdx.x = (b*H + h)*tiles
-// + tile. Splitting the reduction by head gives B*H*tiles blocks (672 at ViT-B shapes) instead of B*tiles.
+// partial[b,h,j] = sum_{i < rows} v[b,i] * max(G*A, 0)[b,h,i,j] over one tile of columns j; blockIdx.x =
+// (b*H + h)*tiles + tile. Splitting the reduction by head gives B*H*tiles blocks (672 at ViT-B shapes) instead
+// of B*tiles.
 template <typename scalar_t, typename acc_t>
 __global__ void cls_row_partial_kernel(const scalar_t* __restrict__ A, const scalar_t* __restrict__ G,
                                        const acc_t* __restrict__ v, acc_t* __restrict__ partial, int64_t H,
-                                       int64_t T, int64_t tiles) {
+                                       int64_t T, int64_t rows, int64_t tiles) {
   const int64_t bh = blockIdx.x / tiles;
   const int64_t j = (blockIdx.x % tiles) * kTileCols + threadIdx.x;
   const acc_t* vb = v + (bh / H) * T;
@@ -47,11 +49,8 @@ __global__ void cls_row_partial_kernel(const scalar_t* __restrict__ A, const sca
   if (j < T) {
     const scalar_t* a = A + bh * T * T + j;
     const scalar_t* g = G + bh * T * T + j;
-    for (int64_t i = threadIdx.y; i < T; i += kRowWarps) {
-      const acc_t vi = vb[i];
-      if (vi == acc_t(0)) continue;  // the first step touches only the CLS row; uniform across the warp
-      const acc_t w = acc_t(g[i * T]) * acc_t(a[i * T]);
-      if (w > acc_t(0)) acc += vi * w;
+    for (int64_t i = threadIdx.y; i < rows; i += kRowWarps) {
+      acc += vb[i] * clamp_min0(acc_t(g[i * T]) * acc_t(a[i * T]));
     }
   }
   __shared__ acc_t sums[kRowWarps][kTileCols];
@@ -111,10 +110,10 @@ __global__ void backward_row_kernel(const scalar_t* __restrict__ A, const scalar
     const int64_t idx = ((b * H + h) * T + i) * T + j;
     const acc_t a = acc_t(A[idx]), gg = acc_t(G[idx]);
     const acc_t w = gg * a;
-    const bool pass = w >= acc_t(0);
-    if (dA) dA[idx] = scalar_t(pass ? gg * vi * gb[j] : acc_t(0));
-    if (dG) dG[idx] = scalar_t(pass ? a * vi * gb[j] : acc_t(0));
-    if (w > acc_t(0)) acc += w * gb[j];
+    const acc_t pass = w >= acc_t(0) ? vi * gb[j] : acc_t(0);
+    if (dA) dA[idx] = scalar_t(pass * gg);
+    if (dG) dG[idx] = scalar_t(pass * a);
+    acc += clamp_min0(w) * gb[j];
   }
   acc = block_sum(acc);
   if (threadIdx.x == 0) g_next[bi] = gb[i] + acc * inv_h;
@@ -124,14 +123,15 @@ __global__ void backward_row_kernel(const scalar_t* __restrict__ A, const scalar
 // before launching on an empty batch; CUDA rejects empty grids).
 template <typename scalar_t, typename acc_t>
 struct CudaKernels {
-  static void row_step(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out, const GaeDims& d) {
+  static void row_step(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out, int64_t rows,
+                       const GaeDims& d) {
     const auto stream = at::cuda::getCurrentCUDAStream();
     const int64_t tiles = ceil_div(d.T, kTileCols);
     const at::Tensor partial =
         at::empty({d.B, d.H, d.T}, at::TensorOptions().device(at::kCUDA, c10::cuda::current_device())
                                        .dtype(c10::CppTypeToScalarType<acc_t>::value));
     cls_row_partial_kernel<scalar_t, acc_t><<<grid_size(d.B * d.H * tiles), dim3(kTileCols, kRowWarps), 0, stream>>>(
-        A, G, v_in, partial.data_ptr<acc_t>(), d.H, d.T, tiles);
+        A, G, v_in, partial.data_ptr<acc_t>(), d.H, d.T, rows, tiles);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     cls_row_finish_kernel<acc_t><<<grid_size(ceil_div(d.B * d.T, kThreads)), kThreads, 0, stream>>>(
         partial.data_ptr<acc_t>(), v_in, v_out, d.B, d.H, d.T);

@@ -183,6 +183,77 @@ def test_gae_relevance_gradients_vit_b_shapes_float32():
                  grads(gae_fn(ref_gae, 12, 0), attn + grad), 1e-5)
 
 
+# ---- NaN and Inf: the pattern of the reference rollout and its autograd ----
+
+# name: (block, (b, h, i, j) of the non-finite entry, start_layer, value of the partner (G for A, A for G) there).
+# B=2, L=3, H=2, T=5; block 2 is the last.
+NONFINITE_PLACES = {
+    "last_block_cls_row": (2, (1, 0, 0, 3), 0, 1.0),
+    "last_block_patch_row": (2, (1, 1, 2, 1), 0, 1.0),
+    "last_block_cls_column": (2, (0, 1, 4, 0), 0, 1.0),
+    "first_block": (0, (1, 1, 3, 2), 0, 1.0),
+    "middle_block": (1, (0, 0, 1, 4), 0, 1.0),
+    "middle_block_zero_partner": (1, (0, 1, 3, 3), 0, 0.0),
+    # a row of block 1 that the CLS row of block 2 does not reach (made exactly zero below): the rollout still
+    # multiplies it, by zero
+    "unreached_row": (1, (1, 0, 2, 3), 0, 1.0),
+    "start_block": (1, (1, 1, 4, 1), 1, 1.0),
+    "only_block_cls_row": (2, (1, 1, 0, 2), 2, 1.0),
+    "skipped_block": (0, (1, 0, 0, 1), 1, 1.0),
+}
+
+
+def nonfinite_inputs(place, where, value):
+    block, pos, start, partner = NONFINITE_PLACES[place]
+    attn, grad = [[x.detach().clone() for x in xs] for xs in gae_inputs(2, 3, 2, 5)]
+    if place == "unreached_row":
+        grad[2][pos[0], :, 0, pos[2]] = 0  # Abar_2[b, 0, i] = 0: the CLS-row vector is exactly 0 at token i
+    target, other = (attn, grad) if where == "attn" else (grad, attn)
+    target[block][pos] = value
+    other[block][pos] = partner
+    return attn, grad, start
+
+
+def assert_same_pattern(actual, expected, exact_nan):
+    """Same non-finite entries (and the same NaN entries where exact_nan), same finite values."""
+    assert torch.equal(actual.isfinite(), expected.isfinite()), f"non-finite entries differ:\n{actual}\n{expected}"
+    if exact_nan:
+        assert torch.equal(actual.isnan(), expected.isnan()), f"NaN entries differ:\n{actual}\n{expected}"
+    finite = expected.isfinite()
+    torch.testing.assert_close(actual[finite], expected[finite], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("where", ["attn", "grad"])
+@pytest.mark.parametrize("place", NONFINITE_PLACES)
+def test_gae_relevance_nonfinite_like_reference(place, where, value):
+    """NaN and Inf in A or G give the NaN/Inf pattern of ref_gae's forward and autograd (IEEE: NaN * 0 = NaN and
+    Inf * 0 = NaN in its matrix products), through the fused backward and the composite one (create_graph).
+    For Inf, which non-finite entries are Inf and which NaN follows the evaluation order and is not compared."""
+    attn, grad, start = nonfinite_inputs(place, where, value)
+    exact_nan = value != value
+    ours, ref = gae_fn(ops.gae_relevance, 3, start), gae_fn(ref_gae, 3, start)
+    inputs = [x.requires_grad_() for x in attn + grad]
+    assert_same_pattern(ours(*inputs).detach(), ref(*inputs).detach(), exact_nan)
+    expected = grads(ref, inputs)
+    for create_graph in (False, True):
+        for a, e in zip(grads(ours, inputs, create_graph=create_graph), expected):
+            assert_same_pattern(a.detach(), e, exact_nan)
+
+
+def test_gae_relevance_nonfinite_cases_reach_the_output():
+    """The placements above are not vacuous: each NaN placement but the skipped block changes the reference's
+    forward or gradients to NaN somewhere, and only the CLS-row placements make the forward NaN."""
+    for place in NONFINITE_PLACES:
+        attn, grad, start = nonfinite_inputs(place, "attn", float("nan"))
+        inputs = [x.requires_grad_() for x in attn + grad]
+        fn = gae_fn(ref_gae, 3, start)
+        fwd_nan = bool(fn(*inputs).isnan().any())
+        any_nan = fwd_nan or any(bool(g.isnan().any()) for g in grads(fn, inputs))
+        assert any_nan == (place != "skipped_block"), place
+        assert fwd_nan == (place not in ("skipped_block", "last_block_patch_row", "last_block_cls_column")), place
+
+
 OTHER_OPS = {
     "relevance_map": (lambda r: ops.relevance_map(r, 3, 3, 7, 5), lambda r: ref_map(r, 3, 3, 7, 5),
                       lambda: (rand(2, 9),)),
