@@ -1,4 +1,5 @@
-// Kernel entry points of the robustvit ops, one line per (op, dispatch key); cpp/register.cpp binds them.
+// Kernel entry points of the robustvit ops, one line per (op, dispatch key); cpp/register.cpp binds them, except
+// the CUDA kernels of gae_relevance, which cpp/relevance_cuda.cu registers itself (linking it enables CUDA).
 // Schemas and semantics: cpp/register.cpp and ../shared/method.md sections 1-4.
 #pragma once
 
@@ -12,7 +13,7 @@ namespace robustvit {
 
 using TensorLists = std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>>;
 
-// GAE relevance of the CLS token (cpp/relevance.cpp, cpp/relevance_cuda.cu).
+// GAE relevance of the CLS token (cpp/relevance.cpp).
 at::Tensor gae_relevance_cpu(at::TensorList attn, at::TensorList grad, int64_t start_layer);
 at::Tensor gae_relevance_meta(at::TensorList attn, at::TensorList grad, int64_t start_layer);
 at::Tensor gae_relevance_autograd(at::TensorList attn, at::TensorList grad, int64_t start_layer);
@@ -22,20 +23,6 @@ TensorLists gae_relevance_backward_cpu(const at::Tensor& grad_rel, at::TensorLis
                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad);
 TensorLists gae_relevance_backward_meta(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
                                         int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad);
-#ifdef ROBUSTVIT_WITH_CUDA
-at::Tensor gae_relevance_cuda(at::TensorList attn, at::TensorList grad, int64_t start_layer);
-TensorLists gae_relevance_backward_cuda(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
-                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad);
-#endif
-
-constexpr bool ops_built_with_cuda() {
-#ifdef ROBUSTVIT_WITH_CUDA
-  return true;
-#else
-  return false;
-#endif
-}
-
 // Relevance map (cpp/relevance_map.cpp). The kernel is device-generic ATen code: CPU, CUDA and Meta.
 at::Tensor relevance_map_kernel(const at::Tensor& rel, int64_t grid_h, int64_t grid_w, int64_t out_h,
                                 int64_t out_w, double eps);
@@ -59,6 +46,12 @@ at::Tensor rrr_loss_autograd(const at::Tensor& input_grad, const at::Tensor& mas
 template <class Sig>
 c10::TypedOperatorHandle<Sig> op_handle(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
+
+// Whether the registered op `robustvit::<name>` has its own kernel for CUDA tensors, asked of the dispatcher at
+// run time: for gae_relevance, whether cpp/relevance_cuda.cu is linked into the loaded library.
+inline bool has_cuda_kernel(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").hasKernelForDispatchKey(c10::DispatchKey::CUDA);
 }
 
 }  // namespace robustvit

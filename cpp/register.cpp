@@ -1,4 +1,6 @@
-// The one registration of the robustvit ops: schemas, then kernels per dispatch key.
+// The registration of the robustvit ops: schemas, then kernels per dispatch key. The CUDA kernels of
+// gae_relevance register in cpp/relevance_cuda.cu; without it, CUDA tensors reach the CompositeExplicitAutograd
+// catch-all below (the dispatcher prefers a backend's own kernel, then CompositeExplicitAutograd) and its error.
 #include "ops.h"
 
 #include <torch/library.h>
@@ -30,10 +32,6 @@ TORCH_LIBRARY_IMPL(robustvit, CPU, m) {
 }
 
 TORCH_LIBRARY_IMPL(robustvit, CUDA, m) {
-#ifdef ROBUSTVIT_WITH_CUDA
-  m.impl("gae_relevance", &robustvit::gae_relevance_cuda);
-  m.impl("_gae_relevance_backward", &robustvit::gae_relevance_backward_cuda);
-#endif
   ROBUSTVIT_ATEN_KERNELS(m);
 }
 

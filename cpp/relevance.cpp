@@ -191,8 +191,8 @@ TensorLists gae_relevance_backward_meta(const at::Tensor& grad_rel, at::TensorLi
 
 at::Tensor gae_relevance_no_kernel(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
   check_gae_inputs("gae_relevance", attn, grad, start_layer);
-  TORCH_CHECK(false, "robustvit::gae_relevance: no kernel for tensors on ", attn[0].device(),
-              "; this build has CPU", ops_built_with_cuda() ? " and CUDA" : " only (rebuild with nvcc for CUDA)");
+  TORCH_CHECK(false, "robustvit::gae_relevance: no kernel for tensors on ", attn[0].device(), "; this build has CPU",
+              has_cuda_kernel("robustvit::gae_relevance") ? " and CUDA" : " only (rebuild with nvcc for CUDA)");
 }
 
 at::Tensor gae_relevance_autograd(at::TensorList attn, at::TensorList grad, int64_t start_layer) {

@@ -1,10 +1,8 @@
 // GAE relevance of the CLS token (method.md section 1): CUDA kernels. Same formulas and conventions as the CPU
 // kernels in cpp/relevance.cpp (the clamp passes the gradient at G*A == 0; NaN and Inf as at the top of
 // gae_kernels.h); only the summation order differs. Each kernel reads a block's A and G once; no [B,H,T,T]
-// intermediate is created.
-#ifndef ROBUSTVIT_WITH_CUDA
-#define ROBUSTVIT_WITH_CUDA  // ops.h declares the CUDA entry points only under this macro
-#endif
+// intermediate is created. They register for the CUDA key at the bottom of this file, so linking this object is
+// what enables CUDA.
 #include "ops.h"
 #include "gae_kernels.h"
 
@@ -12,6 +10,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
 
 #include <climits>
 #include <utility>
@@ -146,8 +145,6 @@ struct CudaKernels {
   }
 };
 
-}  // namespace
-
 at::Tensor gae_relevance_cuda(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
   check_gae_inputs("gae_relevance", attn, grad, start_layer);
   const c10::cuda::CUDAGuard device_guard(attn[0].device());
@@ -165,4 +162,10 @@ TensorLists gae_relevance_backward_cuda(const at::Tensor& grad_rel, at::TensorLi
                                    grad_needs_grad);
 }
 
+}  // namespace
 }  // namespace robustvit
+
+TORCH_LIBRARY_IMPL(robustvit, CUDA, m) {
+  m.impl("gae_relevance", &robustvit::gae_relevance_cuda);
+  m.impl("_gae_relevance_backward", &robustvit::gae_relevance_backward_cuda);
+}
