@@ -5,12 +5,15 @@ Usage: python3 python/tests/gpu_check.py LIB [--device cuda|cpu] [--skip-speed]
 
 LIB is librobustvit_ops.so built with CUDA (scripts/gpu-check.sh explains where it comes from). Every check runs
 the same inputs through the op on --device and on the CPU and compares forward outputs, first-order gradients
-(the fused backward kernel) and second-order gradients (the composite backward used under create_graph=True).
-`--device cpu` compares the CPU against itself: a dry run of this script on a machine without a GPU.
+(the fused backward kernel) and second-order gradients (the composite backward used under create_graph=True):
+NaN and +-Inf at the same entries, finite entries within a tolerance. gae_relevance is also fed NaN and Inf in A
+and G, odd sizes, and sizes it must reject. `--device cpu` compares the CPU against itself: a dry run of this
+script on a machine without a GPU.
 Prints one line per check, a speed section, and `N passed, M failed`; exits 1 if any check failed.
 """
 
 import argparse
+import re
 import statistics
 import sys
 import time
@@ -27,11 +30,13 @@ class Report:
         self.passed = 0
         self.failed = 0
 
-    def compare(self, name, got, ref, rtol):
-        """got and ref are tensors or equally long lists of tensors (None counts as zeros)."""
+    def compare(self, name, got, ref, rtol, exact_split=True):
+        """got and ref are tensors or equally long lists of tensors (None counts as zeros). NaN, +Inf and -Inf
+        must sit at the same entries (with exact_split False, only the non-finite entries as a whole); the finite
+        entries may differ by rtol * max|finite ref|."""
         got = list(got) if isinstance(got, (list, tuple)) else [got]
         ref = list(ref) if isinstance(ref, (list, tuple)) else [ref]
-        problem, err, scale = None, 0.0, 0.0
+        problem, err, scale, nonfinite = None, 0.0, 0.0, 0
         if len(got) != len(ref):
             problem = f"{len(got)} tensors, expected {len(ref)}"
         for g, r in zip(got, ref):
@@ -45,15 +50,20 @@ class Report:
             if g.shape != r.shape or g.dtype != r.dtype:
                 problem = f"got {g.dtype}{list(g.shape)}, expected {r.dtype}{list(r.shape)}"
                 break
-            if r.numel():
-                g64, r64 = g.detach().cpu().double(), r.detach().cpu().double()
-                diff = (g64 - r64).abs().nan_to_num(nan=float("inf"))  # a NaN where ref is finite fails
-                diff[g64.isnan() & r64.isnan()] = 0
-                err = max(err, diff.max().item())
-                scale = max(scale, r64.abs().max().item())
+            g64, r64 = g.detach().cpu().double(), r.detach().cpu().double()
+            kinds = (torch.isnan, torch.isposinf, torch.isneginf) if exact_split else (torch.isfinite,)
+            differ = sum(int((kind(g64) != kind(r64)).sum()) for kind in kinds)
+            if differ:
+                problem = f"NaN/Inf at {differ} entries where the reference differs"
+                break
+            finite = r64.isfinite()
+            nonfinite += int((~finite).sum())
+            if finite.any():
+                err = max(err, (g64[finite] - r64[finite]).abs().max().item())
+                scale = max(scale, r64[finite].abs().max().item())
         tol = rtol * scale
         ok = problem is None and err <= tol
-        detail = problem or f"max_abs_err={err:.3e} tol={tol:.3e}"
+        detail = problem or f"max_abs_err={err:.3e} tol={tol:.3e}" + (f" nonfinite={nonfinite}" if nonfinite else "")
         self.record(ok, name, detail)
 
     def record(self, ok, name, detail):
@@ -62,6 +72,16 @@ class Report:
         else:
             self.failed += 1
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}", flush=True)
+
+    def expect_error(self, name, fn, pattern):
+        """fn() must raise a RuntimeError whose message matches the regular expression pattern."""
+        try:
+            fn()
+        except RuntimeError as e:
+            message = str(e).splitlines()[0] if str(e) else ""
+            self.record(re.search(pattern, str(e)) is not None, name, f"raised: {message}")
+            return
+        self.record(False, name, "raised nothing")
 
     def run(self, name, fn):
         """Runs fn(); an exception fails the check named name."""
@@ -115,10 +135,17 @@ def evaluate(fn, inputs, needs, device, order, seed):
     return result
 
 
-def check_op(rep, name, fn, inputs, needs, device, rtol, order=2, seed=0, deterministic=False):
+def same_bits(a, b):
+    """Equal values, NaN where the other has NaN (torch.equal treats NaN as unequal to itself)."""
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+
+
+def check_op(rep, name, fn, inputs, needs, device, rtol, order=2, seed=0, deterministic=False, inf_inputs=False):
     """Compares fn on device against fn on the CPU: forward, kernel backward, and (order 2) the composite backward
     and its double backward. deterministic: also check the device results repeat bit for bit (the gae kernels use
-    no atomics; ATen's CUDA upsample backward does)."""
+    no atomics; ATen's CUDA upsample backward does). inf_inputs: with Inf among the inputs the fused and the
+    composite backward agree on which entries are non-finite, not on which of them are Inf and which NaN (the
+    fused kernels multiply each head's term before the head mean, so Inf * 0 can meet a head the mean hides)."""
 
     def body():
         ref1, got1 = (evaluate(fn, inputs, needs, dev, min(order, 1), seed) for dev in ("cpu", device))
@@ -127,14 +154,15 @@ def check_op(rep, name, fn, inputs, needs, device, rtol, order=2, seed=0, determ
             rep.compare(f"{name} backward", got1["bwd"], ref1["bwd"], rtol)
         if deterministic:
             again = evaluate(fn, inputs, needs, device, min(order, 1), seed)
-            same = all(torch.equal(a, b) for k in got1 for a, b in zip(got1[k], again[k]) if a is not None)
+            same = all(same_bits(a, b) for k in got1 for a, b in zip(got1[k], again[k]) if a is not None)
             rep.record(same, f"{name} deterministic", "bitwise equal on a rerun" if same else "differs on a rerun")
         if order >= 2:
             ref2, got2 = (evaluate(fn, inputs, needs, dev, 2, seed) for dev in ("cpu", device))
             rep.compare(f"{name} backward(create_graph)", got2["bwd"], ref2["bwd"], rtol)
             rep.compare(f"{name} double backward", got2["bwd2"], ref2["bwd2"], rtol)
             # The composite backward and the fused kernel compute the same first-order gradients.
-            rep.compare(f"{name} composite vs kernel backward", got2["bwd"], got1["bwd"], rtol)
+            rep.compare(f"{name} composite vs kernel backward", got2["bwd"], got1["bwd"], rtol,
+                        exact_split=not inf_inputs)
 
     rep.run(name, body)
 
@@ -158,6 +186,13 @@ def gae_checks(rep, device):
         (2, 3, 4, 33, 2, (torch.float64, torch.float32), ("both",), 2, True),
         (1, 2, 3, 65, 1, (torch.float32,), ("both",), 2, True),
         (0, 2, 3, 9, 0, (torch.float32,), ("both",), 1, False),
+        # odd sizes: one sample, block and head; T below, at and above one 32-column tile; the last block only
+        (1, 1, 1, 5, 0, (torch.float64, torch.float32), ("both", "attn", "grad"), 2, False),
+        (1, 2, 1, 2, 1, (torch.float64,), ("both",), 2, True),
+        (2, 3, 1, 5, 2, (torch.float32,), ("both", "grad"), 2, True),
+        (3, 2, 2, 32, 1, (torch.float32,), ("both",), 2, False),
+        (2, 3, 1, 197, 2, (torch.float32,), ("both",), 2, False),
+        (1, 12, 12, 197, 11, (torch.float32,), ("attn",), 1, True),
         (3, 4, 5, 37, 1, (torch.float16, torch.bfloat16), ("both",), 1, False),
         (8, 12, 12, 197, 0, (torch.float32,), ("both", "attn"), 2, False),
         (8, 12, 12, 197, 4, (torch.float32,), ("attn",), 1, False),
@@ -183,6 +218,67 @@ def gae_checks(rep, device):
                         composite_rollout(attn, grad, start), RTOL[torch.float64])
 
     rep.run("gae_relevance vs composite rollout", against_composite)
+    nonfinite_checks(rep, device)
+    rejection_checks(rep, device)
+
+
+# name: (block, (b, h, i, j) of the non-finite entry, start_layer, value of the partner (G for A, A for G) there);
+# for L=3 blocks, block 2 the last. python/tests/test_ops.py checks the CPU's pattern against the reference rollout.
+NONFINITE_PLACES = {
+    "last block CLS row": (2, (1, 0, 0, 3), 0, 1.0),
+    "last block patch row": (2, (1, 1, 2, 1), 0, 1.0),
+    "first block": (0, (1, 1, 3, 2), 0, 1.0),
+    "middle block": (1, (0, 0, 1, 4), 0, 1.0),
+    "middle block, zero partner": (1, (0, 1, 3, 3), 0, 0.0),
+    "start block": (1, (1, 1, 4, 1), 1, 1.0),
+    "only block CLS row": (2, (1, 1, 0, 2), 2, 1.0),
+    "skipped block": (0, (1, 0, 0, 1), 1, 1.0),
+}
+
+
+def nonfinite_checks(rep, device):
+    """NaN, +Inf and -Inf in A or G: the device's NaN/Inf pattern and finite values equal the CPU's, forward and
+    backward (fused and composite)."""
+    op = torch.ops.robustvit.gae_relevance
+    for B, H, T, dtypes in ((2, 2, 5, (torch.float64,)), (2, 3, 37, (torch.float32,))):
+        for dtype in dtypes:
+            for place, (block, pos, start, partner) in NONFINITE_PLACES.items():
+                for where in ("attn", "grad"):
+                    for value in (float("nan"), float("inf"), -float("inf")):
+                        attn, grad = gae_inputs(B, 3, H, T, dtype, seed=T)
+                        target, other = (attn, grad) if where == "attn" else (grad, attn)
+                        target[block][pos] = value
+                        other[block][pos] = partner
+                        fn = lambda *ts, start=start: op(list(ts[:3]), list(ts[3:]), start)  # noqa: E731
+                        name = f"gae_relevance {str(dtype)[6:]} B={B} H={H} T={T} {value} in {where}, {place}"
+                        check_op(rep, name, fn, attn + grad, [True] * 6, device, RTOL[dtype], order=2, seed=T,
+                                 deterministic=True, inf_inputs=abs(value) == float("inf"))
+
+
+def rejection_checks(rep, device):
+    """Sizes the op rejects fail on the device with the message of the CPU and Meta kernels."""
+    op = torch.ops.robustvit.gae_relevance
+    backward = torch.ops.robustvit._gae_relevance_backward
+
+    def sized(b, h, t):
+        """attn and grad lists of two zero blocks [b,h,t,t] on the device."""
+        return tuple([torch.zeros(b, h, t, t, device=device) for _ in range(2)] for _ in range(2))
+
+    no_heads = (r"argument 'attn\[0\]' needs H >= 1 heads \(the relevance averages over them\), "
+                r"got shape \[2, 0, 5, 5\]")
+    rep.expect_error("gae_relevance rejects H=0", lambda: op(*sized(2, 0, 5), 0),
+                     r"robustvit::gae_relevance: " + no_heads)
+    rep.expect_error("_gae_relevance_backward rejects H=0",
+                     lambda: backward(torch.zeros(2, 4, device=device), *sized(2, 0, 5), 0, True, True),
+                     r"robustvit::_gae_relevance_backward: " + no_heads)
+    rep.expect_error("gae_relevance rejects T=1", lambda: op(*sized(2, 1, 1), 0),
+                     r"robustvit::gae_relevance: argument 'attn\[0\]' needs T >= 2 tokens")
+    rep.expect_error("gae_relevance rejects start_layer=L", lambda: op(*sized(2, 1, 5), 2),
+                     r"robustvit::gae_relevance: argument 'start_layer' must lie in \[0, 2\)")
+    if device != "cpu":
+        attn, grad = sized(1, 1, 3)
+        rep.expect_error("gae_relevance rejects mixed devices", lambda: op(attn, [g.cpu() for g in grad], 0),
+                         r"robustvit::gae_relevance: argument 'grad\[0\]' is on cpu but 'attn\[0\]' is on " + device)
 
 
 def other_op_checks(rep, device):
@@ -260,6 +356,11 @@ def main():
     print(f"torch {torch.__version__}, device {args.device} ({name}), library {args.lib}", flush=True)
 
     rep = Report()
+    if args.device.startswith("cuda"):
+        ok = all(torch._C._dispatch_has_kernel_for_dispatch_key(f"robustvit::{op}", "CUDA")
+                 for op in ("gae_relevance", "_gae_relevance_backward"))
+        rep.record(ok, "CUDA kernels registered", "gae_relevance and its backward" if ok else
+                   "missing: the library was built without nvcc")
     gae_checks(rep, args.device)
     other_op_checks(rep, args.device)
     if not args.skip_speed:
