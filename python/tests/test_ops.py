@@ -379,7 +379,8 @@ def bad_cases():
     def sized(b, h, t, device="cpu"):
         return [torch.zeros(b, h, t, t, device=device)] * 2, [torch.zeros(b, h, t, t, device=device)] * 2
 
-    no_heads = r"argument 'attn\[0\]' needs H >= 1 heads \(the relevance averages over them\), got shape \[2, 0, 5, 5\]"
+    no_heads = (r"argument 'attn\[0\]' needs H >= 1 heads \(the relevance averages over them\), "
+                r"got shape \[2, 0, 5, 5\]")
     return [
         ("empty", lambda: ops.gae_relevance([], [], 0), r"gae_relevance: argument 'attn' is an empty list"),
         ("lengths", lambda: ops.gae_relevance(attn, grad[:1], 0), r"'attn' and 'grad' must have one tensor per block"),
@@ -390,7 +391,8 @@ def bad_cases():
         ("mixed_dtype", lambda: ops.gae_relevance(attn, [g.float() for g in grad], 0), r"'grad\[0\]' has dtype Float"),
         ("start_layer", lambda: ops.gae_relevance(attn, grad, 2), r"'start_layer' must lie in \[0, 2\)"),
         ("no_heads", lambda: ops.gae_relevance(*sized(2, 0, 5), 0), r"robustvit::gae_relevance: " + no_heads),
-        ("no_heads_meta", lambda: ops.gae_relevance(*sized(2, 0, 5, "meta"), 0), r"robustvit::gae_relevance: " + no_heads),
+        ("no_heads_meta", lambda: ops.gae_relevance(*sized(2, 0, 5, "meta"), 0),
+         r"robustvit::gae_relevance: " + no_heads),
         ("no_heads_backward", lambda: ops._gae_relevance_backward(torch.zeros(2, 4), *sized(2, 0, 5), 0, True, True),
          r"robustvit::_gae_relevance_backward: " + no_heads),
         ("no_heads_backward_meta",
@@ -441,8 +443,9 @@ def test_backend_without_kernel_gets_the_no_kernel_error(key):
     to that slot."""
     if key == "CUDA" and EXPECT_CUDA:
         pytest.skip("this library has a CUDA kernel")
-    attn, grad = gae_inputs(1, 1, 1, 3, grad_requires=False)
+    blocks = [torch.rand(1, 1, 3, 3)]
     built = "CPU and CUDA" if EXPECT_CUDA else r"CPU only \(rebuild with nvcc for CUDA\)"
-    with pytest.raises(RuntimeError, match=rf"robustvit::gae_relevance: no kernel for tensors on cpu; this build has {built}"):
+    message = rf"robustvit::gae_relevance: no kernel for tensors on cpu; this build has {built}"
+    with pytest.raises(RuntimeError, match=message):
         ops.gae_relevance.default.redispatch(torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key)),
-                                             [a.detach() for a in attn], grad, 0)
+                                             blocks, blocks, 0)
