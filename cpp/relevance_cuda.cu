@@ -21,7 +21,7 @@ namespace {
 // Forward: a warp reads kTileCols consecutive columns of one row (coalesced), kRowWarps warps split the rows.
 constexpr int kTileCols = 32;
 constexpr int kRowWarps = 8;
-// Backward: one block per (b, i) row; its threads stride over that row's H*T elements in all heads.
+// Backward: one block per (b, i) row; its threads stride over the row's columns j, each through all heads.
 constexpr int kRowThreads = 256;
 constexpr int kWarp = 32;
 // cls_row_finish_kernel: one thread per (b, j).
@@ -92,27 +92,32 @@ __device__ acc_t block_sum(acc_t x) {
 // reaching the row vector after block l:
 //   dA[b,h,i,j] = [G*A >= 0] * G * v_i * g_j / H,  dG likewise with A   (clamp passes the gradient at 0)
 //   g_next[b,i] = g_i + (1/H) sum_{h,j} max(G*A, 0)[b,h,i,j] g_j         (g (I + Abar)^T)
-// dA / dG are null when not requested. H*T fits in int (checked by the caller), so k splits cheaply.
+// dA / dG are null when not requested. As on the CPU, the heads are summed before the product with g_j, so Inf * 0
+// turns into NaN at the same entries (a head's 0 times an Inf g_j is NaN; the head sum may be positive).
 template <typename scalar_t, typename acc_t>
 __global__ void backward_row_kernel(const scalar_t* __restrict__ A, const scalar_t* __restrict__ G,
                                     const acc_t* __restrict__ v, const acc_t* __restrict__ g,
                                     acc_t* __restrict__ g_next, scalar_t* __restrict__ dA,
-                                    scalar_t* __restrict__ dG, int H, int T) {
+                                    scalar_t* __restrict__ dG, int64_t H, int64_t T) {
   const int64_t bi = blockIdx.x;
   const int64_t b = bi / T, i = bi % T;
   const acc_t inv_h = acc_t(1) / acc_t(H);
   const acc_t vi = v[bi] * inv_h;
   const acc_t* gb = g + b * T;
   acc_t acc = 0;
-  for (int k = threadIdx.x; k < H * T; k += kRowThreads) {
-    const int h = k / T, j = k % T;
-    const int64_t idx = ((b * H + h) * T + i) * T + j;
-    const acc_t a = acc_t(A[idx]), gg = acc_t(G[idx]);
-    const acc_t w = gg * a;
-    const acc_t pass = w >= acc_t(0) ? vi * gb[j] : acc_t(0);
-    if (dA) dA[idx] = scalar_t(pass * gg);
-    if (dG) dG[idx] = scalar_t(pass * a);
-    acc += clamp_min0(w) * gb[j];
+  for (int64_t j = threadIdx.x; j < T; j += kRowThreads) {
+    const acc_t gj = gb[j];
+    acc_t abar = 0;
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t idx = ((b * H + h) * T + i) * T + j;
+      const acc_t a = acc_t(A[idx]), gg = acc_t(G[idx]);
+      const acc_t w = gg * a;
+      const acc_t pass = w >= acc_t(0) ? vi * gj : acc_t(0);
+      if (dA) dA[idx] = scalar_t(pass * gg);
+      if (dG) dG[idx] = scalar_t(pass * a);
+      abar += clamp_min0(w);
+    }
+    acc += abar * gj;
   }
   acc = block_sum(acc);
   if (threadIdx.x == 0) g_next[bi] = gb[i] + acc * inv_h;
@@ -140,7 +145,7 @@ struct CudaKernels {
   static void backward_block(const scalar_t* A, const scalar_t* G, const acc_t* v, const acc_t* g, acc_t* g_next,
                              scalar_t* dA, scalar_t* dG, const GaeDims& d) {
     backward_row_kernel<scalar_t, acc_t><<<grid_size(d.B * d.T), kRowThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        A, G, v, g, g_next, dA, dG, static_cast<int>(d.H), static_cast<int>(d.T));
+        A, G, v, g, g_next, dA, dG, d.H, d.T);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 };
@@ -156,8 +161,6 @@ TensorLists gae_relevance_backward_cuda(const at::Tensor& grad_rel, at::TensorLi
   check_gae_inputs("_gae_relevance_backward", attn, grad, start_layer);
   check_gae_backward_grad(grad_rel, attn[0]);
   const c10::cuda::CUDAGuard device_guard(attn[0].device());
-  TORCH_CHECK(attn[0].size(1) * attn[0].size(2) <= INT_MAX, "robustvit::_gae_relevance_backward: H*T = ",
-              attn[0].size(1) * attn[0].size(2), " too large for the CUDA kernel");
   return gae_backward<CudaKernels>(grad_rel, contiguous(attn), contiguous(grad), start_layer, attn_needs_grad,
                                    grad_needs_grad);
 }
