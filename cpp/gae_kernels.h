@@ -18,11 +18,12 @@
 // entry, zeros included, and IEEE gives NaN * 0 = Inf * 0 = NaN, so the kernels skip no entry for being
 // multiplied by zero, with two consequences for the CLS-row vector v:
 //  - forward: the rollout's CLS row meets only the CLS row of the last block, so the first step (from e0) reads
-//    that row alone; a non-finite entry of an earlier block fills a row of R and, one block later, all of R, so
-//    a sample whose final v has any non-finite entry is NaN throughout (relevance_from_levels).
+//    that row alone; a non-finite entry of any block before the last fills a row of R and, one block later,
+//    all of R, so a sample whose final v has any non-finite entry is NaN throughout (relevance_from_levels).
 //  - backward: the rollout's gradient multiplies every row of the last block by the zero rows of its upstream
 //    gradient, so the backward's levels read every row of every block.
-// The Inf/NaN split among non-finite outputs follows the evaluation order; CPU and CUDA share it.
+// Which non-finite outputs are Inf and which NaN follows the evaluation order, so for Inf inputs it can differ
+// from the rollout's; CPU and CUDA share the order.
 
 namespace robustvit {
 
