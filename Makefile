@@ -5,7 +5,10 @@ VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 STAMP := $(VENV)/.robustvit-requirements
-CUDA_TOOLS := nvidia-cuda-nvcc==13.0.* nvidia-cuda-cccl==13.0.* nvidia-cuda-crt==13.0.* nvidia-nvvm==13.0.*
+# The four compiler packages must match (or ptxas rejects the PTX); the runtime pin keeps pip from upgrading
+# torch's CUDA runtime to satisfy them.
+CUDA_TOOLS := nvidia-cuda-nvcc==13.0.* nvidia-cuda-cccl==13.0.* nvidia-cuda-crt==13.0.* nvidia-nvvm==13.0.* \
+	nvidia-cuda-runtime==13.0.*
 # The ops library for Python/TorchScript, linked by the Rust build from the objects it links into the binaries.
 PYLIB := target/debug/librobustvit_ops.so
 
@@ -41,14 +44,17 @@ pylib: system-deps $(STAMP)
 bench: system-deps $(STAMP)
 	cargo bench -p robustvit --features bench --bench gae_relevance
 
-# CUDA without a GPU: pip's nvcc in .venv (the four versions must match).
+# CUDA without a GPU: pip's nvcc in .venv.
 cuda-tools: $(STAMP)
 	$(VENV)/bin/pip install --quiet $(CUDA_TOOLS)
 
 # The harness and the ops library with CUDA kernels, in target/cuda/debug, to carry to a GPU machine and
-# check there with scripts/gpu-check.sh. A separate target folder, so the CPU build is not rebuilt.
+# check there with scripts/gpu-check.sh; the Python suite runs here against that library (its CUDA kernels
+# must be registered). A separate target folder, so the CPU build is not rebuilt.
 cuda: system-deps cuda-tools
 	CARGO_TARGET_DIR=target/cuda cargo build --quiet --workspace --features robustvit/cuda
+	ROBUSTVIT_OPS_LIB=target/cuda/debug/librobustvit_ops.so ROBUSTVIT_EXPECT_CUDA=1 \
+		$(VENV)/bin/python -m pytest python/tests -q
 	@echo $(CURDIR)/target/cuda/debug/harness $(CURDIR)/target/cuda/debug/librobustvit_ops.so
 
 bootstrap: system-deps $(STAMP)

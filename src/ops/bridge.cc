@@ -56,12 +56,7 @@ std::unique_ptr<at::Tensor> rrr_loss(const at::Tensor& input_grad, const at::Ten
   return boxed(op.call(input_grad, mask));
 }
 
-// Linking the CUDA object is what registers the CUDA kernel, so the dispatcher knows whether this build has it.
-bool built_with_cuda() {
-  return c10::Dispatcher::singleton()
-      .findSchemaOrThrow("robustvit::gae_relevance", "")
-      .hasKernelForDispatchKey(c10::DispatchKey::CUDA);
-}
+bool built_with_cuda() { return has_cuda_kernel("robustvit::gae_relevance"); }
 
 }  // namespace bridge
 }  // namespace robustvit
