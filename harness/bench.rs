@@ -7,9 +7,9 @@ use std::time::Instant;
 use anyhow::Context;
 use image::{Rgb, RgbImage};
 use robustvit::data::eval_sets::{Kind, Protocol};
-use robustvit::data::imagenet;
+use robustvit::data::{imagenet, pipeline};
+use robustvit::eval::accuracy::{self, PipelineOptions};
 use robustvit::model::{self, LoadedModel, VisionTransformer};
-use robustvit::robustness::{self, PipelineOptions};
 use tch::{nn, Device};
 
 #[derive(clap::Args)]
@@ -45,17 +45,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     write_images(&dir, args.images)?;
     let opts = PipelineOptions { batch_size: args.batch_size, quiet: true, ..PipelineOptions::default() };
     let items = robustvit::data::eval_sets::scan(Kind::ImagenetVal, &dir)?;
-    let paths: Vec<&std::path::Path> = items.iter().map(|i| i.path.as_path()).collect();
     let cfg = model::preset("vit_base_patch16_224").expect("built-in preset").preprocess;
     let started = Instant::now();
-    robustness::decode_in_order(&paths, &cfg, &opts, |_, decoded| decoded.map(|_| ()).map_err(anyhow::Error::msg))?;
-    println!("pipeline alone ({} workers): {:.1} images/s", opts.workers, paths.len() as f64 / started.elapsed().as_secs_f64());
+    let decode = |item: &robustvit::data::eval_sets::EvalItem| accuracy::decode(&item.path, &cfg);
+    pipeline::ordered(&items, opts.workers, opts.prefetch, decode, |_, decoded| decoded.map(|_| ()).map_err(anyhow::Error::msg))?;
+    println!("pipeline alone ({} workers): {:.1} images/s", opts.workers, items.len() as f64 / started.elapsed().as_secs_f64());
     for name in args.models.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let preset = model::preset(name).with_context(|| format!("unknown preset {name}"))?;
         let vs = nn::VarStore::new(Device::Cpu);
         let vit = VisionTransformer::new(&vs.root(), &preset.config);
         let loaded = LoadedModel { vs, model: vit, name: name.into(), preprocess: preset.preprocess };
-        let r = robustness::evaluate(&loaded, Kind::ImagenetVal, &dir, Protocol::Standard, &opts)?;
+        let r = accuracy::of_dataset(&loaded, Kind::ImagenetVal, &dir, Protocol::Standard, &opts)?;
         println!("whole evaluation, {name} (batch {}): {:.1} images/s", args.batch_size, r.images_per_second);
     }
     if args.scratch.is_none() {

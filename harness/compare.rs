@@ -1,14 +1,15 @@
 //! `harness compare`: the main job, end to end.
 use std::path::PathBuf;
 
-use robustvit::compare::{self, CompareOptions, MethodKind};
 use robustvit::device;
+use robustvit::study::{self, CompareOptions};
+use robustvit::train::methods::MethodKind;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Baselines to compare the method against, comma separated.
-    #[arg(long, default_value = "gradmask,rrr")]
-    baselines: String,
+    #[arg(long, value_delimiter = ',', default_value = "gradmask,rrr", value_parser = crate::named::<MethodKind>(MethodKind::NAMES))]
+    baselines: Vec<MethodKind>,
     /// A TOML study of real checkpoints and datasets (see the README); without it, the embedded
     /// spurious-background benchmark.
     #[arg(long)]
@@ -38,8 +39,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.baselines.contains(&MethodKind::Ours) {
+        anyhow::bail!("--baselines ours: the method is always run; name only the baselines");
+    }
     let mut methods = vec![MethodKind::Ours];
-    methods.extend(MethodKind::baselines(&args.baselines)?);
+    methods.extend(args.baselines);
     let opts = CompareOptions {
         out: args.out,
         methods,
@@ -47,12 +51,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ablations: args.ablations,
         quick: args.quick,
         tint: args.tint,
-        objects: args.objects.unwrap_or_else(compare::default_objects),
+        objects: args.objects.unwrap_or_else(study::default_objects),
         data: args.data,
         device: device::parse(&args.device)?,
         quiet: args.quiet,
         provenance: crate::provenance(),
     };
-    compare::run(&opts)?;
+    study::run(&opts)?;
     Ok(())
 }

@@ -6,8 +6,9 @@ use anyhow::{bail, Context};
 use robustvit::atomic_write;
 use robustvit::data::eval_sets::{Kind, Protocol};
 use robustvit::data::imagenet;
-use robustvit::report::{self, Measurement};
-use robustvit::robustness::{self, PipelineOptions};
+use robustvit::eval::accuracy::{self, PipelineOptions};
+use robustvit::report::{self, Subject};
+use robustvit::train::RunManifest;
 
 use crate::model_args::ModelArgs;
 
@@ -20,8 +21,8 @@ pub struct Args {
     #[arg(long = "dataset", required = true)]
     datasets: Vec<String>,
     /// standard (A/R logits restricted to their classes, ObjectNet pooled) or reference (the reference code).
-    #[arg(long, default_value = "standard")]
-    protocol: String,
+    #[arg(long, default_value = "standard", value_parser = crate::named::<Protocol>(Protocol::NAMES))]
+    protocol: Protocol,
     /// Long-format results: model,method,seed,dataset,protocol,metric,value (percent).
     #[arg(long)]
     csv: Option<PathBuf>,
@@ -47,28 +48,26 @@ pub struct Args {
 
 /// The ImageNet indices of the finetuning classes named in a finetune manifest.
 fn finetune_classes(path: &Path) -> anyhow::Result<HashSet<usize>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let manifest: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let wnids = manifest["run"]["data"]["train_classes"]
-        .as_array()
-        .with_context(|| format!("{}: no run.data.train_classes (is it a harness finetune manifest?)", path.display()))?;
-    wnids
+    let manifest = RunManifest::read(path)?;
+    let data = manifest
+        .data
+        .with_context(|| format!("{}: the run records no ImageNet-S split (is it a harness finetune run?)", path.display()))?;
+    data.train_classes
         .iter()
-        .map(|w| {
-            let wnid = w.as_str().unwrap_or_default();
+        .map(|wnid| {
             imagenet::index_of(wnid).with_context(|| format!("{}: {wnid:?} is not an ImageNet wnid", path.display()))
         })
         .collect()
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let protocol = Protocol::parse(&args.protocol)?;
+    let protocol = args.protocol;
     let datasets: Vec<(Kind, PathBuf)> = args
         .datasets
         .iter()
         .map(|spec| {
             let Some((kind, dir)) = spec.split_once('=') else { bail!("--dataset {spec:?}: expected KIND=DIR") };
-            Ok((Kind::parse(kind)?, PathBuf::from(dir)))
+            Ok((kind.parse::<Kind>()?, PathBuf::from(dir)))
         })
         .collect::<anyhow::Result<_>>()?;
     let classes = args.finetune_manifest.as_deref().map(finetune_classes).transpose()?;
@@ -77,29 +76,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(w) = args.workers {
         opts.workers = w.max(1);
     }
+    let subject = Subject { model: loaded.name.clone(), method: args.method.clone(), seed: args.seed, protocol: protocol.name().into() };
     let mut rows = Vec::new();
     let mut per_class = csv::Writer::from_writer(Vec::new());
     per_class.write_record(["dataset", "class", "correct", "images", "top1"])?;
     let mut unreadable = Vec::new();
     for (kind, dir) in &datasets {
-        let r = robustness::evaluate(&loaded, *kind, dir, protocol, &opts)?;
+        let r = accuracy::of_dataset(&loaded, *kind, dir, protocol, &opts)?;
         println!(
             "{:<16} {protocol}: top-1 {:6.2}  top-5 {:6.2}  ({} images, {} unreadable, {:.1} img/s)",
             kind.name(), r.top1, r.top5, r.images, r.unreadable.len(), r.images_per_second
         );
-        let mut row = |metric: &str, value: f64| rows.push(Measurement {
-            model: loaded.name.clone(),
-            method: args.method.clone(),
-            seed: args.seed,
-            dataset: kind.name().into(),
-            protocol: protocol.name().into(),
-            metric: metric.into(),
-            value,
-        });
-        row("top1", r.top1);
-        row("top5", r.top5);
+        let mut row = |metric: &str, value: f64| rows.push(subject.row(kind.name(), metric, value));
+        row(report::TOP1, r.top1);
+        row(report::TOP5, r.top5);
         if let Some(classes) = &classes {
-            let (inside, outside) = robustness::split_by_classes(&r.per_class, classes);
+            let (inside, outside) = accuracy::split_by_classes(&r.per_class, classes);
             if let Some(v) = inside {
                 row("top1_finetune_classes", v);
             }

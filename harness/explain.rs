@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use robustvit::explain;
 use robustvit::model;
-use robustvit::predict;
+use robustvit::eval::predict;
 
 use crate::model_args::ModelArgs;
 

@@ -3,32 +3,19 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use robustvit::data::imagenet_s::{MaskResize, MaskSource, SplitConfig};
-use robustvit::finetune::{self, DataConfig};
-use robustvit::methods::{ClsTarget, InputGradient, Method, Relevance, RelevanceGrad};
-use robustvit::paper::{self, PaperHparams};
-use robustvit::train::{RunOptions, Selection, TrainConfig};
+use robustvit::train::imagenet_s::{self, DataConfig};
+use robustvit::train::methods::{ClsTarget, CrossEntropy, InputGradient, Method, MethodKind, Relevance, RelevanceGrad};
+use robustvit::train::paper::{self, PaperHparams};
+use robustvit::train::{Origin, RunOptions, Selection, TrainConfig};
 
 use crate::model_args::ModelArgs;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum MethodName {
-    Ours,
-    Gradmask,
-    Rrr,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum MaskSourceArg {
-    /// ImageNet-S PNGs: id = R + 256*G, 0 background, 1000 ignored, any other id the object.
-    ImagenetS,
-    /// Binary PNGs (e.g. unsupervised TokenCut masks): bright = object.
-    Binary,
-}
+use crate::named;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long, value_enum)]
-    method: MethodName,
+    /// ours (the relevance method), gradmask, rrr, or cross-entropy (the labels alone).
+    #[arg(long, value_parser = named::<MethodKind>(MethodKind::NAMES))]
+    method: MethodKind,
     #[command(flatten)]
     model: ModelArgs,
     /// ImageNet training images: <images>/<wnid>/<name>.JPEG
@@ -40,8 +27,10 @@ pub struct Args {
     /// Output folder: best/, last/, metrics.csv, manifest.json.
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, value_enum, default_value = "imagenet-s")]
-    mask_source: MaskSourceArg,
+    /// imagenet-s (PNG ids R + 256*G: 0 background, 1000 ignored, any other id the object) or binary
+    /// (bright = object, e.g. unsupervised TokenCut masks).
+    #[arg(long, default_value = "imagenet-s", value_parser = named::<MaskSource>(MaskSource::NAMES))]
+    mask_source: MaskSource,
     /// Drop masks with fewer foreground pixels (the paper uses 520 for TokenCut masks).
     #[arg(long)]
     min_mask_pixels: Option<u64>,
@@ -74,7 +63,8 @@ pub struct Args {
     /// Temperature of the classification term (default 1, DeiT presets 0.55 / 0.65).
     #[arg(long)]
     temperature: Option<f64>,
-    #[arg(long, value_enum, default_value = "detached")]
+    /// detached (G = dS/dA a constant, as the reference) or full (the loss also trains through G).
+    #[arg(long, default_value = "detached", value_parser = named::<RelevanceGrad>(RelevanceGrad::NAMES))]
     relevance_grad: RelevanceGrad,
     /// Ablation: drop the classification term.
     #[arg(long)]
@@ -86,11 +76,11 @@ pub struct Args {
     #[arg(long)]
     no_fg_loss: bool,
     /// Target of the classification term: the model's prediction (the method) or the label (ablation).
-    #[arg(long, value_enum, default_value = "pred")]
+    #[arg(long, default_value = "pred", value_parser = named::<ClsTarget>(ClsTarget::NAMES))]
     cls_target: ClsTarget,
     /// Which epoch's model to keep: val-loss (the paper's rule), val-acc, or guarded-penalty (lowest
     /// validation penalty among epochs reaching --accuracy-floor).
-    #[arg(long, value_enum, default_value = "val-loss")]
+    #[arg(long, default_value = "val-loss", value_parser = named::<Selection>(Selection::NAMES))]
     select: Selection,
     /// Validation accuracy (fraction) an epoch needs under --select guarded-penalty.
     #[arg(long)]
@@ -126,10 +116,17 @@ fn method_and_lr(args: &Args) -> anyhow::Result<(Method, f64)> {
     let preset = hparams(args)?;
     let temperature = args.temperature.or(preset.map(|p| p.temperature)).unwrap_or(1.0);
     let ablation = args.no_cls_loss || args.no_bg_loss || args.no_fg_loss || args.cls_target == ClsTarget::Gt;
-    if args.method != MethodName::Ours && (ablation || args.relevance_grad == RelevanceGrad::Full) {
+    if args.method != MethodKind::Ours && (ablation || args.relevance_grad == RelevanceGrad::Full) {
         bail!("--no-*-loss, --cls-target and --relevance-grad apply to --method ours only");
     }
-    if args.method == MethodName::Ours {
+    if args.method == MethodKind::CrossEntropy {
+        if args.lambda_bg.is_some() || args.lambda_cls.is_some() {
+            bail!("--lambda-bg and --lambda-cls do not apply to --method cross-entropy (it has no other term)");
+        }
+        let lr = args.lr.context("give --lr for --method cross-entropy (the paper has no setting for it)")?;
+        return Ok((Method::CrossEntropy(CrossEntropy { temperature }), lr));
+    }
+    if args.method == MethodKind::Ours {
         let lr = args.lr.or(preset.map(|p| p.ours_lr)).context("give --lr or --preset")?;
         let zero_if = |off: bool, v: f64| if off { 0.0 } else { v };
         let m = Relevance {
@@ -144,7 +141,7 @@ fn method_and_lr(args: &Args) -> anyhow::Result<(Method, f64)> {
         return Ok((Method::Ours(m), lr));
     }
     let (name, paper_values) = match args.method {
-        MethodName::Gradmask => ("GradMask", preset.and_then(|p| p.gradmask)),
+        MethodKind::Gradmask => ("GradMask", preset.and_then(|p| p.gradmask)),
         _ => ("RRR", preset.and_then(|p| p.rrr)),
     };
     if preset.is_some() && paper_values.is_none() {
@@ -159,7 +156,7 @@ fn method_and_lr(args: &Args) -> anyhow::Result<(Method, f64)> {
         temperature,
     };
     let lr = need(args.lr, paper_values.map(|p| p.lr), "lr")?;
-    Ok((if args.method == MethodName::Gradmask { Method::Gradmask(b) } else { Method::Rrr(b) }, lr))
+    Ok((if args.method == MethodKind::Gradmask { Method::Gradmask(b) } else { Method::Rrr(b) }, lr))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -185,10 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             val_per_class: args.val_per_class,
             seed: args.seed,
             min_mask_pixels: args.min_mask_pixels,
-            source: match args.mask_source {
-                MaskSourceArg::ImagenetS => MaskSource::ImagenetS,
-                MaskSourceArg::Binary => MaskSource::Binary,
-            },
+            source: args.mask_source,
         },
         mask_resize: if args.reference_mask_resize { MaskResize::Bilinear } else { MaskResize::Nearest },
     };
@@ -196,14 +190,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = RunOptions {
         resume: args.resume,
         quiet: args.quiet,
-        manifest: serde_json::json!({
-            "command": std::env::args().collect::<Vec<_>>(),
-            "checkpoint": args.model.checkpoint,
-            "reference_norm": args.model.reference_norm,
-        }),
         provenance: crate::provenance(),
+        origin: Origin {
+            command: std::env::args().collect(),
+            checkpoint: Some(args.model.checkpoint.clone()),
+            study: None,
+        },
+        data: None,
     };
-    let summary = finetune::run(&loaded, &data, &cfg, &args.out, opts)?;
+    let summary = imagenet_s::run(&loaded, &data, &cfg, &args.out, opts)?;
     println!(
         "best epoch {} (val total {:.5}, val accuracy {:.4}) saved in {}",
         summary.best_epoch,

@@ -37,6 +37,16 @@ enum Command {
     BenchEval(bench::Args),
 }
 
+/// A parser for a library enum with fixed names (`named_enum!`): its names are the flag's possible values.
+fn named<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|name| name.parse::<T>().unwrap_or_else(|_| unreachable!("clap accepted only the enum's names")))
+}
+
 /// This binary's build facts for run manifests.
 fn provenance() -> robustvit::manifest::Provenance {
     robustvit::manifest::Provenance::new(env!("ROBUSTVIT_GIT_REV"))

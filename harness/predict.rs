@@ -1,7 +1,7 @@
 //! `harness predict`: top-k classes of images.
 use std::path::PathBuf;
 
-use robustvit::predict;
+use robustvit::eval::predict;
 
 use crate::model_args::ModelArgs;
 

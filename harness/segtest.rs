@@ -2,8 +2,9 @@
 use std::path::PathBuf;
 
 use robustvit::atomic_write;
-use robustvit::report::{self, Measurement};
-use robustvit::segtest::{self, SegtestOptions};
+use robustvit::eval::imagenet_segmentation::{self, SegtestOptions, DATASET};
+use robustvit::eval::segmentation::METRICS;
+use robustvit::report::{self, Measurement, Subject};
 
 use crate::model_args::ModelArgs;
 
@@ -37,31 +38,20 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = args.model.load()?;
     let opts = SegtestOptions { batch_size: args.batch_size.max(1), limit: args.limit, quiet: args.quiet, ..SegtestOptions::default() };
-    let r = segtest::run(&loaded, &args.data, &opts)?;
+    let r = imagenet_segmentation::run(&loaded, &args.data, &opts)?;
     let m = &r.metrics;
     let [(_, pixel), (_, miou), (_, map)] = m.percent();
     println!(
         "segmentation: pixel accuracy {pixel:6.2}  mIoU {miou:6.2}  mAP {map:6.2}  ({} images, {} unreadable, {:.1} img/s)",
         m.images(), r.unreadable.len(), r.images_per_second
     );
-    let rows: Vec<Measurement> = m
-        .percent()
-        .into_iter()
-        .map(|(metric, value)| Measurement {
-            model: loaded.name.clone(),
-            method: args.method.clone(),
-            seed: args.seed,
-            dataset: segtest::DATASET.into(),
-            protocol: "standard".into(),
-            metric: metric.into(),
-            value,
-        })
-        .collect();
+    let subject = Subject { model: loaded.name.clone(), method: args.method.clone(), seed: args.seed, protocol: "standard".into() };
+    let rows: Vec<Measurement> = m.percent().into_iter().map(|(metric, value)| subject.row(DATASET, metric, value)).collect();
     if let Some(path) = &args.csv {
         report::write_long(path, &rows)?;
     }
     if let Some(path) = &args.table {
-        let table = report::segmentation_table(&rows, segtest::DATASET, &[&args.method], "standard");
+        let table = report::segmentation_table(&rows, DATASET, &METRICS, &[&args.method], "standard");
         table.write_csv(path)?;
         atomic_write::write(&path.with_extension("md"), table.to_markdown().as_bytes())?;
     }

@@ -6,14 +6,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use image::{ImageEncoder, RgbImage};
+use ndarray::{Array2, ArrayView2, Ix3};
+use ndarray_npy::WriteNpyExt;
 use tch::{Kind, Tensor};
 
 use crate::atomic_write;
-use crate::evaluate;
-use crate::heatmap;
+use crate::data::array;
+use crate::eval::predict;
+use crate::image::{denormalize_chw, heatmap};
 use crate::model::{LoadedModel, VisionTransformer};
-use crate::npy;
-use crate::predict;
+use crate::relevance::{relevance, Graph, Target};
 
 /// Weight of the heatmap in the blend.
 pub const ALPHA: f32 = 0.5;
@@ -29,24 +31,24 @@ pub struct Explained {
     pub probability: f64,
     /// The class with the highest logit.
     pub predicted: i64,
-    /// `gae_relevance` over the patches, row-major `grid.0 x grid.1`.
-    pub patches: Vec<f32>,
-    pub grid: (usize, usize),
-    /// The relevance map at the input's size, in [0, 1], row-major.
-    pub map: Vec<f32>,
+    /// `gae_relevance` over the patches, `[grid, grid]`.
+    pub patches: Array2<f32>,
+    /// The relevance map at the input's size, in [0, 1]: `[H, W]`.
+    pub map: Array2<f32>,
 }
 
 /// Explains each image of `images` (`[B,3,S,S]`, normalised) by `model`: `classes` one per image, or
 /// `None` for each image's predicted class.
 pub fn explain(model: &VisionTransformer, images: &Tensor, classes: Option<&[i64]>) -> anyhow::Result<Vec<Explained>> {
     let device = model.device();
-    let targets = classes.map(|c| Tensor::from_slice(c).to_device(device));
-    let r = evaluate::relevance(model, &images.to_device(device), targets.as_ref())?;
+    let classes = classes.map(|c| Tensor::from_slice(c).to_device(device));
+    let target = classes.as_ref().map_or(Target::Predicted, Target::Classes);
+    let r = relevance(model, &images.to_device(device), target, Graph::Detached)?;
     let cpu = tch::Device::Cpu;
     let probabilities = r.logits.softmax(-1, Kind::Float).to_device(cpu);
     let predicted = Vec::<i64>::try_from(r.logits.argmax(-1, false).to_device(cpu))?;
     let explained = Vec::<i64>::try_from(r.classes.to_device(cpu))?;
-    let grid = model.config().grid() as usize;
+    let grid = model.config().grid();
     (0..explained.len())
         .map(|i| {
             let row = i as i64;
@@ -54,22 +56,11 @@ pub fn explain(model: &VisionTransformer, images: &Tensor, classes: Option<&[i64
                 class: explained[i],
                 probability: probabilities.double_value(&[row, explained[i]]),
                 predicted: predicted[i],
-                patches: Vec::<f32>::try_from(r.patches.get(row).to_device(cpu))?,
-                grid: (grid, grid),
-                map: Vec::<f32>::try_from(r.maps.get(row).flatten(0, -1).to_device(cpu))?,
+                patches: array(&r.patches.get(row).view([grid, grid]))?,
+                map: array(&r.maps.get(row).squeeze_dim(0))?,
             })
         })
         .collect()
-}
-
-/// A normalised CHW network input back as an image (the inverse of `normalize_chw`, rounded).
-pub fn to_rgb(chw: &[f32], width: u32, height: u32, mean: [f32; 3], std: [f32; 3]) -> RgbImage {
-    let plane = (width * height) as usize;
-    RgbImage::from_fn(width, height, |x, y| {
-        let i = (y * width + x) as usize;
-        let channel = |c: usize| ((chw[c * plane + i] * std[c] + mean[c]) * 255.0).round().clamp(0.0, 255.0) as u8;
-        image::Rgb([channel(0), channel(1), channel(2)])
-    })
 }
 
 /// `image`, enlarged `zoom` times (nearest neighbour, for tiny inputs), with caption lines under it.
@@ -79,9 +70,9 @@ pub fn captioned(image: &RgbImage, caption: &[String], zoom: u32) -> RgbImage {
     heatmap::vstack(&[image, strip], 0)
 }
 
-/// The heatmap of `map` (row-major, the image's size) over `image`, enlarged `zoom` times, captioned.
-pub fn tile(image: &RgbImage, map: &[f32], caption: &[String], zoom: u32) -> anyhow::Result<RgbImage> {
-    let blended = heatmap::overlay(image, map, image.width(), image.height(), ALPHA).map_err(anyhow::Error::msg)?;
+/// The heatmap of `map` (`[H, W]`, the image's size) over `image`, enlarged `zoom` times, captioned.
+pub fn tile(image: &RgbImage, map: ArrayView2<f32>, caption: &[String], zoom: u32) -> anyhow::Result<RgbImage> {
+    let blended = heatmap::overlay(image, map, ALPHA).map_err(anyhow::Error::msg)?;
     Ok(captioned(&blended, caption, zoom))
 }
 
@@ -155,15 +146,15 @@ pub fn explain_files(
         let seen = stems.entry(stem.clone()).or_default();
         *seen += 1;
         let stem = if *seen == 1 { stem } else { format!("{stem}-{seen}") };
-        let chw = Vec::<f32>::try_from(input.flatten(0, -1))?;
-        let rgb = to_rgb(&chw, w, h, pre.mean, pre.std);
+        let rgb = denormalize_chw(array::<Ix3>(&input.squeeze_dim(0))?.view(), pre.mean, pre.std);
         let file_name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let mut tiles = vec![captioned(&rgb, &[file_name, format!("{w}x{h} input")], 1)];
         for (label, m) in models {
             let e = explain(&m.model, &input, class.map(|c| vec![c]).as_deref())?.remove(0);
-            tiles.push(tile(&rgb, &e.map, &caption(label, &e, name), 1)?);
+            tiles.push(tile(&rgb, e.map.view(), &caption(label, &e, name), 1)?);
             let npy_path = out.join(format!("{stem}.{label}.npy"));
-            let bytes = npy::npy_f32(&[e.grid.0, e.grid.1], &e.patches).map_err(anyhow::Error::msg)?;
+            let mut bytes = Vec::new();
+            e.patches.write_npy(&mut bytes).with_context(|| format!("encoding {}", npy_path.display()))?;
             atomic_write::write(&npy_path, &bytes).with_context(|| format!("writing {}", npy_path.display()))?;
             written.arrays.push(npy_path);
         }

@@ -27,8 +27,6 @@ pub const ORIGINAL: &str = "original";
 pub const TOP1: &str = "top1";
 /// Top-5 accuracy, percent.
 pub const TOP5: &str = "top5";
-/// Segmentation metrics of Table 3, percent, in column order.
-pub const SEGMENTATION_METRICS: [&str; 3] = ["pixel_accuracy", "miou", "map"];
 
 /// One measured number: which model, finetuned how, with which seed, evaluated on which dataset
 /// under which protocol, and which metric.
@@ -41,6 +39,31 @@ pub struct Measurement {
     pub protocol: String,
     pub metric: String,
     pub value: f64,
+}
+
+/// What a group of measurements is of: a model, finetuned by a method with a seed, evaluated under a
+/// protocol. Every producer of rows builds them through [`Subject::row`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subject {
+    pub model: String,
+    pub method: String,
+    pub seed: u64,
+    pub protocol: String,
+}
+
+impl Subject {
+    /// The measurement of `metric` on `dataset`.
+    pub fn row(&self, dataset: &str, metric: &str, value: f64) -> Measurement {
+        Measurement {
+            model: self.model.clone(),
+            method: self.method.clone(),
+            seed: self.seed,
+            dataset: dataset.into(),
+            protocol: self.protocol.clone(),
+            metric: metric.into(),
+            value,
+        }
+    }
 }
 
 /// Writes `measurements` to `path` (normally `results_long.csv`) atomically, in the given order,
@@ -185,15 +208,16 @@ pub fn shift_table<D: AsRef<str>, M: AsRef<str>>(
     view(measurements, protocol, &columns, methods, Reduce::DeltaFromOriginal)
 }
 
-/// Paper Table 3: `model,method,pixel_accuracy,miou,map` (+ `_std`, sample std, with several
-/// seeds) from the measurements of the segmentation dataset `dataset`.
+/// Paper Table 3: `model,method,<metric>...` (+ `_std`, sample std, with several seeds) from the
+/// measurements of `metrics` (the segmentation test's, in column order) on the dataset `dataset`.
 pub fn segmentation_table<M: AsRef<str>>(
     measurements: &[Measurement],
     dataset: &str,
+    metrics: &[&str],
     methods: &[M],
     protocol: &str,
 ) -> Table {
-    let columns: Vec<Column> = SEGMENTATION_METRICS
+    let columns: Vec<Column> = metrics
         .iter()
         .map(|&metric| Column { dataset: dataset.to_string(), metric: metric.to_string(), label: metric.to_string() })
         .collect();

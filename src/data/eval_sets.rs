@@ -36,7 +36,6 @@
 //!   Every other set is scored 1000-way as in the reference.
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -56,10 +55,6 @@ const NUM_CLASSES: usize = 1000;
 /// Failure to read an evaluation set.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalSetError {
-    #[error("unknown evaluation set {0:?} (known: {known})", known = Kind::ALL.map(Kind::name).join(", "))]
-    UnknownKind(String),
-    #[error("unknown protocol {0:?} (known: standard, reference)")]
-    UnknownProtocol(String),
     #[error("{kind}: dataset folder {} does not exist", path.display())]
     Missing { kind: Kind, path: PathBuf },
     #[error("{kind}: {} holds no images", path.display())]
@@ -74,52 +69,22 @@ pub enum EvalSetError {
     Io { path: PathBuf, source: io::Error },
 }
 
-/// An evaluation set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kind {
-    ImagenetVal,
-    ImagenetA,
-    ImagenetR,
-    ImagenetSketch,
-    ImagenetV2,
-    ObjectNet,
-    SiLocation,
-    SiRotation,
-    SiSize,
+crate::named_enum! {
+    /// An evaluation set, named as configs, command lines and tables name it.
+    pub enum Kind("evaluation set") {
+        ImagenetVal = "imagenet-val",
+        ImagenetA = "imagenet-a",
+        ImagenetR = "imagenet-r",
+        ImagenetSketch = "imagenet-sketch",
+        ImagenetV2 = "imagenet-v2",
+        ObjectNet = "objectnet",
+        SiLocation = "si-location",
+        SiRotation = "si-rotation",
+        SiSize = "si-size",
+    }
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
-        Kind::ImagenetVal,
-        Kind::ImagenetA,
-        Kind::ImagenetR,
-        Kind::ImagenetSketch,
-        Kind::ImagenetV2,
-        Kind::ObjectNet,
-        Kind::SiLocation,
-        Kind::SiRotation,
-        Kind::SiSize,
-    ];
-
-    /// The name used in configs, command lines and tables.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::ImagenetVal => "imagenet-val",
-            Kind::ImagenetA => "imagenet-a",
-            Kind::ImagenetR => "imagenet-r",
-            Kind::ImagenetSketch => "imagenet-sketch",
-            Kind::ImagenetV2 => "imagenet-v2",
-            Kind::ObjectNet => "objectnet",
-            Kind::SiLocation => "si-location",
-            Kind::SiRotation => "si-rotation",
-            Kind::SiSize => "si-size",
-        }
-    }
-
-    pub fn parse(name: &str) -> Result<Kind, EvalSetError> {
-        Kind::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| EvalSetError::UnknownKind(name.to_string()))
-    }
-
     /// The folder the set's archive unpacks to, when `dir` may be the folder above it.
     fn archive_folder(self) -> Option<&'static str> {
         match self {
@@ -132,38 +97,11 @@ impl Kind {
     }
 }
 
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// How a prediction is scored (module doc); every results table names the one it used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Standard,
-    Reference,
-}
-
-impl Protocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Standard => "standard",
-            Protocol::Reference => "reference",
-        }
-    }
-
-    pub fn parse(name: &str) -> Result<Protocol, EvalSetError> {
-        [Protocol::Standard, Protocol::Reference]
-            .into_iter()
-            .find(|p| p.name() == name)
-            .ok_or_else(|| EvalSetError::UnknownProtocol(name.to_string()))
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+crate::named_enum! {
+    /// How a prediction is scored (module doc); every results table names the one it used.
+    pub enum Protocol("protocol") {
+        Standard = "standard",
+        Reference = "reference",
     }
 }
 

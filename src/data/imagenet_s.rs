@@ -3,7 +3,7 @@
 //! seeded train/validation class split, mask decoding, and the train/eval
 //! transforms applied with identical geometry to an image and its mask.
 //!
-//! Pixel operations reuse the PIL-exact routines of [`preprocess`]; masks go
+//! Pixel operations reuse the PIL-exact routines of [`crate::image`]; masks go
 //! through them as grey replicated into RGB, which PIL resamples per channel
 //! exactly as it does an `L` image.
 
@@ -14,7 +14,10 @@ use image::{GrayImage, ImageBuffer, Luma, Pixel, RgbImage};
 
 use crate::data::{imagenet, Sample};
 use crate::rng::{derive_seed, shuffle, SplitMix64};
-use crate::data::preprocess::{self, Interpolation, PreprocessConfig, PreprocessError};
+use crate::image::{
+    center_crop, eval_resize_dims, gray_view, load_rgb, normalize_chw, on_mask, resize_exact, DecodeError, Interpolation,
+    PreprocessConfig, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD,
+};
 
 /// The wnids of the 5 class pairs that ImageNet-S merges; the reference
 /// implementation skips them, leaving 914 of its 919 classes.
@@ -37,25 +40,26 @@ const IMAGE_EXTENSIONS: [&str; 4] = ["JPEG", "jpg", "jpeg", "png"];
 /// ImageNet-S id of pixels excluded from annotation; treated as background.
 const IGNORED_ID: u32 = 1000;
 
-/// How a mask PNG encodes the foreground.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MaskSource {
-    /// ImageNet-S semantic mask: id = R + 256 * G; 0 background, 1000
-    /// ignored (background), exactly one other id for the object.
-    ImagenetS,
-    /// Any PNG; foreground where some channel exceeds 127 (e.g. TokenCut).
-    Binary,
+crate::named_enum! {
+    /// How a mask PNG encodes the foreground.
+    pub enum MaskSource("mask source") {
+        /// ImageNet-S semantic mask: id = R + 256 * G; 0 background, 1000
+        /// ignored (background), exactly one other id for the object.
+        ImagenetS = "imagenet-s",
+        /// Any PNG; foreground where some channel exceeds 127 (e.g. TokenCut).
+        Binary = "binary",
+    }
 }
 
-/// Resampling of the mask in the transforms.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum MaskResize {
-    /// PIL NEAREST: the mask stays binary.
-    #[default]
-    Nearest,
-    /// PIL BILINEAR on the 0/255 mask, as the reference code does: fractional
-    /// values along the edges.
-    Bilinear,
+crate::named_enum! {
+    /// Resampling of the mask in the transforms.
+    pub enum MaskResize("mask resize") {
+        /// PIL NEAREST: the mask stays binary.
+        Nearest = "nearest",
+        /// PIL BILINEAR on the 0/255 mask, as the reference code does: fractional
+        /// values along the edges.
+        Bilinear = "bilinear",
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -142,7 +146,7 @@ pub enum DataError {
         train_classes: usize,
     },
     #[error(transparent)]
-    Load(#[from] PreprocessError),
+    Load(#[from] DecodeError),
     #[error("ImageNet-S mask {} holds two object ids ({first} and {second}); expected one", path.display())]
     MultipleObjects {
         path: PathBuf,
@@ -348,7 +352,7 @@ pub struct Pair {
 /// Decodes an item's image (as PIL `convert('RGB')`) and mask, checking that
 /// their sizes agree.
 pub fn load_pair(item: &Item, source: MaskSource) -> Result<Pair, DataError> {
-    let image = preprocess::load_rgb(&item.image)?;
+    let image = load_rgb(&item.image)?;
     let mask = decode_mask(&item.mask, source)?;
     if image.dimensions() != mask.dimensions() {
         return Err(DataError::SizeMismatch {
@@ -364,7 +368,7 @@ pub fn load_pair(item: &Item, source: MaskSource) -> Result<Pair, DataError> {
 /// A mask PNG as 0/255 foreground.
 fn decode_mask(path: &Path, source: MaskSource) -> Result<GrayImage, DataError> {
     // Grey and alpha PNGs arrive with grey replicated and alpha dropped.
-    let rgb = preprocess::load_rgb(path)?;
+    let rgb = load_rgb(path)?;
     let fg = |on: bool| Luma([if on { 255 } else { 0 }]);
     match source {
         MaskSource::Binary => Ok(GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
@@ -416,8 +420,8 @@ impl Default for TransformConfig {
     fn default() -> Self {
         TransformConfig {
             size: 224,
-            mean: preprocess::IMAGENET_DEFAULT_MEAN,
-            std: preprocess::IMAGENET_DEFAULT_STD,
+            mean: IMAGENET_DEFAULT_MEAN,
+            std: IMAGENET_DEFAULT_STD,
             mask_resize: MaskResize::Nearest,
         }
     }
@@ -453,9 +457,9 @@ pub fn crop_flip_params(seed: u64, width: u32, height: u32, size: u32) -> CropFl
 /// the aspect, PIL bilinear for the image. Cache it across epochs.
 pub fn train_resized(pair: &Pair, cfg: &TransformConfig) -> Pair {
     let r = resized_size(cfg.size);
-    let image = preprocess::resize_exact(&pair.image, r, r, Interpolation::Bilinear);
-    let mask = preprocess::on_mask(&pair.mask, |m| {
-        preprocess::resize_exact(m, r, r, mask_interpolation(cfg.mask_resize))
+    let image = resize_exact(&pair.image, r, r, Interpolation::Bilinear);
+    let mask = on_mask(&pair.mask, |m| {
+        resize_exact(m, r, r, mask_interpolation(cfg.mask_resize))
     });
     Pair { image, mask }
 }
@@ -487,16 +491,16 @@ pub fn eval_sample(pair: &Pair, label: i64, cfg: &TransformConfig) -> Sample {
         mean: cfg.mean,
         std: cfg.std,
     };
-    let (w, h) = preprocess::eval_resize_dims(pair.image.width(), pair.image.height(), &resize_cfg);
+    let (w, h) = eval_resize_dims(pair.image.width(), pair.image.height(), &resize_cfg);
     let s = cfg.size;
-    let image = preprocess::center_crop(
-        &preprocess::resize_exact(&pair.image, w, h, Interpolation::Bilinear),
+    let image = center_crop(
+        &resize_exact(&pair.image, w, h, Interpolation::Bilinear),
         s,
         s,
     );
-    let mask = preprocess::on_mask(&pair.mask, |m| {
-        let resized = preprocess::resize_exact(m, w, h, mask_interpolation(cfg.mask_resize));
-        preprocess::center_crop(&resized, s, s)
+    let mask = on_mask(&pair.mask, |m| {
+        let resized = resize_exact(m, w, h, mask_interpolation(cfg.mask_resize));
+        center_crop(&resized, s, s)
     });
     to_sample(&image, &mask, label, cfg)
 }
@@ -527,12 +531,8 @@ fn crop_flip<P: Pixel<Subpixel = u8>>(
 
 fn to_sample(image: &RgbImage, mask: &GrayImage, label: i64, cfg: &TransformConfig) -> Sample {
     Sample {
-        image: preprocess::normalize_chw(image, cfg.mean, cfg.std),
-        mask: mask
-            .as_raw()
-            .iter()
-            .map(|&v| f32::from(v) / 255.0)
-            .collect(),
+        image: normalize_chw(image, cfg.mean, cfg.std),
+        mask: gray_view(mask).mapv(|v| f32::from(v) / 255.0),
         label,
     }
 }

@@ -7,6 +7,8 @@
 use std::f64::consts::TAU;
 
 use crate::data::animal_mnist::{Objects, CLASSES, SIDE};
+use ndarray::{Array2, Array3};
+
 use crate::data::Sample;
 use crate::rng::{derive_seed, permutation, SplitMix64};
 
@@ -268,7 +270,11 @@ pub fn render(objects: &Objects, index: usize, background: Background, size: u32
             image[c * plane + p] = (v - 0.5) / 0.5;
         }
     }
-    Sample { image, mask, label }
+    Sample {
+        image: Array3::from_shape_vec((3, side, side), image).expect("3 planes of side x side"),
+        mask: Array2::from_shape_vec((side, side), mask).expect("side x side"),
+        label,
+    }
 }
 
 /// The background of a sample of `split` with label `label`; `bias` only matters for `Matched`.
@@ -443,7 +449,7 @@ mod tests {
         for bg in [Background::Stripes(3), Background::Tint(7), Background::Black, Background::Only(6)] {
             let a = render(&o, 5, bg, SIZE, 42);
             assert_eq!(a, render(&o, 5, bg, SIZE, 42));
-            assert_eq!((a.image.len(), a.mask.len()), (3 * 32 * 32, 32 * 32));
+            assert_eq!((a.image.dim(), a.mask.dim()), ((3, 32, 32), (32, 32)));
             assert!(a.image.iter().all(|v| (-1.0..=1.0).contains(v)));
             assert!(a.mask.iter().all(|&m| m == 0.0 || m == 1.0));
         }
@@ -458,8 +464,8 @@ mod tests {
         assert_eq!(sample.label, o.labels[5]);
         // Object 5 is a square of half-width 8 centred at 14 (pixels 7..=21), padded by 2.
         assert_eq!(sample.mask.iter().sum::<f32>(), 15.0 * 15.0);
-        assert_eq!((sample.mask[9 * 32 + 9], sample.mask[8 * 32 + 8]), (1.0, 0.0));
-        assert_eq!(sample.image[9 * 32 + 9], (200.0 / 255.0 - 0.5) / 0.5);
+        assert_eq!((sample.mask[[9, 9]], sample.mask[[8, 8]]), (1.0, 0.0));
+        assert_eq!(sample.image[[0, 9, 9]], (200.0 / 255.0 - 0.5) / 0.5);
         assert_eq!(render(&o, 0, Background::Black, 20, 0).mask.len(), 400);
     }
 

@@ -12,10 +12,11 @@ use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::config::{self, VitConfig};
-use super::pickle::{self, DType};
 use super::vit::VisionTransformer;
 use crate::atomic_write;
-use crate::data::preprocess::{Interpolation, PreprocessConfig};
+use crate::image::PreprocessConfig;
+use crate::names::UnknownName;
+use crate::pickle::{self, DType};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
@@ -269,10 +270,9 @@ fn resolve(name: Option<&str>, hub: &HubConfig, config_path: &Path) -> Result<(S
         pre.crop_pct = c;
     }
     if let Some(i) = cfg.get("interpolation").and_then(Value::as_str) {
-        pre.interpolation = Interpolation::parse(i).ok_or_else(|| CheckpointError::Config {
-            path: config_path.to_path_buf(),
-            message: format!("interpolation {i:?} is not one of bicubic, bilinear, nearest"),
-        })?;
+        pre.interpolation = i
+            .parse()
+            .map_err(|e: UnknownName| CheckpointError::Config { path: config_path.to_path_buf(), message: e.to_string() })?;
     }
     vit.validate().map_err(|message| CheckpointError::Config { path: config_path.to_path_buf(), message })?;
     Ok((name, vit, pre))

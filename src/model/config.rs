@@ -2,7 +2,7 @@
 //! (method.md section 6) with their timm `pretrained_cfg` for preprocessing.
 use serde::{Deserialize, Serialize};
 
-use crate::data::preprocess::{
+use crate::image::{
     Interpolation, PreprocessConfig, IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN, IMAGENET_DEFAULT_STD as IMAGENET_STD,
     IMAGENET_INCEPTION_MEAN,
 };

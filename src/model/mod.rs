@@ -1,7 +1,6 @@
 //! The Vision Transformer, its configurations and its checkpoints.
 pub mod checkpoint;
 pub mod config;
-pub mod pickle;
 pub mod vit;
 
 pub use checkpoint::{load, save, LoadedModel};

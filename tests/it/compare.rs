@@ -93,7 +93,7 @@ fn quick_compare_writes_every_table_reproducibly_and_shows_the_shortcut() {
 fn study_configs_parse_and_bad_entries_name_the_file() {
     // The shipped example parses (its paths are placeholders, so it stops at the first missing folder).
     let example = root().join("scripts/studies/paper.toml");
-    let err = robustvit::compare::study::read(&example).unwrap_err().to_string();
+    let err = robustvit::study::real::read(&example).unwrap_err().to_string();
     assert!(err.contains("paper.toml") && err.contains("/data/imagenet/train"), "{err}");
     let dir = root().join("target/test-tmp/study");
     std::fs::create_dir_all(dir.join("images")).unwrap();
@@ -101,7 +101,7 @@ fn study_configs_parse_and_bad_entries_name_the_file() {
     let write = |body: &str| {
         let path = dir.join("study.toml");
         std::fs::write(&path, format!("[imagenet_s]\nimages = {:?}\nmasks = {:?}\n{body}", dir.join("images"), dir.join("masks"))).unwrap();
-        robustvit::compare::study::read(&path).map(|_| ()).map_err(|e| format!("{e:#}"))
+        robustvit::study::real::read(&path).map(|_| ()).map_err(|e| format!("{e:#}"))
     };
     let hub = root().join("Cargo.toml");
     let model = format!("[[models]]\nname = \"deit_small_patch16_224\"\ncheckpoint = {hub:?}\n");

@@ -68,7 +68,7 @@ fn study_finetunes_evaluates_and_writes_every_table() {
     for method in ["ours", "gradmask"] {
         let run = out.join("runs/vit_tiny_patch16_224/seed0").join(method);
         assert!(run.join("best/model.safetensors").is_file(), "{}", run.display());
-        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
-        assert_eq!(manifest["run"]["data"]["train_classes"].as_array().unwrap().len(), 2);
+        let manifest = robustvit::train::RunManifest::read(&run.join("manifest.json")).unwrap();
+        assert_eq!(manifest.data.unwrap().train_classes.len(), 2);
     }
 }

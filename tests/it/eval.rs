@@ -6,6 +6,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
+use robustvit::data::imagenet_s::{MaskResize, MaskSource};
+use robustvit::manifest::Provenance;
+use robustvit::model;
+use robustvit::train::imagenet_s::DataSplit;
+use robustvit::train::methods::{Method, Relevance};
+use robustvit::train::{Origin, RunManifest, Selection, TrainConfig};
+
 use crate::support::{fixture, hub, root, scratch, HARNESS};
 
 const KINDS: [(&str, &str); 7] = [
@@ -24,6 +31,45 @@ fn eval_timm() -> PathBuf {
     fixture("eval_sets.py", "eval", &[hub.to_str().unwrap(), si_map.to_str().unwrap()])
 }
 
+/// A finetuning run's manifest whose split trained on `classes`.
+fn finetune_manifest(classes: &[String]) -> RunManifest {
+    let preset = model::preset("vit_tiny_patch16_224").unwrap();
+    RunManifest {
+        provenance: Provenance::default(),
+        model: preset.name.into(),
+        model_config: preset.config,
+        preprocess: preset.preprocess,
+        device: "Cpu".into(),
+        train: TrainConfig {
+            method: Method::Ours(Relevance::default()),
+            lr: 1e-6,
+            weight_decay: 1e-4,
+            lr_decay: 0.85,
+            decay_every: 2,
+            epochs: 1,
+            batch_size: 8,
+            seed: 0,
+            select: Selection::ValLoss,
+            accuracy_floor: None,
+        },
+        origin: Origin::default(),
+        data: Some(DataSplit {
+            images: "images".into(),
+            masks: "masks".into(),
+            mask_source: MaskSource::ImagenetS,
+            mask_resize: MaskResize::Nearest,
+            seed: 0,
+            train_classes: classes.to_vec(),
+            val_classes: Vec::new(),
+            train_images: Vec::new(),
+            val_images: Vec::new(),
+            dropped_masks: 0,
+            short_classes: Vec::new(),
+        }),
+        best: None,
+    }
+}
+
 #[test]
 fn eval_matches_timm_predictions_in_every_layout_and_protocol() {
     let data = eval_timm();
@@ -38,8 +84,7 @@ fn eval_matches_timm_predictions_in_every_layout_and_protocol() {
         .collect();
     val_classes.sort();
     let manifest = out.join("manifest.json");
-    let content = serde_json::json!({"run": {"data": {"train_classes": [val_classes[0]]}}});
-    std::fs::write(&manifest, content.to_string()).unwrap();
+    std::fs::write(&manifest, serde_json::to_string(&finetune_manifest(&val_classes[..1])).unwrap()).unwrap();
     for protocol in ["standard", "reference"] {
         let csv = out.join(format!("{protocol}.csv"));
         let mut cmd = Command::new(HARNESS);

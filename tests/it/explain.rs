@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use image::{Rgb, RgbImage};
-use robustvit::data::preprocess;
-use robustvit::explain;
+use robustvit::image::{denormalize_chw, eval_transform, load_rgb, normalize_chw};
 use robustvit::model;
 use robustvit::ops;
-use robustvit::predict;
+use robustvit::eval::predict;
 use tch::{Device, Kind, Tensor};
 use crate::support::{fixture, hub, python, scratch, timm, HARNESS};
 
@@ -164,8 +163,8 @@ fn network_input_turns_back_into_its_pixels() {
     let photo = timm().join("photo.png");
     let loaded = model::load(None, &tiny(), Device::Cpu).unwrap();
     let pre = &loaded.preprocess;
-    let chw = preprocess::eval_transform(&preprocess::load_rgb(&photo).unwrap(), pre);
-    let (height, width) = pre.input_size;
-    let rgb = explain::to_rgb(&chw, width, height, pre.mean, pre.std);
-    assert_eq!(preprocess::normalize_chw(&rgb, pre.mean, pre.std), chw);
+    let chw = eval_transform(&load_rgb(&photo).unwrap(), pre);
+    let rgb = denormalize_chw(chw.view(), pre.mean, pre.std);
+    assert_eq!(rgb.dimensions(), (pre.input_size.1, pre.input_size.0));
+    assert_eq!(normalize_chw(&rgb, pre.mean, pre.std), chw);
 }

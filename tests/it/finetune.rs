@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use image::{Rgb, RgbImage};
 use robustvit::data::imagenet_s::{self, MaskResize, MaskSource, SplitConfig, TransformConfig};
-use robustvit::data::{imagenet, Sample};
-use robustvit::finetune::ImagenetSTrain;
-use robustvit::methods::{Batch, ClsTarget, InputGradient, Method, Relevance, RelevanceGrad};
+use robustvit::data::{imagenet, Batch, Sample};
 use robustvit::model::{self, LoadedModel};
-use robustvit::optim::AdamW;
-use robustvit::train::{self, EpochMetrics, RunOptions, Selection, TrainConfig, TrainSet};
+use robustvit::train::imagenet_s::ImagenetSTrain;
+use robustvit::train::methods::{ClsTarget, InputGradient, Method, Relevance, RelevanceGrad};
+use robustvit::train::optim::AdamW;
+use robustvit::train::{self, EpochMetrics, RunManifest, RunOptions, Selection, TrainConfig, TrainSet};
 use tch::{Device, Kind, Tensor};
 use crate::support::imagenet_s::write_imagenet_s;
 use crate::support::{hub, python, root, scratch, HARNESS};
@@ -59,7 +59,7 @@ fn config(method: Method, epochs: usize, lr: f64) -> TrainConfig {
 }
 
 fn quiet() -> RunOptions {
-    RunOptions { resume: false, quiet: true, manifest: serde_json::json!({}), provenance: Default::default() }
+    RunOptions { quiet: true, ..RunOptions::default() }
 }
 
 fn term(history: &[EpochMetrics], method: &Method, epoch: usize, name: &str) -> f64 {
@@ -92,9 +92,10 @@ fn every_method_trains_with_finite_terms_and_lowers_its_penalty() {
         let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
         assert_eq!(csv.lines().count(), 7, "header and 6 epochs");
         assert!(out.join("best/model.safetensors").is_file() && out.join("last/optimizer.safetensors").is_file());
-        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
-        assert_eq!(manifest["train"]["method"]["method"], method.name());
-        assert!(manifest["git_revision"].is_string() && manifest["libtorch_version"].as_str().unwrap().starts_with("2.11"));
+        let manifest = RunManifest::read(&out.join("manifest.json")).unwrap();
+        assert_eq!(manifest.train.method, method);
+        assert_eq!(manifest.best.as_ref(), Some(&summary.best));
+        assert!(manifest.provenance.libtorch_version.starts_with("2.11"), "{:?}", manifest.provenance);
     }
 }
 
@@ -289,16 +290,18 @@ fn cli_finetune_fills_paper_presets_and_writes_the_run() {
     let common = ["finetune", "--epochs", "1", "--batch-size", "4", "--train-classes", "2", "--quiet"];
     let run = harness(&[&common[..], &["--method", "ours", "--preset", "deit-s"]].concat(), &paths);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["train"]["lr"], 1e-6);
-    assert_eq!(manifest["train"]["method"]["temperature"], 0.55);
-    assert_eq!(manifest["run"]["data"]["train_classes"].as_array().unwrap().len(), 2);
+    let manifest = RunManifest::read(&out.join("manifest.json")).unwrap();
+    assert_eq!(manifest.train.lr, 1e-6);
+    assert!(matches!(manifest.train.method, Method::Ours(Relevance { temperature: 0.55, .. })), "{:?}", manifest.train.method);
+    assert_eq!(manifest.data.unwrap().train_classes.len(), 2);
+    assert_eq!(manifest.origin.checkpoint.as_deref(), Some(hub.as_path()));
     assert!(out.join("best/config.json").is_file() && out.join("metrics.csv").is_file());
 
     let rrr = harness(&[&common[..], &["--method", "rrr", "--preset", "ar-b"]].concat(), &[("--out", &root.join("rrr")), ("--checkpoint", &hub), ("--images", &images), ("--masks", &masks)]);
     assert!(rrr.status.success(), "{}", String::from_utf8_lossy(&rrr.stderr));
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("rrr/manifest.json")).unwrap()).unwrap();
-    assert_eq!((manifest["train"]["lr"].as_f64(), manifest["train"]["method"]["lambda_bg"].as_f64()), (Some(5e-7), Some(1e-8)));
+    let manifest = RunManifest::read(&root.join("rrr/manifest.json")).unwrap();
+    assert_eq!(manifest.train.lr, 5e-7);
+    assert!(matches!(manifest.train.method, Method::Rrr(InputGradient { lambda_bg: 1e-8, .. })), "{:?}", manifest.train.method);
 
     let no_values = harness(&[&common[..], &["--method", "gradmask", "--preset", "vit-l"]].concat(), &paths);
     assert!(String::from_utf8_lossy(&no_values.stderr).contains("gives no GradMask values for vit-l"));

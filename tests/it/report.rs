@@ -121,7 +121,7 @@ fn segmentation_and_ablation_tables() {
     }
     ms.push(m("vit-b", "original", 0, "imagenet-seg", "main", "miou", 50.0));
     ms.push(m("vit-b", "original", 0, "in", "main", "top1", 81.0));
-    let t = segmentation_table(&ms, "imagenet-seg", &["original", "ours"], "main");
+    let t = segmentation_table(&ms, "imagenet-seg", &["pixel_accuracy", "miou", "map"], &["original", "ours"], "main");
     assert_eq!(
         t.header,
         strings(&["model", "method", "pixel_accuracy", "pixel_accuracy_std", "miou", "miou_std", "map", "map_std"])

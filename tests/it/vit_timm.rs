@@ -7,7 +7,7 @@ use std::process::Command;
 
 use robustvit::model::checkpoint::{self, CheckpointError};
 use robustvit::model::{self, VisionTransformer, VitConfig};
-use robustvit::predict;
+use robustvit::eval::predict;
 use tch::{nn, Device, Kind, Tensor};
 
 

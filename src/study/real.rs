@@ -34,17 +34,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use super::{CompareOptions, MethodKind};
+use super::CompareOptions;
 use crate::data::eval_sets::{Kind, Protocol};
 use crate::data::imagenet_s::{MaskResize, MaskSource, SplitConfig};
-use crate::finetune::{self, DataConfig};
-use crate::methods::{InputGradient, Method, Relevance};
+use crate::eval::accuracy::{self, PipelineOptions};
+use crate::eval::imagenet_segmentation::{self, SegtestOptions};
 use crate::model;
-use crate::paper;
-use crate::report::Measurement;
-use crate::robustness::{self, PipelineOptions};
-use crate::segtest::{self, SegtestOptions};
-use crate::train::{RunOptions, Selection, TrainConfig};
+use crate::report::{self, Measurement, Subject};
+use crate::train::imagenet_s::{self, DataConfig};
+use crate::train::methods::{InputGradient, Method, MethodKind, Relevance};
+use crate::train::paper;
+use crate::train::{Origin, RunOptions, Selection, TrainConfig};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,13 +64,13 @@ pub struct ImagenetS {
     pub images: PathBuf,
     pub masks: PathBuf,
     #[serde(default = "default_source")]
-    pub mask_source: String,
+    pub mask_source: MaskSource,
     #[serde(default)]
     pub seed: u64,
 }
 
-fn default_source() -> String {
-    "imagenet-s".into()
+fn default_source() -> MaskSource {
+    MaskSource::ImagenetS
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,7 +84,7 @@ pub struct ModelEntry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetEntry {
-    pub kind: String,
+    pub kind: Kind,
     pub path: PathBuf,
 }
 
@@ -124,7 +124,6 @@ pub fn read(path: &Path) -> anyhow::Result<StudyConfig> {
         }
     }
     for d in &config.datasets {
-        Kind::parse(&d.kind).with_context(|| format!("{}: dataset {}", path.display(), d.path.display()))?;
         if !d.path.is_dir() {
             bail!("{}: dataset folder {} ({}) does not exist", path.display(), d.path.display(), d.kind);
         }
@@ -147,6 +146,7 @@ fn paper_method(kind: MethodKind, hp: &paper::PaperHparams) -> anyhow::Result<(M
         MethodKind::Ours => (Method::Ours(Relevance { temperature: hp.temperature, ..Relevance::default() }), hp.ours_lr),
         MethodKind::Gradmask => baseline(hp.gradmask).map(|(b, lr)| (Method::Gradmask(b), lr))?,
         MethodKind::Rrr => baseline(hp.rrr).map(|(b, lr)| (Method::Rrr(b), lr))?,
+        MethodKind::CrossEntropy => bail!("the paper has no cross-entropy finetuning setting for {}", hp.alias),
     })
 }
 
@@ -154,31 +154,22 @@ fn paper_method(kind: MethodKind, hp: &paper::PaperHparams) -> anyhow::Result<(M
 fn measure(loaded: &model::LoadedModel, method: &str, seed: u64, config: &StudyConfig, opts: &CompareOptions)
     -> anyhow::Result<Vec<Measurement>> {
     let pipeline = PipelineOptions { quiet: opts.quiet, ..PipelineOptions::default() };
+    let subject =
+        Subject { model: loaded.name.clone(), method: method.into(), seed, protocol: Protocol::Standard.name().into() };
     let mut rows = Vec::new();
-    let mut row = |dataset: &str, metric: &str, value: f64| rows.push(Measurement {
-        model: loaded.name.clone(),
-        method: method.into(),
-        seed,
-        dataset: dataset.into(),
-        protocol: Protocol::Standard.name().into(),
-        metric: metric.into(),
-        value,
-    });
     for d in &config.datasets {
-        let kind = Kind::parse(&d.kind)?;
-        let r = robustness::evaluate(loaded, kind, &d.path, Protocol::Standard, &pipeline)?;
-        row(kind.name(), "top1", r.top1);
-        row(kind.name(), "top5", r.top5);
+        let r = accuracy::of_dataset(loaded, d.kind, &d.path, Protocol::Standard, &pipeline)?;
+        rows.push(subject.row(d.kind.name(), report::TOP1, r.top1));
+        rows.push(subject.row(d.kind.name(), report::TOP5, r.top5));
     }
     if let Some(seg) = &config.segmentation {
         let seg_opts = SegtestOptions { limit: seg.limit, quiet: opts.quiet, ..SegtestOptions::default() };
-        let r = segtest::run(loaded, &seg.path, &seg_opts)?;
+        let r = imagenet_segmentation::run(loaded, &seg.path, &seg_opts)?;
         if !r.unreadable.is_empty() {
             eprintln!("segmentation test: {} unreadable entries of {} skipped (harness segtest lists them)", r.unreadable.len(), seg.path.display());
         }
-        for (metric, value) in r.metrics.percent() {
-            row(segtest::DATASET, metric, value);
-        }
+        let dataset = imagenet_segmentation::DATASET;
+        rows.extend(r.metrics.percent().into_iter().map(|(metric, value)| subject.row(dataset, metric, value)));
     }
     Ok(rows)
 }
@@ -187,11 +178,7 @@ fn measure(loaded: &model::LoadedModel, method: &str, seed: u64, config: &StudyC
 /// evaluates the original and the selected checkpoints; returns the accuracy datasets and the rows.
 pub fn run(path: &Path, opts: &CompareOptions) -> anyhow::Result<(Vec<&'static str>, Vec<Measurement>)> {
     let config = read(path)?;
-    let source = match config.imagenet_s.mask_source.as_str() {
-        "imagenet-s" => MaskSource::ImagenetS,
-        "binary" => MaskSource::Binary,
-        other => bail!("{}: mask_source {other:?} is not imagenet-s or binary", path.display()),
-    };
+    let source = config.imagenet_s.mask_source;
     let mut rows = Vec::new();
     for m in &config.models {
         let hp = paper::lookup(m.preset.as_deref().unwrap_or(&m.name)).expect("checked by read");
@@ -223,13 +210,19 @@ pub fn run(path: &Path, opts: &CompareOptions) -> anyhow::Result<(Vec<&'static s
                 };
                 let loaded = model::load(Some(&m.name), &m.checkpoint, opts.device)?;
                 let out = opts.out.join("runs").join(&m.name).join(format!("seed{seed}")).join(kind.name());
-                let run = RunOptions { resume: true, quiet: opts.quiet, manifest: serde_json::json!({"study": path}), provenance: opts.provenance.clone() };
-                let summary = finetune::run(&loaded, &data, &cfg, &out, run)?;
+                let run = RunOptions {
+                    resume: true,
+                    quiet: opts.quiet,
+                    provenance: opts.provenance.clone(),
+                    origin: Origin { study: Some(path.display().to_string()), ..Origin::default() },
+                    data: None,
+                };
+                let summary = imagenet_s::run(&loaded, &data, &cfg, &out, run)?;
                 let best = model::load(Some(&m.name), &summary.best_dir, opts.device)?;
                 rows.extend(measure(&best, kind.name(), seed, &config, opts)?);
             }
         }
     }
-    let kinds: Vec<&'static str> = config.datasets.iter().filter_map(|d| Kind::parse(&d.kind).ok()).map(Kind::name).collect();
+    let kinds: Vec<&'static str> = config.datasets.iter().map(|d| d.kind.name()).collect();
     Ok((kinds, rows))
 }

@@ -8,20 +8,19 @@ use anyhow::Context;
 use serde::Serialize;
 use tch::{nn, Device};
 
-use super::{CompareOptions, MethodKind};
+use super::CompareOptions;
 use crate::data::animal_mnist::{self, Objects};
-use crate::data::preprocess::{Interpolation, PreprocessConfig};
 use crate::data::spurious::{self, Partition, Split, Texture};
-use crate::data::Sample;
-use crate::evaluate;
+use crate::data::{Batch, Sample};
+use crate::eval::{accuracy, segmentation};
 use crate::explain;
-use crate::heatmap;
-use crate::methods::{ClsTarget, CrossEntropy, InputGradient, Method, Relevance};
+use crate::image::{denormalize_chw, heatmap, Interpolation, PreprocessConfig};
 use crate::model::config::HALF;
 use crate::model::{checkpoint, LoadedModel, VisionTransformer, VitConfig};
-use crate::report::Measurement;
+use crate::report::{self, Measurement, Subject};
 use crate::rng::derive_seed;
-use crate::train::{self, EpochMetrics, RunOptions, Selection, TrainConfig, TrainSet};
+use crate::train::methods::{ClsTarget, CrossEntropy, InputGradient, Method, MethodKind, Relevance};
+use crate::train::{self, EpochMetrics, Origin, RunOptions, Selection, TrainConfig, TrainSet};
 
 pub const MODEL: &str = "vit-p4-32px";
 /// The relevance figure `compare` writes into its output folder.
@@ -147,8 +146,13 @@ fn render_split(objects: &Objects, indices: &[usize], split: Split, texture: Tex
         .collect()
 }
 
-fn quiet_run(opts: &CompareOptions, what: serde_json::Value) -> RunOptions {
-    RunOptions { resume: false, quiet: opts.quiet, manifest: what, provenance: opts.provenance.clone() }
+fn quiet_run(opts: &CompareOptions, label: String) -> RunOptions {
+    RunOptions {
+        quiet: opts.quiet,
+        provenance: opts.provenance.clone(),
+        origin: Origin { study: Some(format!("embedded {label}")), ..Origin::default() },
+        ..RunOptions::default()
+    }
 }
 
 fn fresh_out(dir: &Path) -> anyhow::Result<()> {
@@ -221,7 +225,7 @@ fn originals(objects: &Objects, part: &Partition, val: &[Sample], budget: &Budge
         let out = models.join(dir);
         fresh_out(&out)?;
         let set = Rendered { objects, indices: pretrain.clone(), bias, texture: texture(opts) };
-        train::finetune(&loaded, &set, val, &cfg, &out, &quiet_run(opts, serde_json::json!({"stage": dir, "bias": bias})))?;
+        train::finetune(&loaded, &set, val, &cfg, &out, &quiet_run(opts, format!("{dir} (bias {bias})")))?;
         Ok(())
     };
     stage(CONTROL_BIAS, budget.pretrain_epochs, "train-control")?;
@@ -251,6 +255,9 @@ fn grid(kind: MethodKind, original: &LoadedModel, finetune: &[Sample], budget: &
     const LR: f64 = 1e-4;
     Ok(match kind {
         MethodKind::Ours => budget.grid.iter().map(|m| (Method::Ours(Relevance::default()), LR * m)).collect(),
+        MethodKind::CrossEntropy => {
+            budget.grid.iter().map(|m| (Method::CrossEntropy(CrossEntropy { temperature: 1.0 }), LR * m)).collect()
+        }
         MethodKind::Gradmask | MethodKind::Rrr => {
             let probe = |l| if kind == MethodKind::Gradmask { Method::Gradmask(baseline(l)) } else { Method::Rrr(baseline(l)) };
             let terms = initial_terms(original, &probe(1.0), finetune)?;
@@ -315,7 +322,7 @@ fn finetune_grid(
         fresh_out(&dir)?;
         let loaded = load(original_dir, opts.device)?;
         eprintln!("seed {seed}: finetuning {label} setting {k} (lr {lr:e})");
-        let summary = train::finetune(&loaded, set, val, &cfg, &dir, &quiet_run(opts, serde_json::json!({"study": "embedded", "label": label})))?;
+        let summary = train::finetune(&loaded, set, val, &cfg, &dir, &quiet_run(opts, format!("{label}-{k}")))?;
         // Across settings the same rule as across epochs: lowest penalty among runs that keep accuracy.
         let candidate = Finetuned { best: summary.best, dir: summary.best_dir, cfg };
         let keep = match &chosen {
@@ -335,24 +342,14 @@ struct Evaluation<'a> {
 }
 
 fn measure(model: &VisionTransformer, method: &str, seed: u64, eval: &Evaluation, rows: &mut Vec<Measurement>) -> anyhow::Result<()> {
-    let row = |dataset: &str, metric: &str, value: f64| Measurement {
-        model: MODEL.into(),
-        method: method.into(),
-        seed,
-        dataset: dataset.into(),
-        protocol: "standard".into(),
-        metric: metric.into(),
-        value,
-    };
+    let subject = Subject { model: MODEL.into(), method: method.into(), seed, protocol: "standard".into() };
     for (split, samples) in eval.tests {
-        let (top1, top5) = evaluate::accuracy(model, samples, 256);
-        rows.push(row(split.name(), "top1", top1));
-        rows.push(row(split.name(), "top5", top5));
+        let (top1, top5) = accuracy::of_samples(model, samples, 256);
+        rows.push(subject.row(split.name(), report::TOP1, top1));
+        rows.push(subject.row(split.name(), report::TOP5, top5));
     }
-    let seg = evaluate::segmentation(model, eval.segmentation, 64)?;
-    for (metric, value) in seg.percent() {
-        rows.push(row(SEGMENTATION, metric, value));
-    }
+    let seg = segmentation::of_samples(model, eval.segmentation, 64)?;
+    rows.extend(seg.percent().into_iter().map(|(metric, value)| subject.row(SEGMENTATION, metric, value)));
     Ok(())
 }
 
@@ -418,7 +415,7 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
 /// and the method's relevance heatmap of its prediction.
 fn figure(original: &VisionTransformer, ours: &VisionTransformer, shuffled: &[Sample], path: &Path) -> anyhow::Result<()> {
     let pool = &shuffled[..shuffled.len().min(FIGURE_POOL)];
-    let images = train::batch(pool, original.device()).images;
+    let images = Batch::new(pool, original.device()).images;
     let (before, after) = (explain::explain(original, &images, None)?, explain::explain(ours, &images, None)?);
     let name = |k: i64| animal_mnist::CLASS_NAMES.get(k as usize).copied().unwrap_or("?").to_string();
     let mut rows = Vec::new();
@@ -427,13 +424,13 @@ fn figure(original: &VisionTransformer, ours: &VisionTransformer, shuffled: &[Sa
             .filter(|&i| (before[i].predicted == pool[i].label, after[i].predicted == pool[i].label) == keep)
             .take(FIGURE_CASES);
         for i in chosen {
-            let rgb = explain::to_rgb(&pool[i].image, SIZE, SIZE, HALF, HALF);
+            let rgb = denormalize_chw(pool[i].image.view(), HALF, HALF);
             let truth = vec![case.to_string(), format!("truth: {}", name(pool[i].label))];
             rows.push(heatmap::hstack(
                 &[
                     explain::captioned(&rgb, &truth, FIGURE_ZOOM),
-                    explain::tile(&rgb, &before[i].map, &explain::caption("original", &before[i], name), FIGURE_ZOOM)?,
-                    explain::tile(&rgb, &after[i].map, &explain::caption("ours", &after[i], name), FIGURE_ZOOM)?,
+                    explain::tile(&rgb, before[i].map.view(), &explain::caption("original", &before[i], name), FIGURE_ZOOM)?,
+                    explain::tile(&rgb, after[i].map.view(), &explain::caption("ours", &after[i], name), FIGURE_ZOOM)?,
                 ],
                 explain::GAP,
             ));

@@ -7,6 +7,7 @@
 //! value is clamped to `[0, 1]`.
 
 use image::{imageops, Rgb, RgbImage};
+use ndarray::ArrayView2;
 
 // The colormap table lives in its own generated file so this one stays readable.
 mod inferno;
@@ -38,41 +39,26 @@ pub fn inferno(t: f32) -> Rgb<u8> {
     Rgb(INFERNO[index])
 }
 
-/// Blends the inferno-coloured `relevance` map over `image`.
+/// Blends the inferno-coloured `relevance` map (`[height, width]`) over `image`.
 ///
-/// `relevance` is a row-major `height x width` map; values are sanitised
-/// (NaN -> 0, clamped to `[0, 1]`). Each output channel is
-/// `round((1 - alpha) * image + alpha * inferno(r))`, with `alpha` sanitised
-/// the same way. The map must match the image exactly (no implicit resizing,
-/// which would hide a patch-grid/pixel mix-up).
+/// Values are sanitised (NaN -> 0, clamped to `[0, 1]`). Each output channel
+/// is `round((1 - alpha) * image + alpha * inferno(r))`, with `alpha`
+/// sanitised the same way. The map must match the image exactly (no implicit
+/// resizing, which would hide a patch-grid/pixel mix-up).
 ///
 /// # Errors
 ///
-/// If `width x height` differs from the image's size, or `relevance` does not
-/// hold `width * height` values; the message names both sizes.
-pub fn overlay(
-    image: &RgbImage,
-    relevance: &[f32],
-    width: u32,
-    height: u32,
-    alpha: f32,
-) -> Result<RgbImage, String> {
+/// If the map's size differs from the image's; the message names both sizes.
+pub fn overlay(image: &RgbImage, relevance: ArrayView2<f32>, alpha: f32) -> Result<RgbImage, String> {
     let (image_w, image_h) = image.dimensions();
-    if (image_w, image_h) != (width, height) {
-        return Err(format!(
-            "relevance map is {width}x{height} but image is {image_w}x{image_h}"
-        ));
-    }
-    let expected = u64::from(width) * u64::from(height);
-    if relevance.len() as u64 != expected {
-        return Err(format!(
-            "relevance map should be {width}x{height} ({expected} values) but has {} values",
-            relevance.len()
-        ));
+    let (height, width) = relevance.dim();
+    if (image_w as usize, image_h as usize) != (width, height) {
+        return Err(format!("relevance map is {width}x{height} but image is {image_w}x{image_h}"));
     }
     let alpha = unit(alpha);
     let mut out = image.clone();
-    for (pixel, &r) in out.pixels_mut().zip(relevance) {
+    // Row-major on both sides, whatever the view's strides.
+    for (pixel, &r) in out.pixels_mut().zip(relevance.iter()) {
         let colour = inferno(r);
         for (channel, &c) in pixel.0.iter_mut().zip(&colour.0) {
             let blended = (1.0 - alpha) * f32::from(*channel) + alpha * f32::from(c);
@@ -288,6 +274,7 @@ pub fn upscale_nearest(img: &RgbImage, factor: u32) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::Array2;
 
     const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
     const RED: Rgb<u8> = Rgb([255, 0, 0]);
@@ -335,21 +322,26 @@ mod tests {
     #[test]
     fn overlay_alpha_zero_is_identity_and_one_is_colormap() {
         let img = gradient(5, 4);
-        let rel: Vec<f32> = (0..20).map(|i| i as f32 / 19.0).collect();
-        assert_eq!(overlay(&img, &rel, 5, 4, 0.0).unwrap(), img);
-        let full = overlay(&img, &rel, 5, 4, 1.0).unwrap();
-        for (i, p) in full.pixels().enumerate() {
-            assert_eq!(*p, inferno(rel[i]));
+        let rel = Array2::from_shape_fn((4, 5), |(y, x)| (y * 5 + x) as f32 / 19.0);
+        assert_eq!(overlay(&img, rel.view(), 0.0).unwrap(), img);
+        let full = overlay(&img, rel.view(), 1.0).unwrap();
+        for (x, y, p) in full.enumerate_pixels() {
+            assert_eq!(*p, inferno(rel[[y as usize, x as usize]]));
         }
         // alpha is sanitised like relevance.
-        assert_eq!(overlay(&img, &rel, 5, 4, f32::NAN).unwrap(), img);
-        assert_eq!(overlay(&img, &rel, 5, 4, 2.0).unwrap(), full);
+        assert_eq!(overlay(&img, rel.view(), f32::NAN).unwrap(), img);
+        assert_eq!(overlay(&img, rel.view(), 2.0).unwrap(), full);
+        // A transposed view is read by index, not by memory order.
+        let square = gradient(4, 4);
+        let m = Array2::from_shape_fn((4, 4), |(y, x)| (y * 4 + x) as f32 / 15.0);
+        let t = m.t().to_owned();
+        assert_eq!(overlay(&square, t.view(), 1.0).unwrap(), overlay(&square, m.t(), 1.0).unwrap());
     }
 
     #[test]
     fn overlay_blends_and_rounds() {
         let img = RgbImage::from_pixel(1, 1, Rgb([100, 0, 255]));
-        let out = overlay(&img, &[1.0], 1, 1, 0.25).unwrap();
+        let out = overlay(&img, Array2::from_elem((1, 1), 1.0).view(), 0.25).unwrap();
         // 0.75 * [100, 0, 255] + 0.25 * [252, 255, 164] = [138, 63.75, 232.25].
         assert_eq!(*out.get_pixel(0, 0), Rgb([138, 64, 232]));
     }
@@ -359,14 +351,11 @@ mod tests {
         let (w, h) = (9u32, 7u32);
         let img = RgbImage::from_pixel(w, h, Rgb([128, 128, 128]));
         let (px, py) = (6.0f32, 2.0f32);
-        let rel: Vec<f32> = (0..h)
-            .flat_map(|y| (0..w).map(move |x| (x, y)))
-            .map(|(x, y)| {
-                let d2 = (x as f32 - px).powi(2) + (y as f32 - py).powi(2);
-                (-d2 / 4.0).exp()
-            })
-            .collect();
-        let out = overlay(&img, &rel, w, h, 0.6).unwrap();
+        let rel = Array2::from_shape_fn((h as usize, w as usize), |(y, x)| {
+            let d2 = (x as f32 - px).powi(2) + (y as f32 - py).powi(2);
+            (-d2 / 4.0).exp()
+        });
+        let out = overlay(&img, rel.view(), 0.6).unwrap();
         let (best, _) = out
             .enumerate_pixels()
             .map(|(x, y, p)| ((x, y), luma(p)))
@@ -378,20 +367,21 @@ mod tests {
     #[test]
     fn overlay_sanitises_relevance() {
         let img = gradient(3, 1);
-        let dirty = overlay(&img, &[f32::NAN, -1.0, 5.0], 3, 1, 1.0).unwrap();
-        let clean = overlay(&img, &[0.0, 0.0, 1.0], 3, 1, 1.0).unwrap();
+        let dirty = overlay(&img, ndarray::arr2(&[[f32::NAN, -1.0, 5.0]]).view(), 1.0).unwrap();
+        let clean = overlay(&img, ndarray::arr2(&[[0.0, 0.0, 1.0]]).view(), 1.0).unwrap();
         assert_eq!(dirty, clean);
     }
 
     #[test]
     fn overlay_rejects_size_mismatch() {
         let img = gradient(4, 3);
-        let err = overlay(&img, &[0.0; 4], 2, 2, 0.5).unwrap_err();
+        let err = overlay(&img, Array2::zeros((2, 2)).view(), 0.5).unwrap_err();
         assert!(err.contains("2x2") && err.contains("4x3"), "{err}");
-        let err = overlay(&img, &[0.0; 11], 4, 3, 0.5).unwrap_err();
-        assert!(err.contains("4x3") && err.contains("11"), "{err}");
+        // Height and width swapped is a mismatch too.
+        let err = overlay(&img, Array2::zeros((4, 3)).view(), 0.5).unwrap_err();
+        assert!(err.contains("3x4") && err.contains("4x3"), "{err}");
         // Empty image with an empty map is fine.
-        let empty = overlay(&RgbImage::new(0, 0), &[], 0, 0, 0.5).unwrap();
+        let empty = overlay(&RgbImage::new(0, 0), Array2::zeros((0, 0)).view(), 0.5).unwrap();
         assert_eq!(empty.dimensions(), (0, 0));
     }
 

@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use hdf5::{Conversion, Dataset, File, ObjectReference1, ReferencedObject};
 use image::{GrayImage, RgbImage};
+use ndarray::{ArrayD, Ix2, Ix3};
 
 /// An open `gtsegs_ijcv.mat`.
 pub struct SegmentationFile {
@@ -58,23 +59,27 @@ impl SegmentationFile {
         let mask_ref = inner.first().with_context(|| format!("/value/gt[{index}] is an empty cell"))?;
         let mask = self.dataset(mask_ref).with_context(|| format!("/value/gt[{index}]{{1}}"))?;
 
+        // MATLAB's column-major H x W (x 3) reads as [3, W, H] (or [W, H] for grey): index [c, x, y].
         let pixels = read_u8(&image).with_context(|| format!("/value/img[{index}]"))?;
-        let (w, h, channels) = match image.shape()[..] {
-            [3, w, h] => (w, h, 3),
-            [w, h] => (w, h, 1),
+        let pixels = match *pixels.shape() {
+            [3, _, _] => pixels,
+            [w, h] => pixels.into_shape_with_order((1, w, h))?.into_dyn(),
             ref other => bail!("/value/img[{index}] has shape {other:?}; expected [3, W, H] or [W, H]"),
         };
+        let pixels = pixels.into_dimensionality::<Ix3>()?;
+        let (channels, w, h) = pixels.dim();
         let truth = read_u8(&mask).with_context(|| format!("/value/gt[{index}]"))?;
-        if mask.shape() != [w, h] {
-            bail!("/value/gt[{index}] has shape {:?} but its image is [{w}, {h}]", mask.shape());
+        if truth.shape() != [w, h] {
+            bail!("/value/gt[{index}] has shape {:?} but its image is [{w}, {h}]", truth.shape());
         }
+        let truth = truth.into_dimensionality::<Ix2>()?;
         let (wu, hu) = (u32::try_from(w)?, u32::try_from(h)?);
-        // Column-major H x W (x 3): element (y, x, c) sits at c*W*H + x*H + y.
         let rgb = RgbImage::from_fn(wu, hu, |x, y| {
-            let at = |c: usize| pixels[(c % channels) * w * h + x as usize * h + y as usize];
+            // A grey image's one channel serves all three, as PIL's convert('RGB') does.
+            let at = |c: usize| pixels[[c % channels, x as usize, y as usize]];
             image::Rgb([at(0), at(1), at(2)])
         });
-        let gray = GrayImage::from_fn(wu, hu, |x, y| image::Luma([u8::from(truth[x as usize * h + y as usize] != 0)]));
+        let gray = GrayImage::from_fn(wu, hu, |x, y| image::Luma([u8::from(truth[[x as usize, y as usize]] != 0)]));
         Ok((rgb, gray))
     }
 
@@ -86,7 +91,8 @@ impl SegmentationFile {
     }
 }
 
-/// A numeric dataset as bytes (MATLAB stores logical masks as `uint8`; other numeric types convert).
-fn read_u8(dataset: &Dataset) -> anyhow::Result<Vec<u8>> {
-    Ok(dataset.as_reader().conversion(Conversion::Hard).read_raw::<u8>()?)
+/// A numeric dataset as bytes of its shape (MATLAB stores logical masks as `uint8`; other numeric types
+/// convert).
+fn read_u8(dataset: &Dataset) -> anyhow::Result<ArrayD<u8>> {
+    Ok(dataset.as_reader().conversion(Conversion::Hard).read_dyn::<u8>()?)
 }

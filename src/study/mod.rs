@@ -1,9 +1,9 @@
 //! `harness compare`: the whole study. Take an original model, finetune it with the method and each
 //! baseline, evaluate everything, and write paper-shaped tables. Without `--data` it runs the embedded
 //! spurious-background benchmark (embedded.rs); with `--data` a TOML study of real checkpoints and
-//! datasets (study.rs).
+//! datasets (real.rs).
 pub mod embedded;
-pub mod study;
+pub mod real;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -12,39 +12,10 @@ use serde::Serialize;
 use tch::Device;
 
 use crate::atomic_write;
+use crate::eval::segmentation;
 use crate::manifest::Provenance;
 use crate::report::{self, Measurement, Table};
-
-/// A finetuning method of the comparison.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum MethodKind {
-    Ours,
-    Gradmask,
-    Rrr,
-}
-
-impl MethodKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            MethodKind::Ours => "ours",
-            MethodKind::Gradmask => "gradmask",
-            MethodKind::Rrr => "rrr",
-        }
-    }
-
-    /// Parses `--baselines` (comma separated: gradmask, rrr).
-    pub fn baselines(list: &str) -> anyhow::Result<Vec<MethodKind>> {
-        list.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| match s {
-                "gradmask" => Ok(MethodKind::Gradmask),
-                "rrr" => Ok(MethodKind::Rrr),
-                other => anyhow::bail!("unknown baseline {other:?}: use gradmask, rrr"),
-            })
-            .collect()
-    }
-}
+use crate::train::methods::MethodKind;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CompareOptions {
@@ -64,6 +35,17 @@ pub struct CompareOptions {
     pub quiet: bool,
     #[serde(skip)]
     pub provenance: Provenance,
+}
+
+/// `manifest.json` of a study's output folder.
+#[derive(Serialize)]
+pub struct StudyManifest {
+    #[serde(flatten)]
+    pub provenance: Provenance,
+    pub options: CompareOptions,
+    /// The embedded benchmark's sizes (absent for a study of real data).
+    pub budget: Option<embedded::Budget>,
+    pub wall_seconds: f64,
 }
 
 /// Where `make benchmark-data` puts the animal-mnist wheel.
@@ -87,14 +69,14 @@ fn method_order(opts: &CompareOptions) -> Vec<&'static str> {
 
 /// Writes `results_long.csv` and every table as CSV and Markdown into `opts.out`; `segmentation` names the
 /// dataset of the segmentation test's rows.
-pub fn write_tables(opts: &CompareOptions, datasets: &[&str], segmentation: &str, rows: &[Measurement]) -> anyhow::Result<Tables> {
+pub fn write_tables(opts: &CompareOptions, datasets: &[&str], seg_dataset: &str, rows: &[Measurement]) -> anyhow::Result<Tables> {
     let methods = method_order(opts);
     let protocol = "standard";
     report::write_long(&opts.out.join("results_long.csv"), rows)?;
     let tables = Tables {
         accuracy: report::accuracy_table(rows, datasets, &methods, protocol),
         shift: report::shift_table(rows, datasets, &methods, protocol),
-        segmentation: report::segmentation_table(rows, segmentation, &methods, protocol),
+        segmentation: report::segmentation_table(rows, seg_dataset, &segmentation::METRICS, &methods, protocol),
         ablation: opts.ablations.then(|| report::ablation_table(rows, datasets, &embedded::ablation_names(), protocol)),
     };
     report::write_both(&tables.accuracy, &opts.out, "table_accuracy")?;
@@ -113,20 +95,17 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Tables> {
     let (datasets, segmentation, rows): (Vec<&str>, &str, Vec<Measurement>) = match &opts.data {
         None => (crate::data::spurious::Split::ALL.iter().map(|s| s.name()).collect(), embedded::SEGMENTATION, embedded::run(opts)?),
         Some(config) => {
-            let (datasets, rows) = study::run(config, opts)?;
-            (datasets, crate::segtest::DATASET, rows)
+            let (datasets, rows) = real::run(config, opts)?;
+            (datasets, crate::eval::imagenet_segmentation::DATASET, rows)
         }
     };
     let tables = write_tables(opts, &datasets, segmentation, &rows)?;
-    let p = &opts.provenance;
-    let manifest = serde_json::json!({
-        "robustvit_version": p.robustvit_version,
-        "git_revision": p.git_revision,
-        "libtorch_version": p.libtorch_version,
-        "options": opts,
-        "budget": opts.data.is_none().then(|| embedded::Budget::new(opts.quick)),
-        "wall_seconds": started.elapsed().as_secs_f64(),
-    });
+    let manifest = StudyManifest {
+        provenance: opts.provenance.clone(),
+        options: opts.clone(),
+        budget: opts.data.is_none().then(|| embedded::Budget::new(opts.quick)),
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
     atomic_write::write(&opts.out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
     println!("{}", tables.accuracy.to_terminal());
     println!("{}", tables.shift.to_terminal());

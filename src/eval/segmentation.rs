@@ -1,5 +1,5 @@
 //! The segmentation test of paper Table 3: how well a relevance map, read as a foreground mask,
-//! matches the ImageNet-segmentation ground truth. Follows the reference evaluation
+//! matches the ground truth (ImageNet-segmentation's, or the embedded benchmark's object masks). Follows the reference evaluation
 //! (`SegmentationTest/imagenet_seg_eval.py` of hila-chefer/RobustViT, with `batch_pix_accuracy`,
 //! `batch_intersection_union` and `get_ap_scores` of Transformer-Explainability's
 //! `utils/metrices.py`), one image at a time:
@@ -28,6 +28,14 @@
 //!
 //! All three results are fractions in [0, 1]; Table 3 reports them times 100.
 use anyhow::{bail, ensure};
+use ndarray::{ArrayView2, Ix2};
+
+use crate::data::{array, Batch, Sample};
+use crate::model::VisionTransformer;
+use crate::relevance::{relevance, Graph, Target};
+
+/// The test's metrics, in percent, as `results_long.csv` and Table 3 name them, in Table 3's order.
+pub const METRICS: [&str; 3] = ["pixel_accuracy", "miou", "map"];
 
 /// Dataset-wide accumulator of the segmentation test's metrics.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,12 +54,14 @@ impl SegmentationMetrics {
         Self::default()
     }
 
-    /// Adds one image: `map` its relevance (any finite values; normalised here as the reference
-    /// does), `truth` its foreground mask, both in the same pixel order. Errors, without changing
-    /// the totals, on empty input, a length mismatch or a non-finite relevance.
-    pub fn add(&mut self, map: &[f32], truth: &[bool]) -> anyhow::Result<()> {
+    /// Adds one image: `map` its relevance `[H, W]` (any finite values; normalised here as the
+    /// reference does), `truth` its foreground mask of the same shape. Errors, without changing the
+    /// totals, on empty input, a shape mismatch or a non-finite relevance.
+    pub fn add(&mut self, map: ArrayView2<f32>, truth: ArrayView2<bool>) -> anyhow::Result<()> {
         ensure!(!map.is_empty(), "segmentation: empty relevance map");
-        ensure!(map.len() == truth.len(), "segmentation: map has {} pixels, mask {}", map.len(), truth.len());
+        ensure!(map.dim() == truth.dim(), "segmentation: map is {:?}, mask {:?}", map.dim(), truth.dim());
+        // Pixels in the same (row-major) order on both sides, whatever the views' strides.
+        let (map, truth) = (map.iter().copied().collect::<Vec<f32>>(), truth.iter().copied().collect::<Vec<bool>>());
         if let Some(i) = map.iter().position(|v| !v.is_finite()) {
             bail!("segmentation: relevance at pixel {i} is {}", map[i]);
         }
@@ -68,7 +78,7 @@ impl SegmentationMetrics {
         };
         let mean = normalised.iter().map(|&v| f64::from(v)).sum::<f64>() / map.len() as f64;
 
-        for (&r, &fg) in normalised.iter().zip(truth) {
+        for (&r, &fg) in normalised.iter().zip(&truth) {
             // A constant map has no foreground: the reference's NaN comparisons are all false.
             let predicted = range > 0.0 && f64::from(r) > mean;
             let (p, t) = (usize::from(predicted), usize::from(fg));
@@ -106,9 +116,9 @@ impl SegmentationMetrics {
         (iou(0) + iou(1)) / 2.0
     }
 
-    /// The three results in percent, named as `results_long.csv` names them (Table 3's column order).
+    /// The three results in percent, named by [`METRICS`].
     pub fn percent(&self) -> [(&'static str, f64); 3] {
-        let [pixel, miou, map] = crate::report::SEGMENTATION_METRICS;
+        let [pixel, miou, map] = METRICS;
         [(pixel, 100.0 * self.pixel_accuracy()), (miou, 100.0 * self.miou()), (map, 100.0 * self.map())]
     }
 
@@ -116,6 +126,27 @@ impl SegmentationMetrics {
     pub fn map(&self) -> f64 {
         if self.images == 0 { 0.0 } else { self.ap_sum / self.images as f64 }
     }
+}
+
+/// The segmentation test of `model` over `samples` (their masks are the ground truth): the relevance
+/// of each image's predicted class, `batch_size` images at a time.
+pub fn of_samples(model: &VisionTransformer, samples: &[Sample], batch_size: usize) -> anyhow::Result<SegmentationMetrics> {
+    let mut metrics = SegmentationMetrics::new();
+    for chunk in samples.chunks(batch_size.max(1)) {
+        add_samples(model, chunk, &mut metrics)?;
+    }
+    Ok(metrics)
+}
+
+/// Adds one batch of `samples` to the test's totals.
+pub fn add_samples(model: &VisionTransformer, samples: &[Sample], metrics: &mut SegmentationMetrics) -> anyhow::Result<()> {
+    let b = Batch::new(samples, model.device());
+    let maps = relevance(model, &b.images, Target::Predicted, Graph::Detached)?.maps.to_device(tch::Device::Cpu);
+    for (i, s) in samples.iter().enumerate() {
+        let map = array::<Ix2>(&maps.get(i as i64).squeeze_dim(0))?;
+        metrics.add(map.view(), s.mask.mapv(|m| m > 0.5).view())?;
+    }
+    Ok(())
 }
 
 /// scikit-learn's `average_precision_score` for binary labels: `sum_k (R_k - R_{k-1}) P_k` over the

@@ -4,27 +4,41 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::data::Batch;
 use crate::model::VisionTransformer;
 use crate::ops::{self, OpError};
+use crate::relevance::{self, Graph, Target};
 
-/// Whether the loss also differentiates through G = dS/dA (method.md section 1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum RelevanceGrad {
-    /// G is a constant, as in the reference code (the default).
-    Detached,
-    /// G computed with create_graph, so the loss also trains through it.
-    Full,
+crate::named_enum! {
+    /// The finetuning methods, as flags, study files and tables name them.
+    pub enum MethodKind("method") {
+        /// The relevance method of the paper.
+        Ours = "ours",
+        Gradmask = "gradmask",
+        Rrr = "rrr",
+        /// Cross-entropy on the labels alone.
+        CrossEntropy = "cross-entropy",
+    }
 }
 
-/// The target of the classification term of the method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClsTarget {
-    /// The model's own current prediction: confidence boosting (the paper's method).
-    Pred,
-    /// The ground-truth label (the "with ground truth" ablation).
-    Gt,
+crate::named_enum! {
+    /// Whether the loss also differentiates through G = dS/dA (method.md section 1).
+    pub enum RelevanceGrad("relevance gradient") {
+        /// G is a constant, as in the reference code (the default).
+        Detached = "detached",
+        /// G computed with create_graph, so the loss also trains through it.
+        Full = "full",
+    }
+}
+
+crate::named_enum! {
+    /// The target of the classification term of the method.
+    pub enum ClsTarget("classification target") {
+        /// The model's own current prediction: confidence boosting (the paper's method).
+        Pred = "pred",
+        /// The ground-truth label (the "with ground truth" ablation).
+        Gt = "gt",
+    }
 }
 
 /// The relevance method (paper Eq. 1-5).
@@ -77,13 +91,6 @@ pub enum Method {
     CrossEntropy(CrossEntropy),
 }
 
-/// A batch on the model's device: normalised images `[B,3,S,S]`, masks `[B,1,S,S]` (1 = object), labels `[B]`.
-pub struct Batch {
-    pub images: Tensor,
-    pub masks: Tensor,
-    pub labels: Tensor,
-}
-
 /// The loss to minimise, its named terms (0-dim tensors, `total` first) and the detached logits.
 pub struct Loss {
     pub terms: Vec<(&'static str, Tensor)>,
@@ -97,13 +104,17 @@ impl Loss {
 }
 
 impl Method {
-    pub fn name(&self) -> &'static str {
+    pub fn kind(&self) -> MethodKind {
         match self {
-            Method::Ours(_) => "ours",
-            Method::Gradmask(_) => "gradmask",
-            Method::Rrr(_) => "rrr",
-            Method::CrossEntropy(_) => "cross-entropy",
+            Method::Ours(_) => MethodKind::Ours,
+            Method::Gradmask(_) => MethodKind::Gradmask,
+            Method::Rrr(_) => MethodKind::Rrr,
+            Method::CrossEntropy(_) => MethodKind::CrossEntropy,
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
     }
 
     /// The term the method exists to lower (the relevance loss, the input-gradient penalty); model
@@ -151,16 +162,10 @@ fn cross_entropy(logits: &Tensor, temperature: f64, target: &Tensor) -> Tensor {
 }
 
 fn relevance_loss(m: &Relevance, model: &VisionTransformer, batch: &Batch) -> Result<Loss, OpError> {
-    let out = model.forward_with_attention(&batch.images);
-    // S = sum_b logit[b, label_b]; G_l = dS/dA_l, kept in the graph only in `full` mode.
-    let score = out.logits.gather(1, &batch.labels.unsqueeze(1), false).sum(Kind::Float);
-    let full = m.relevance_grad == RelevanceGrad::Full;
-    let grads = Tensor::run_backward(&[score], &out.attention, true, full);
-    let rel = ops::gae_relevance(&out.attention, &grads, 0)?;
-    let c = model.config();
-    let size = batch.images.size()[2];
-    let map = ops::relevance_map(&rel, (c.grid(), c.grid()), (size, size), 1e-8)?;
-    let r = ops::relevance_loss(&map, &batch.masks, m.lambda_bg, m.lambda_fg)?;
+    // The relevance of the label; G = dS/dA stays in the graph only in `full` mode.
+    let graph = Graph::Train { through_gradient: m.relevance_grad == RelevanceGrad::Full };
+    let out = relevance::relevance(model, &batch.images, Target::Classes(&batch.labels), graph)?;
+    let r = ops::relevance_loss(&out.maps, &batch.masks, m.lambda_bg, m.lambda_fg)?;
     let cls = match m.cls_target {
         ClsTarget::Pred => ops::confidence_loss(&out.logits, m.temperature)?,
         ClsTarget::Gt => cross_entropy(&out.logits, m.temperature, &batch.labels),

@@ -2,22 +2,20 @@
 //! reference's `imagenet_seg_eval.py` runs it: each image squashed to the model's input size (PIL
 //! bilinear; its mask PIL nearest), normalised with the model's own mean/std (the reference's 0.5 is
 //! `--reference-norm`), the GAE relevance of the predicted class, scored by [`SegmentationMetrics`].
-//! A reader thread decodes ahead of the model with bounded prefetch; an entry that cannot be read is
-//! listed and skipped, never scored and never fatal.
+//! The pipeline reads and transforms entries ahead of the model (bounded prefetch); an entry that cannot
+//! be read is listed and skipped, never scored and never fatal.
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::ensure;
 use image::{GrayImage, RgbImage};
 
-use crate::data::imagenet_seg::SegmentationFile;
-use crate::data::preprocess::{self, Interpolation, PreprocessConfig};
-use crate::data::Sample;
-use crate::evaluate;
+use super::progress_bar;
+use super::segmentation::{add_samples, SegmentationMetrics};
+use crate::data::gtsegs::SegmentationFile;
+use crate::data::{pipeline, Sample};
+use crate::image::{gray_view, normalize_chw, on_mask, resize_exact, Interpolation, PreprocessConfig};
 use crate::model::LoadedModel;
-use crate::robustness;
-use crate::segmentation::SegmentationMetrics;
 
 /// The dataset name of the test's rows in `results_long.csv`.
 pub const DATASET: &str = "imagenet-segmentation";
@@ -27,14 +25,17 @@ pub struct SegtestOptions {
     pub batch_size: usize,
     /// Only the first `limit` images (a quick look; the paper uses all 4276).
     pub limit: Option<usize>,
-    /// Decoded images waiting for the model, at most.
+    /// Reader threads (HDF5 reads one at a time; the resizing runs in parallel).
+    pub workers: usize,
+    /// Entries read ahead of the model, at most.
     pub prefetch: usize,
     pub quiet: bool,
 }
 
 impl Default for SegtestOptions {
     fn default() -> Self {
-        SegtestOptions { batch_size: 16, limit: None, prefetch: 64, quiet: false }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        SegtestOptions { batch_size: 16, limit: None, workers: cores, prefetch: 64, quiet: false }
     }
 }
 
@@ -51,34 +52,26 @@ pub fn run(loaded: &LoadedModel, path: &Path, opts: &SegtestOptions) -> anyhow::
     let file = SegmentationFile::open(path)?;
     let total = opts.limit.map_or(file.len(), |n| n.min(file.len()));
     ensure!(total > 0, "{}: no images to test", path.display());
-    let bar = robustness::progress_bar(total, "segmentation", opts.quiet);
+    let bar = progress_bar(total, "segmentation", opts.quiet);
     let started = Instant::now();
     let mut metrics = SegmentationMetrics::new();
     let mut unreadable = Vec::new();
-    let (tx, rx) = mpsc::sync_channel(opts.prefetch.max(1));
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let (file, pre) = (&file, &loaded.preprocess);
-        scope.spawn(move || {
-            for index in 0..total {
-                let sample = file.read(index).map(|(image, mask)| to_sample(&image, &mask, pre));
-                if tx.send((index, sample)).is_err() {
-                    break; // the model side stopped
-                }
-            }
-        });
-        let mut pending: Vec<Sample> = Vec::with_capacity(opts.batch_size.max(1));
-        for (index, sample) in rx {
-            match sample {
-                Ok(s) => pending.push(s),
-                Err(e) => unreadable.push((index, format!("{e:#}"))),
-            }
-            if pending.len() >= opts.batch_size.max(1) || (index + 1 == total && !pending.is_empty()) {
-                evaluate::add_segmentation(&loaded.model, &pending, &mut metrics)?;
-                pending.clear();
-            }
-            bar.inc(1);
-            bar.set_message(format!("{:.1} img/s", (index + 1) as f64 / started.elapsed().as_secs_f64()));
+    let batch_size = opts.batch_size.max(1);
+    let mut pending: Vec<Sample> = Vec::with_capacity(batch_size);
+    let indices: Vec<usize> = (0..total).collect();
+    let cfg = &loaded.preprocess;
+    let read = |&index: &usize| file.read(index).map(|(image, mask)| to_sample(&image, &mask, cfg));
+    pipeline::ordered(&indices, opts.workers, opts.prefetch, read, |index, sample| {
+        match sample {
+            Ok(s) => pending.push(s),
+            Err(e) => unreadable.push((index, format!("{e:#}"))),
         }
+        if pending.len() >= batch_size || (index + 1 == total && !pending.is_empty()) {
+            add_samples(&loaded.model, &pending, &mut metrics)?;
+            pending.clear();
+        }
+        bar.inc(1);
+        bar.set_message(format!("{:.1} img/s", (index + 1) as f64 / started.elapsed().as_secs_f64()));
         Ok(())
     })?;
     bar.finish_and_clear();
@@ -89,11 +82,11 @@ pub fn run(loaded: &LoadedModel, path: &Path, opts: &SegtestOptions) -> anyhow::
 /// mask, then the model's normalisation.
 fn to_sample(image: &RgbImage, mask: &GrayImage, cfg: &PreprocessConfig) -> Sample {
     let (h, w) = cfg.input_size;
-    let image = preprocess::resize_exact(image, w, h, Interpolation::Bilinear);
-    let mask = preprocess::on_mask(mask, |m| preprocess::resize_exact(m, w, h, Interpolation::Nearest));
+    let image = resize_exact(image, w, h, Interpolation::Bilinear);
+    let mask = on_mask(mask, |m| resize_exact(m, w, h, Interpolation::Nearest));
     Sample {
-        image: preprocess::normalize_chw(&image, cfg.mean, cfg.std),
-        mask: mask.as_raw().iter().map(|&v| f32::from(v != 0)).collect(),
+        image: normalize_chw(&image, cfg.mean, cfg.std),
+        mask: gray_view(&mask).mapv(|v| f32::from(v != 0)),
         label: 0,
     }
 }

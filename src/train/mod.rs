@@ -1,38 +1,49 @@
-//! One training loop for every method: AdamW with the paper's step decay, validation each epoch with the
-//! same loss, best and last checkpoints, per-epoch metrics CSV, a JSON run manifest, and exact resumption.
+//! Finetuning: one training loop for every method (here), the methods as loss functions (`methods`),
+//! AdamW with saveable state (`optim`), the paper's settings (`paper`) and the ImageNet-S job that feeds
+//! the loop (`imagenet_s`).
+//!
+//! The loop: AdamW with the paper's step decay, validation each epoch with the same loss, best and last
+//! checkpoints, per-epoch metrics CSV, a JSON run manifest ([`RunManifest`]), and exact resumption.
 //!
 //! Output folder: `best/` and `last/` (timm hub layout; `last/` also holds `optimizer.safetensors` and
 //! `state.json`), `metrics.csv`, `manifest.json`. Every file is written atomically and `last/` is swapped
 //! whole, so a run killed at any point resumes from its last completed epoch. All randomness (data order,
 //! crops, flips) derives from (seed, epoch, sample), so a resumed run on CPU ends with the same weights as
 //! an uninterrupted one.
+pub mod imagenet_s;
+pub mod methods;
+pub mod optim;
+pub mod paper;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::atomic_write;
+use crate::data::{Batch, Sample};
+use crate::image::PreprocessConfig;
 use crate::manifest::Provenance;
-use crate::data::Sample;
-use crate::methods::{Batch, Method};
-use crate::model::{checkpoint, LoadedModel};
-use crate::optim::AdamW;
+use crate::model::{checkpoint, LoadedModel, VitConfig};
 use crate::rng::{derive_seed, permutation};
+use imagenet_s::DataSplit;
+use methods::Method;
+use optim::AdamW;
 
-/// How the kept ("best") checkpoint is chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Selection {
-    /// Lowest validation total loss (the paper's rule).
-    ValLoss,
-    /// Highest validation accuracy, ties to the lower loss (guards against collapsed low-loss models).
-    ValAcc,
-    /// Lowest validation value of the method's own penalty (`Method::penalty_term`) among epochs whose
-    /// validation accuracy reaches `TrainConfig::accuracy_floor`; the highest accuracy when none does.
-    GuardedPenalty,
+crate::named_enum! {
+    /// How the kept ("best") checkpoint is chosen.
+    pub enum Selection("selection rule") {
+        /// Lowest validation total loss (the paper's rule).
+        ValLoss = "val-loss",
+        /// Highest validation accuracy, ties to the lower loss (guards against collapsed low-loss models).
+        ValAcc = "val-acc",
+        /// Lowest validation value of the method's own penalty (`Method::penalty_term`) among epochs whose
+        /// validation accuracy reaches `TrainConfig::accuracy_floor`; the highest accuracy when none does.
+        GuardedPenalty = "guarded-penalty",
+    }
 }
 
 /// Everything that determines a run's numbers.
@@ -94,24 +105,57 @@ pub struct Summary {
     pub best_dir: PathBuf,
 }
 
+#[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     pub resume: bool,
     /// No progress bars: one log line per epoch only.
     pub quiet: bool,
-    /// Extra facts for the manifest (data split, command line, source checkpoint).
-    pub manifest: serde_json::Value,
     pub provenance: Provenance,
+    /// Who asked for the run, for the manifest.
+    pub origin: Origin,
+    /// The data split, for the manifest (set by jobs that draw one, e.g. [`imagenet_s::run`]).
+    pub data: Option<DataSplit>,
 }
 
-/// Stacks samples into a batch on `device`.
-pub fn batch(samples: &[Sample], device: Device) -> Batch {
-    let n = samples.len() as i64;
-    let side = ((samples[0].mask.len()) as f64).sqrt() as i64;
-    let cat = |f: &dyn Fn(&Sample) -> &[f32]| samples.iter().flat_map(|s| f(s).iter().copied()).collect::<Vec<f32>>();
-    Batch {
-        images: Tensor::from_slice(&cat(&|s| &s.image)).view([n, 3, side, side]).to_device(device),
-        masks: Tensor::from_slice(&cat(&|s| &s.mask)).view([n, 1, side, side]).to_device(device),
-        labels: Tensor::from_slice(&samples.iter().map(|s| s.label).collect::<Vec<i64>>()).to_device(device),
+/// Who asked for a run: the command line and the checkpoint it started from, or a study and its label
+/// for the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Origin {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<PathBuf>,
+    /// The run's place in a study (`embedded ours-2`, a study file's path, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study: Option<String>,
+}
+
+/// `manifest.json` of a run: everything that determines its numbers and where they came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunManifest {
+    #[serde(flatten)]
+    pub provenance: Provenance,
+    pub model: String,
+    pub model_config: VitConfig,
+    /// The model's input transform's settings (mean and std also normalise the training images).
+    pub preprocess: PreprocessConfig,
+    pub device: String,
+    pub train: TrainConfig,
+    pub origin: Origin,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSplit>,
+    /// The selected epoch, once the run has finished.
+    pub best: Option<EpochMetrics>,
+}
+
+impl RunManifest {
+    pub const FILE: &'static str = "manifest.json";
+
+    /// Reads a run's manifest; errors name the file.
+    pub fn read(path: &Path) -> anyhow::Result<RunManifest> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a run manifest (written by harness finetune or compare)", path.display()))
     }
 }
 
@@ -124,7 +168,7 @@ pub fn evaluate(loaded: &LoadedModel, method: &Method, samples: &[Sample], batch
     let mut sums = vec![0.0; method.term_names().len()];
     let mut correct = 0i64;
     for chunk in samples.chunks(batch_size.max(1)) {
-        let b = batch(chunk, loaded.vs.device());
+        let b = Batch::new(chunk, loaded.vs.device());
         let loss = method.loss(&loaded.model, &b, false)?;
         for (sum, (_, t)) in sums.iter_mut().zip(&loss.terms) {
             *sum += scalar(t) * chunk.len() as f64;
@@ -192,22 +236,20 @@ fn save_model(dir: &Path, loaded: &LoadedModel) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_manifest(out: &Path, cfg: &TrainConfig, loaded: &LoadedModel, opts: &RunOptions, summary: Option<&EpochMetrics>)
+fn write_manifest(out: &Path, cfg: &TrainConfig, loaded: &LoadedModel, opts: &RunOptions, best: Option<&EpochMetrics>)
     -> anyhow::Result<()> {
-    let p = &opts.provenance;
-    let manifest = serde_json::json!({
-        "robustvit_version": p.robustvit_version,
-        "git_revision": p.git_revision,
-        "libtorch_version": p.libtorch_version,
-        "tch_version": p.tch_version,
-        "model": loaded.name,
-        "model_config": loaded.model.config(),
-        "device": format!("{:?}", loaded.vs.device()),
-        "train": cfg,
-        "run": opts.manifest,
-        "best": summary,
-    });
-    atomic_write::write(&out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    let manifest = RunManifest {
+        provenance: opts.provenance.clone(),
+        model: loaded.name.clone(),
+        model_config: loaded.model.config().clone(),
+        preprocess: loaded.preprocess.clone(),
+        device: format!("{:?}", loaded.vs.device()),
+        train: cfg.clone(),
+        origin: opts.origin.clone(),
+        data: opts.data.clone(),
+        best: best.cloned(),
+    };
+    atomic_write::write(&out.join(RunManifest::FILE), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
     Ok(())
 }
 
@@ -273,7 +315,7 @@ pub fn finetune(
                 .iter()
                 .map(|&i| train.sample(i, derive_seed(cfg.seed, &[epoch as u64, i as u64])))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let batch = batch(&samples, loaded.vs.device());
+            let batch = Batch::new(&samples, loaded.vs.device());
             opt.zero_grad();
             let loss = method.loss(&loaded.model, &batch, true)?;
             let total = scalar(loss.total());

@@ -5,8 +5,8 @@ use anyhow::{bail, Context};
 use tch::{Kind, Tensor};
 
 use crate::atomic_write;
-use crate::data::imagenet;
-use crate::data::preprocess::{self, PreprocessConfig};
+use crate::data::{imagenet, stack};
+use crate::image::{eval_transform, load_rgb, PreprocessConfig};
 use crate::model::LoadedModel;
 
 /// One row of a prediction: rank 1 is the most probable class.
@@ -35,9 +35,7 @@ pub fn class_names(file: Option<&Path>, num_classes: i64) -> anyhow::Result<Opti
 
 /// The model's input tensor `[1,3,H,W]` for an image file.
 pub fn image_tensor(path: &Path, cfg: &PreprocessConfig) -> anyhow::Result<Tensor> {
-    let img = preprocess::load_rgb(path)?;
-    let (h, w) = cfg.input_size;
-    Ok(Tensor::from_slice(&preprocess::eval_transform(&img, cfg)).view([1, 3, h as i64, w as i64]))
+    Ok(stack(&[eval_transform(&load_rgb(path)?, cfg).view()]))
 }
 
 /// The `topk` most probable classes of each image.

@@ -1,18 +1,18 @@
-//! Accuracy of a model on an evaluation dataset on disk (method.md section 7): a parallel decode-and-resize
-//! pipeline with bounded prefetch feeding batched no-grad inference, scored per protocol. Unreadable images
-//! are counted and listed, never dropped silently.
+//! Top-1/top-5 accuracy: of samples held in memory, and of an evaluation dataset on disk (method.md
+//! section 7), decoded ahead of the model by the pipeline (bounded prefetch), batched no-grad inference,
+//! scored per protocol. Unreadable images are counted and listed, never dropped silently.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use tch::{Kind as TchKind, Tensor};
+use ndarray::Array3;
+use tch::Kind as TchKind;
 
+use super::progress_bar;
 use crate::data::eval_sets::{self, EvalItem, Kind, Protocol};
-use crate::data::preprocess::{self, PreprocessConfig};
-use crate::model::LoadedModel;
+use crate::data::{pipeline, stack, Batch, Sample};
+use crate::image::{eval_transform, load_rgb, PreprocessConfig};
+use crate::model::{LoadedModel, VisionTransformer};
 
 /// Per-class counts: `(correct top-1, images)`.
 pub type PerClass = BTreeMap<usize, (u64, u64)>;
@@ -36,7 +36,7 @@ pub struct PipelineOptions {
     pub batch_size: usize,
     /// Decode threads (default: all cores).
     pub workers: usize,
-    /// Decoded images waiting for the model, at most.
+    /// Images decoded ahead of the model, at most.
     pub prefetch: usize,
     pub quiet: bool,
 }
@@ -48,70 +48,42 @@ impl Default for PipelineOptions {
     }
 }
 
-/// Decodes and preprocesses `paths` on `workers` threads, handing `(index, tensor data or error)` to
-/// `consume` in index order, with at most `prefetch` decoded images held.
-pub fn decode_in_order(
-    paths: &[&Path],
-    cfg: &PreprocessConfig,
-    opts: &PipelineOptions,
-    mut consume: impl FnMut(usize, Result<Vec<f32>, String>) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::sync_channel::<(usize, Result<Vec<f32>, String>)>(opts.prefetch.max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..opts.workers.max(1) {
-            let tx = tx.clone();
-            let next = &next;
-            scope.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= paths.len() {
-                    break;
-                }
-                let decoded = preprocess::load_rgb(paths[i]).map(|img| preprocess::eval_transform(&img, cfg));
-                if tx.send((i, decoded.map_err(|e| e.to_string()))).is_err() {
-                    break; // the consumer stopped
-                }
-            });
-        }
-        drop(tx);
-        // Workers finish out of order; hold early arrivals until their turn.
-        let mut waiting = BTreeMap::new();
-        let mut want = 0;
-        for (i, item) in rx {
-            waiting.insert(i, item);
-            while let Some(item) = waiting.remove(&want) {
-                consume(want, item)?;
-                want += 1;
-            }
-        }
-        Ok(())
-    })
+/// An image file decoded and transformed for the model, or why it could not be.
+pub fn decode(path: &Path, cfg: &PreprocessConfig) -> Result<Array3<f32>, String> {
+    load_rgb(path).map(|img| eval_transform(&img, cfg)).map_err(|e| e.to_string())
 }
 
-/// A bar over `len` images labelled `prefix` (hidden when `quiet`); callers put the rate in its message.
-pub fn progress_bar(len: usize, prefix: &'static str, quiet: bool) -> ProgressBar {
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(len as u64) };
-    bar.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}").expect("static template"));
-    bar.set_prefix(prefix);
-    bar
+/// Top-1 and top-5 accuracy (percent) of `samples` held in memory.
+pub fn of_samples(model: &VisionTransformer, samples: &[Sample], batch_size: usize) -> (f64, f64) {
+    let device = model.device();
+    let (mut top1, mut top5) = (0i64, 0i64);
+    for chunk in samples.chunks(batch_size.max(1)) {
+        let b = Batch::new(chunk, device);
+        let logits = tch::no_grad(|| model.forward(&b.images));
+        let k = logits.size()[1].min(5);
+        let (_, best) = logits.topk(k, -1, true, true);
+        let hits = best.eq_tensor(&b.labels.unsqueeze(1));
+        top1 += hits.narrow(1, 0, 1).sum(TchKind::Int64).int64_value(&[]);
+        top5 += hits.any_dim(1, false).sum(TchKind::Int64).int64_value(&[]);
+    }
+    let n = samples.len().max(1) as f64;
+    (100.0 * top1 as f64 / n, 100.0 * top5 as f64 / n)
 }
 
 /// Evaluates `loaded` on the dataset `kind` in `dir` under `protocol`.
-pub fn evaluate(loaded: &LoadedModel, kind: Kind, dir: &Path, protocol: Protocol, opts: &PipelineOptions)
+pub fn of_dataset(loaded: &LoadedModel, kind: Kind, dir: &Path, protocol: Protocol, opts: &PipelineOptions)
     -> anyhow::Result<DatasetResult> {
     let items = eval_sets::scan(kind, dir)?;
-    let paths: Vec<&Path> = items.iter().map(|i| i.path.as_path()).collect();
-    let (h, w) = loaded.preprocess.input_size;
     let bar = progress_bar(items.len(), kind.name(), opts.quiet);
     let started = Instant::now();
     let mut tally = Tally::default();
-    let mut pending: Vec<(usize, Vec<f32>)> = Vec::with_capacity(opts.batch_size);
-    let run_batch = |pending: &mut Vec<(usize, Vec<f32>)>, tally: &mut Tally| -> anyhow::Result<()> {
+    let mut pending: Vec<(usize, Array3<f32>)> = Vec::with_capacity(opts.batch_size);
+    let run_batch = |pending: &mut Vec<(usize, Array3<f32>)>, tally: &mut Tally| -> anyhow::Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
-        let data: Vec<f32> = pending.iter().flat_map(|(_, d)| d.iter().copied()).collect();
-        let images = Tensor::from_slice(&data).view([pending.len() as i64, 3, h as i64, w as i64]);
+        let views: Vec<_> = pending.iter().map(|(_, image)| image.view()).collect();
+        let images = stack(&views);
         let logits = tch::no_grad(|| loaded.model.forward(&images.to_device(loaded.vs.device())))
             .to_device(tch::Device::Cpu)
             .to_kind(TchKind::Float);
@@ -122,7 +94,9 @@ pub fn evaluate(loaded: &LoadedModel, kind: Kind, dir: &Path, protocol: Protocol
         pending.clear();
         Ok(())
     };
-    decode_in_order(&paths, &loaded.preprocess, opts, |index, decoded| {
+    let cfg = &loaded.preprocess;
+    let work = |item: &EvalItem| decode(&item.path, cfg);
+    pipeline::ordered(&items, opts.workers, opts.prefetch, work, |index, decoded| {
         match decoded {
             Ok(data) => pending.push((index, data)),
             Err(reason) => tally.unreadable.push((items[index].path.clone(), reason)),
