@@ -25,7 +25,9 @@ fn inputs() -> Inputs {
     let shape = [BATCH, HEADS, TOKENS, TOKENS];
     let opts = (Kind::Float, Device::Cpu);
     Inputs {
-        attn: (0..BLOCKS).map(|_| Tensor::randn(shape, opts).softmax(-1, Kind::Float).set_requires_grad(true)).collect(),
+        attn: (0..BLOCKS)
+            .map(|_| Tensor::randn(shape, opts).softmax(-1, Kind::Float).set_requires_grad(true))
+            .collect(),
         grad: (0..BLOCKS).map(|_| Tensor::randn(shape, opts)).collect(),
     }
 }
@@ -50,8 +52,7 @@ fn forward_backward(f: Impl, x: &Inputs) -> Tensor {
 }
 
 const IMPLS: [(&str, Impl); 2] = [("op", op), ("full_matrix", full_matrix)];
-const MODES: [(&str, fn(Impl, &Inputs) -> Tensor); 2] =
-    [("forward", forward), ("forward_backward", forward_backward)];
+const MODES: [(&str, fn(Impl, &Inputs) -> Tensor); 2] = [("forward", forward), ("forward_backward", forward_backward)];
 
 fn bench(c: &mut Criterion) {
     let x = inputs();

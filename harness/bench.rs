@@ -41,15 +41,24 @@ fn write_images(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let dir = args.scratch.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("robustvit-bench-{}", std::process::id())));
+    let dir = args
+        .scratch
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("robustvit-bench-{}", std::process::id())));
     write_images(&dir, args.images)?;
     let opts = PipelineOptions { batch_size: args.batch_size, quiet: true, ..PipelineOptions::default() };
     let items = robustvit::data::eval_sets::scan(Kind::ImagenetVal, &dir)?;
     let cfg = model::preset("vit_base_patch16_224").expect("built-in preset").preprocess;
     let started = Instant::now();
     let decode = |item: &robustvit::data::eval_sets::EvalItem| accuracy::decode(&item.path, &cfg);
-    pipeline::ordered(&items, opts.workers, opts.prefetch, decode, |_, decoded| decoded.map(|_| ()).map_err(anyhow::Error::msg))?;
-    println!("pipeline alone ({} workers): {:.1} images/s", opts.workers, items.len() as f64 / started.elapsed().as_secs_f64());
+    pipeline::ordered(&items, opts.workers, opts.prefetch, decode, |_, decoded| {
+        decoded.map(|_| ()).map_err(anyhow::Error::msg)
+    })?;
+    println!(
+        "pipeline alone ({} workers): {:.1} images/s",
+        opts.workers,
+        items.len() as f64 / started.elapsed().as_secs_f64()
+    );
     for name in args.models.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let preset = model::preset(name).with_context(|| format!("unknown preset {name}"))?;
         let vs = nn::VarStore::new(Device::Cpu);

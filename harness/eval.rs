@@ -49,9 +49,9 @@ pub struct Args {
 /// The ImageNet indices of the finetuning classes named in a finetune manifest.
 fn finetune_classes(path: &Path) -> anyhow::Result<HashSet<usize>> {
     let manifest = RunManifest::read(path)?;
-    let data = manifest
-        .data
-        .with_context(|| format!("{}: the run records no ImageNet-S split (is it a harness finetune run?)", path.display()))?;
+    let data = manifest.data.with_context(|| {
+        format!("{}: the run records no ImageNet-S split (is it a harness finetune run?)", path.display())
+    })?;
     data.train_classes
         .iter()
         .map(|wnid| {
@@ -72,11 +72,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let classes = args.finetune_manifest.as_deref().map(finetune_classes).transpose()?;
     let loaded = args.model.load()?;
-    let mut opts = PipelineOptions { batch_size: args.batch_size.max(1), quiet: args.quiet, ..PipelineOptions::default() };
+    let mut opts =
+        PipelineOptions { batch_size: args.batch_size.max(1), quiet: args.quiet, ..PipelineOptions::default() };
     if let Some(w) = args.workers {
         opts.workers = w.max(1);
     }
-    let subject = Subject { model: loaded.name.clone(), method: args.method.clone(), seed: args.seed, protocol: protocol.name().into() };
+    let subject = Subject {
+        model: loaded.name.clone(),
+        method: args.method.clone(),
+        seed: args.seed,
+        protocol: protocol.name().into(),
+    };
     let mut rows = Vec::new();
     let mut per_class = csv::Writer::from_writer(Vec::new());
     per_class.write_record(["dataset", "class", "correct", "images", "top1"])?;
@@ -85,7 +91,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let r = accuracy::of_dataset(&loaded, *kind, dir, protocol, &opts)?;
         println!(
             "{:<16} {protocol}: top-1 {:6.2}  top-5 {:6.2}  ({} images, {} unreadable, {:.1} img/s)",
-            kind.name(), r.top1, r.top5, r.images, r.unreadable.len(), r.images_per_second
+            kind.name(),
+            r.top1,
+            r.top5,
+            r.images,
+            r.unreadable.len(),
+            r.images_per_second
         );
         let mut row = |metric: &str, value: f64| rows.push(subject.row(kind.name(), metric, value));
         row(report::TOP1, r.top1);
@@ -101,7 +112,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         for (class, (correct, total)) in &r.per_class {
             let top1 = 100.0 * *correct as f64 / *total as f64;
-            per_class.write_record([kind.name(), &class.to_string(), &correct.to_string(), &total.to_string(), &format!("{top1:.4}")])?;
+            per_class.write_record([
+                kind.name(),
+                &class.to_string(),
+                &correct.to_string(),
+                &total.to_string(),
+                &format!("{top1:.4}"),
+            ])?;
         }
         unreadable.extend(r.unreadable.into_iter().map(|(p, why)| format!("{}\t{}\t{why}", kind.name(), p.display())));
     }

@@ -2,9 +2,9 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
+use robustvit::eval::predict;
 use robustvit::explain;
 use robustvit::model;
-use robustvit::eval::predict;
 
 use crate::model_args::ModelArgs;
 
@@ -35,7 +35,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let device = robustvit::device::parse(&args.model.device)?;
             let second = model::load(args.model.model.as_deref().or(Some(&first.name)), path, device)?;
             if second.model.config() != first.model.config() {
-                bail!("--compare {}: a different architecture than {}", path.display(), args.model.checkpoint.display());
+                bail!(
+                    "--compare {}: a different architecture than {}",
+                    path.display(),
+                    args.model.checkpoint.display()
+                );
             }
             Some(second)
         }

@@ -107,7 +107,9 @@ pub struct Args {
 fn hparams(args: &Args) -> anyhow::Result<Option<&'static PaperHparams>> {
     args.preset
         .as_deref()
-        .map(|name| paper::lookup(name).with_context(|| format!("unknown --preset {name:?}; known: {}", paper::known())))
+        .map(|name| {
+            paper::lookup(name).with_context(|| format!("unknown --preset {name:?}; known: {}", paper::known()))
+        })
         .transpose()
 }
 
@@ -145,7 +147,10 @@ fn method_and_lr(args: &Args) -> anyhow::Result<(Method, f64)> {
         _ => ("RRR", preset.and_then(|p| p.rrr)),
     };
     if preset.is_some() && paper_values.is_none() {
-        bail!("the paper gives no {name} values for {}; pass --lambda-bg, --lambda-cls and --lr", args.preset.as_deref().unwrap_or_default());
+        bail!(
+            "the paper gives no {name} values for {}; pass --lambda-bg, --lambda-cls and --lr",
+            args.preset.as_deref().unwrap_or_default()
+        );
     }
     let need = |flag: Option<f64>, from_paper: Option<f64>, what: &str| {
         flag.or(from_paper).with_context(|| format!("give --{what} or --preset for {name}"))

@@ -37,7 +37,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = args.model.load()?;
-    let opts = SegtestOptions { batch_size: args.batch_size.max(1), limit: args.limit, quiet: args.quiet, ..SegtestOptions::default() };
+    let opts = SegtestOptions {
+        batch_size: args.batch_size.max(1),
+        limit: args.limit,
+        quiet: args.quiet,
+        ..SegtestOptions::default()
+    };
     let r = imagenet_segmentation::run(&loaded, &args.data, &opts)?;
     let m = &r.metrics;
     let [(_, pixel), (_, miou), (_, map)] = m.percent();
@@ -45,8 +50,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "segmentation: pixel accuracy {pixel:6.2}  mIoU {miou:6.2}  mAP {map:6.2}  ({} images, {} unreadable, {:.1} img/s)",
         m.images(), r.unreadable.len(), r.images_per_second
     );
-    let subject = Subject { model: loaded.name.clone(), method: args.method.clone(), seed: args.seed, protocol: "standard".into() };
-    let rows: Vec<Measurement> = m.percent().into_iter().map(|(metric, value)| subject.row(DATASET, metric, value)).collect();
+    let subject = Subject {
+        model: loaded.name.clone(),
+        method: args.method.clone(),
+        seed: args.seed,
+        protocol: "standard".into(),
+    };
+    let rows: Vec<Measurement> =
+        m.percent().into_iter().map(|(metric, value)| subject.row(DATASET, metric, value)).collect();
     if let Some(path) = &args.csv {
         report::write_long(path, &rows)?;
     }
@@ -55,6 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         table.write_csv(path)?;
         atomic_write::write(&path.with_extension("md"), table.to_markdown().as_bytes())?;
     }
-    let lines: Vec<String> = r.unreadable.iter().map(|(i, why)| format!("{}\t{i}\t{why}", args.data.display())).collect();
+    let lines: Vec<String> =
+        r.unreadable.iter().map(|(i, why)| format!("{}\t{i}\t{why}", args.data.display())).collect();
     crate::eval::write_unreadable(args.csv.as_deref(), "segtest_unreadable.log", &lines)
 }

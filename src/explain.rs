@@ -78,7 +78,8 @@ pub fn tile(image: &RgbImage, map: ArrayView2<f32>, caption: &[String], zoom: u3
 
 /// Caption of an explanation: `who`, the class (its name where `name` knows it) and the probability.
 pub fn caption(who: &str, e: &Explained, name: impl Fn(i64) -> String) -> Vec<String> {
-    let mut lines = vec![who.to_string(), format!("{} {}", e.class, name(e.class)), format!("p = {:.3}", e.probability)];
+    let mut lines =
+        vec![who.to_string(), format!("{} {}", e.class, name(e.class)), format!("p = {:.3}", e.probability)];
     if e.predicted != e.class {
         lines.push(format!("(predicts {})", e.predicted));
     }
@@ -129,7 +130,9 @@ pub fn explain_files(
     let pre = &first.preprocess;
     let (h, w) = pre.input_size;
     let name = |k: i64| {
-        names.and_then(|n| n.get(k as usize)).map_or_else(String::new, |n| n.split(',').next().unwrap_or_default().to_string())
+        names
+            .and_then(|n| n.get(k as usize))
+            .map_or_else(String::new, |n| n.split(',').next().unwrap_or_default().to_string())
     };
     let mut written = Written::default();
     let mut rows = Vec::new();

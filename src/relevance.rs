@@ -37,7 +37,12 @@ pub struct Relevance {
 }
 
 /// The relevance of `target` for `images` (`[B, 3, S, S]`, normalised, on the model's device).
-pub fn relevance(model: &VisionTransformer, images: &Tensor, target: Target, graph: Graph) -> Result<Relevance, OpError> {
+pub fn relevance(
+    model: &VisionTransformer,
+    images: &Tensor,
+    target: Target,
+    graph: Graph,
+) -> Result<Relevance, OpError> {
     let out = model.forward_with_attention(images);
     let classes = match target {
         Target::Predicted => out.logits.argmax(-1, false),
@@ -55,7 +60,9 @@ pub fn relevance(model: &VisionTransformer, images: &Tensor, target: Target, gra
     let side = images.size()[2];
     let maps = ops::relevance_map(&patches, (grid, grid), (side, side), 1e-8)?;
     Ok(match graph {
-        Graph::Detached => Relevance { logits: out.logits.detach(), classes, patches: patches.detach(), maps: maps.detach() },
+        Graph::Detached => {
+            Relevance { logits: out.logits.detach(), classes, patches: patches.detach(), maps: maps.detach() }
+        }
         Graph::Train { .. } => Relevance { logits: out.logits, classes, patches, maps },
     })
 }

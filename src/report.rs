@@ -127,9 +127,8 @@ impl Table {
     pub fn to_markdown(&self) -> String {
         let width = self.width();
         let line = |cells: &[String]| {
-            let cells = (0..width).map(|i| {
-                cells.get(i).map_or(String::new(), |c| c.replace('|', "\\|").replace(['\r', '\n'], " "))
-            });
+            let cells = (0..width)
+                .map(|i| cells.get(i).map_or(String::new(), |c| c.replace('|', "\\|").replace(['\r', '\n'], " ")));
             format!("| {} |\n", cells.collect::<Vec<_>>().join(" | "))
         };
         let mut out = line(&self.header);
@@ -160,7 +159,11 @@ impl Table {
             let cells = (0..width).map(|i| {
                 let text = cell(row, i);
                 let pad = " ".repeat(widths[i] - text.chars().count());
-                if numeric[i] { format!("{pad}{text}") } else { format!("{text}{pad}") }
+                if numeric[i] {
+                    format!("{pad}{text}")
+                } else {
+                    format!("{text}{pad}")
+                }
             });
             format!("{}\n", cells.collect::<Vec<_>>().join("  ").trim_end())
         };
@@ -276,8 +279,7 @@ impl Stats {
             return None;
         }
         let mean = values.iter().sum::<f64>() / n as f64;
-        let std = (n > 1)
-            .then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
+        let std = (n > 1).then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
         Some(Stats { mean, std })
     }
 }
@@ -326,15 +328,12 @@ fn view<M: AsRef<str>>(
                     let values: Vec<f64> = match (reduce, seeds(c)) {
                         (_, None) => Vec::new(),
                         (Reduce::Mean, Some(own)) => own.values().copied().collect(),
-                        (Reduce::DeltaFromOriginal, Some(own)) => {
-                            match index.get(&(model, ORIGINAL, c)) {
-                                Some(original) => own
-                                    .iter()
-                                    .filter_map(|(seed, v)| original.get(seed).map(|o| v - o))
-                                    .collect(),
-                                None => Vec::new(),
+                        (Reduce::DeltaFromOriginal, Some(own)) => match index.get(&(model, ORIGINAL, c)) {
+                            Some(original) => {
+                                own.iter().filter_map(|(seed, v)| original.get(seed).map(|o| v - o)).collect()
                             }
-                        }
+                            None => Vec::new(),
+                        },
                     };
                     Stats::of(&values)
                 })
@@ -371,5 +370,9 @@ fn view<M: AsRef<str>>(
 /// negative shift does not read as a meaningful sign.
 fn fmt2(value: f64) -> String {
     let text = format!("{value:.2}");
-    if text == "-0.00" { "0.00".to_string() } else { text }
+    if text == "-0.00" {
+        "0.00".to_string()
+    } else {
+        text
+    }
 }

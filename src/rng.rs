@@ -5,9 +5,7 @@
 /// Mixes `parts` into `seed`, e.g. (run seed, epoch, sample index) into the
 /// seed of one training sample, so a resumed run redraws the same crops.
 pub fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
-    parts
-        .iter()
-        .fold(seed, |h, &p| SplitMix64(h ^ SplitMix64(p).next()).next())
+    parts.iter().fold(seed, |h, &p| SplitMix64(h ^ SplitMix64(p).next()).next())
 }
 
 /// SplitMix64 (Steele et al.): tiny, portable, and the same stream on every

@@ -119,8 +119,7 @@ fn read_array<R: Read + io::Seek>(
     if pickle.len() as u64 > MAX_MEMBER_BYTES {
         return Err(ObjectsError::TooLarge { path: wheel.into(), member });
     }
-    let value =
-        unpickle(&pickle).map_err(|detail| ObjectsError::Pickle { path: wheel.into(), member, detail })?;
+    let value = unpickle(&pickle).map_err(|detail| ObjectsError::Pickle { path: wheel.into(), member, detail })?;
     ndarray(value).map_err(|detail| ObjectsError::Pickle { path: wheel.into(), member, detail })
 }
 
@@ -188,8 +187,7 @@ fn deduplicate(images: &[u8], labels: &[i64]) -> Objects {
     for (i, image) in images.chunks_exact(PIXELS).enumerate() {
         copies.entry(image).or_default().push(i);
     }
-    let mut objects =
-        Objects { images: Vec::new(), labels: Vec::new(), duplicates_removed: 0, conflicting_removed: 0 };
+    let mut objects = Objects { images: Vec::new(), labels: Vec::new(), duplicates_removed: 0, conflicting_removed: 0 };
     // Walking the images in file order (not the map's) keeps the result independent of hashing.
     for (i, image) in images.chunks_exact(PIXELS).enumerate() {
         let group = &copies[image];
@@ -268,9 +266,11 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|&end| end <= self.bytes.len()).ok_or_else(|| {
-            format!("at byte {}: expected {n} more bytes, found the end of the data", self.pos)
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or_else(|| format!("at byte {}: expected {n} more bytes, found the end of the data", self.pos))?;
         let taken = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(taken)
@@ -305,10 +305,7 @@ impl Machine {
 
     fn pop_n(&mut self, n: usize, at: usize) -> Result<Vec<Value>, String> {
         if self.stack.len() < n {
-            return Err(format!(
-                "at byte {at}: expected {n} values on the stack, found {}",
-                self.stack.len()
-            ));
+            return Err(format!("at byte {at}: expected {n} values on the stack, found {}", self.stack.len()));
         }
         Ok(self.stack.split_off(self.stack.len() - n))
     }
@@ -370,8 +367,7 @@ impl Machine {
             0x68 => {
                 let index = input.u8()? as usize;
                 let value = self.memo.get(index).cloned();
-                let value =
-                    value.ok_or_else(|| format!("at byte {at}: expected memo entry {index}, found none"))?;
+                let value = value.ok_or_else(|| format!("at byte {at}: expected memo entry {index}, found none"))?;
                 self.stack.push(value);
             }
             0x28 => self.marks.push(self.stack.len()),
@@ -415,19 +411,15 @@ fn unpickle(bytes: &[u8]) -> Result<Value, String> {
     let mut machine = Machine::default();
     loop {
         let at = input.pos;
-        let op = input
-            .u8()
-            .map_err(|_| format!("at byte {at}: expected an opcode or STOP, found the end of the data"))?;
+        let op =
+            input.u8().map_err(|_| format!("at byte {at}: expected an opcode or STOP, found the end of the data"))?;
         if machine.step(op, at, &mut input)? {
             break;
         }
     }
     if input.pos != bytes.len() {
         let extra = bytes.len() - input.pos;
-        return Err(format!(
-            "expected the data to end at STOP (byte {}), found {extra} more bytes",
-            input.pos
-        ));
+        return Err(format!("expected the data to end at STOP (byte {}), found {extra} more bytes", input.pos));
     }
     let count = machine.stack.len();
     match machine.stack.pop() {
@@ -471,8 +463,7 @@ fn ndarray(value: Value) -> Result<Array, String> {
     let args = expect_tuple(args, "the arguments of _reconstruct", 1)?;
     expect_global(&args[0], &["numpy"], "ndarray")?;
     let mut state = expect_tuple(state, "the array state", 5)?.into_iter();
-    let (version, shape, dtype, fortran, data) =
-        (state.next(), state.next(), state.next(), state.next(), state.next());
+    let (version, shape, dtype, fortran, data) = (state.next(), state.next(), state.next(), state.next(), state.next());
     if !matches!(version, Some(Value::Int(1))) {
         return Err(format!("expected array state version 1, found {}", describe(&version)));
     }
@@ -578,8 +569,7 @@ mod tests {
 
     fn write_wheel(path: &Path, members: &[(&str, Vec<u8>)]) {
         let mut zip = zip::ZipWriter::new(File::create(path).unwrap());
-        let options =
-            zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
         for (name, bytes) in members {
             zip.start_file(*name, options).unwrap();
             zip.write_all(bytes).unwrap();
@@ -632,8 +622,7 @@ mod tests {
 
         let m = load_error("missing.whl", &[(IMAGES_MEMBER, gzip(&images))]);
         assert!(m.contains("has no member") && m.contains(LABELS_MEMBER), "{m}");
-        let m =
-            load_error("bad_gzip.whl", &[(IMAGES_MEMBER, images.clone()), (LABELS_MEMBER, gzip(&labels))]);
+        let m = load_error("bad_gzip.whl", &[(IMAGES_MEMBER, images.clone()), (LABELS_MEMBER, gzip(&labels))]);
         assert!(m.contains("not valid gzip"), "{m}");
         let truncated = gzip(&images[..images.len() - 100]);
         let m = load_error("truncated.whl", &[(IMAGES_MEMBER, truncated), (LABELS_MEMBER, gzip(&labels))]);

@@ -238,8 +238,7 @@ fn subset(kind: Kind) -> Option<&'static Subset> {
 fn si_score_table() -> &'static HashMap<String, usize> {
     static TABLE: OnceLock<HashMap<String, usize>> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let json: serde_json::Value =
-            serde_json::from_str(SI_SCORE_TABLE).expect("embedded SI-Score table is JSON");
+        let json: serde_json::Value = serde_json::from_str(SI_SCORE_TABLE).expect("embedded SI-Score table is JSON");
         json["mapping"]
             .as_object()
             .expect("embedded SI-Score table has a mapping object")
@@ -344,8 +343,7 @@ fn bad(path: &Path, reason: impl Into<String>) -> EvalSetError {
 
 /// A JSON object of strings, e.g. `{"air_freshener": "Air freshener"}`.
 fn read_string_map(path: &Path) -> Result<BTreeMap<String, String>, EvalSetError> {
-    serde_json::from_str(&read_mapping(path)?)
-        .map_err(|e| bad(path, format!("expected an object of strings: {e}")))
+    serde_json::from_str(&read_mapping(path)?).map_err(|e| bad(path, format!("expected an object of strings: {e}")))
 }
 
 /// The mapped ObjectNet classes and the image-folder -> ObjectNet label table, following the reference's
@@ -377,10 +375,7 @@ fn read_objectnet_mappings(mappings: &Path) -> Result<(ObjectNetClasses, BTreeMa
     let mut label_to_pytorch = HashMap::new();
     for (pid, line) in pytorch_to_line {
         let label = line_labels.get(line).ok_or_else(|| {
-            bad(
-                &pytorch_path,
-                format!("index {pid} points to line {line}, past the end of {}", labels_path.display()),
-            )
+            bad(&pytorch_path, format!("index {pid} points to line {line}, past the end of {}", labels_path.display()))
         })?;
         label_to_pytorch.insert(*label, pid);
     }

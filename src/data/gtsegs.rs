@@ -23,8 +23,9 @@ pub struct SegmentationFile {
 impl SegmentationFile {
     /// Opens the file and reads its two reference tables; errors name the file and what is missing.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let file = File::open(path)
-            .with_context(|| format!("{}: cannot open as HDF5 (ImageNet-segmentation's gtsegs_ijcv.mat is MATLAB v7.3)", path.display()))?;
+        let file = File::open(path).with_context(|| {
+            format!("{}: cannot open as HDF5 (ImageNet-segmentation's gtsegs_ijcv.mat is MATLAB v7.3)", path.display())
+        })?;
         let table = |name: &str| -> anyhow::Result<Vec<ObjectReference1>> {
             let dataset = file
                 .dataset(name)

@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use image::{GrayImage, ImageBuffer, Luma, Pixel, RgbImage};
 
 use crate::data::{imagenet, Sample};
-use crate::rng::{derive_seed, shuffle, SplitMix64};
 use crate::image::{
-    center_crop, eval_resize_dims, gray_view, load_rgb, normalize_chw, on_mask, resize_exact, DecodeError, Interpolation,
-    PreprocessConfig, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD,
+    center_crop, eval_resize_dims, gray_view, load_rgb, normalize_chw, on_mask, resize_exact, DecodeError,
+    Interpolation, PreprocessConfig, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD,
 };
+use crate::rng::{derive_seed, shuffle, SplitMix64};
 
 /// The wnids of the 5 class pairs that ImageNet-S merges; the reference
 /// implementation skips them, leaving 914 of its 919 classes.
@@ -140,31 +140,18 @@ pub enum DataError {
         masks.display(),
         train_classes.saturating_add(1)
     )]
-    TooFewClasses {
-        masks: PathBuf,
-        found: usize,
-        train_classes: usize,
-    },
+    TooFewClasses { masks: PathBuf, found: usize, train_classes: usize },
     #[error(transparent)]
     Load(#[from] DecodeError),
     #[error("ImageNet-S mask {} holds two object ids ({first} and {second}); expected one", path.display())]
-    MultipleObjects {
-        path: PathBuf,
-        first: u32,
-        second: u32,
-    },
+    MultipleObjects { path: PathBuf, first: u32, second: u32 },
     #[error("ImageNet-S mask {} holds no object (only background and ignored pixels)", path.display())]
     NoObject { path: PathBuf },
     #[error(
         "mask {} is {}x{} but its image {} is {}x{}",
         mask.display(), mask_size.0, mask_size.1, image.display(), image_size.0, image_size.1
     )]
-    SizeMismatch {
-        mask: PathBuf,
-        mask_size: (u32, u32),
-        image: PathBuf,
-        image_size: (u32, u32),
-    },
+    SizeMismatch { mask: PathBuf, mask_size: (u32, u32), image: PathBuf, image_size: (u32, u32) },
 }
 
 /// Scans the layout and draws the split. The classes are the sorted wnid
@@ -175,10 +162,7 @@ pub enum DataError {
 pub fn split(images: &Path, masks: &Path, cfg: &SplitConfig) -> Result<Split, DataError> {
     for (what, path) in [("images", images), ("masks", masks)] {
         if !path.is_dir() {
-            return Err(DataError::MissingDir {
-                what,
-                path: path.to_path_buf(),
-            });
+            return Err(DataError::MissingDir { what, path: path.to_path_buf() });
         }
     }
     let mut classes = class_folders(masks)?;
@@ -196,10 +180,8 @@ pub fn split(images: &Path, masks: &Path, cfg: &SplitConfig) -> Result<Split, Da
     let train_wnids = classes;
     let (mut train, mut val) = (Vec::new(), Vec::new());
     let (mut dropped_masks, mut short_classes) = (0, Vec::new());
-    for (wnids, quota, items) in [
-        (&train_wnids, cfg.per_class, &mut train),
-        (&val_wnids, cfg.val_per_class, &mut val),
-    ] {
+    for (wnids, quota, items) in [(&train_wnids, cfg.per_class, &mut train), (&val_wnids, cfg.val_per_class, &mut val)]
+    {
         for wnid in wnids {
             let taken = take_class(images, masks, wnid, quota, cfg, &mut dropped_masks)?;
             if taken.len() < quota {
@@ -208,14 +190,7 @@ pub fn split(images: &Path, masks: &Path, cfg: &SplitConfig) -> Result<Split, Da
             items.extend(taken);
         }
     }
-    Ok(Split {
-        train,
-        val,
-        train_wnids,
-        val_wnids,
-        dropped_masks,
-        short_classes,
-    })
+    Ok(Split { train, val, train_wnids, val_wnids, dropped_masks, short_classes })
 }
 
 /// Up to `quota` items of one class in its seeded order, skipping (and
@@ -275,25 +250,15 @@ fn class_items(images: &Path, masks: &Path, wnid: &str) -> Result<Vec<Item>, Dat
     let mask_dir = masks.join(wnid);
     let image_dir = images.join(wnid);
     if !image_dir.is_dir() {
-        return Err(DataError::MissingClassImages {
-            masks: mask_dir,
-            images: image_dir,
-        });
+        return Err(DataError::MissingClassImages { masks: mask_dir, images: image_dir });
     }
-    let label = imagenet::index_of(wnid).ok_or_else(|| DataError::UnknownWnid {
-        path: mask_dir.clone(),
-    })? as i64;
+    let label = imagenet::index_of(wnid).ok_or_else(|| DataError::UnknownWnid { path: mask_dir.clone() })? as i64;
     let mut stems = Vec::new();
     for path in list_dir(&mask_dir)? {
-        let is_png = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+        let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
         if is_png && path.is_file() {
-            let stem = Path::new(utf8_name(&path)?)
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default()
-                .to_string();
+            let stem =
+                Path::new(utf8_name(&path)?).file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
             stems.push((stem, path));
         }
     }
@@ -306,37 +271,19 @@ fn class_items(images: &Path, masks: &Path, wnid: &str) -> Result<Vec<Item>, Dat
                 .iter()
                 .map(|ext| image_dir.join(format!("{stem}.{ext}")))
                 .find(|p| p.is_file())
-                .ok_or_else(|| DataError::MissingImage {
-                    mask: mask.clone(),
-                    stem: base,
-                })?;
-            Ok(Item {
-                image,
-                mask,
-                wnid: wnid.to_string(),
-                label,
-            })
+                .ok_or_else(|| DataError::MissingImage { mask: mask.clone(), stem: base })?;
+            Ok(Item { image, mask, wnid: wnid.to_string(), label })
         })
         .collect()
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let read_err = |source| DataError::ReadDir {
-        path: dir.to_path_buf(),
-        source,
-    };
-    std::fs::read_dir(dir)
-        .map_err(read_err)?
-        .map(|entry| entry.map(|e| e.path()).map_err(read_err))
-        .collect()
+    let read_err = |source| DataError::ReadDir { path: dir.to_path_buf(), source };
+    std::fs::read_dir(dir).map_err(read_err)?.map(|entry| entry.map(|e| e.path()).map_err(read_err)).collect()
 }
 
 fn utf8_name(path: &Path) -> Result<&str, DataError> {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| DataError::NonUtf8Name {
-            path: path.to_path_buf(),
-        })
+    path.file_name().and_then(|n| n.to_str()).ok_or_else(|| DataError::NonUtf8Name { path: path.to_path_buf() })
 }
 
 /// A decoded image and its binary foreground mask (same size), validated.
@@ -371,9 +318,9 @@ fn decode_mask(path: &Path, source: MaskSource) -> Result<GrayImage, DataError> 
     let rgb = load_rgb(path)?;
     let fg = |on: bool| Luma([if on { 255 } else { 0 }]);
     match source {
-        MaskSource::Binary => Ok(GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
-            fg(rgb.get_pixel(x, y).0.iter().any(|&c| c > 127))
-        })),
+        MaskSource::Binary => {
+            Ok(GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| fg(rgb.get_pixel(x, y).0.iter().any(|&c| c > 127))))
+        }
         MaskSource::ImagenetS => {
             let id = |p: &image::Rgb<u8>| u32::from(p[0]) + 256 * u32::from(p[1]);
             let mut object = None;
@@ -385,23 +332,15 @@ fn decode_mask(path: &Path, source: MaskSource) -> Result<GrayImage, DataError> 
                 match object {
                     None => object = Some(v),
                     Some(first) if first != v => {
-                        return Err(DataError::MultipleObjects {
-                            path: path.to_path_buf(),
-                            first,
-                            second: v,
-                        })
+                        return Err(DataError::MultipleObjects { path: path.to_path_buf(), first, second: v })
                     }
                     Some(_) => {}
                 }
             }
             let Some(object) = object else {
-                return Err(DataError::NoObject {
-                    path: path.to_path_buf(),
-                });
+                return Err(DataError::NoObject { path: path.to_path_buf() });
             };
-            Ok(GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
-                fg(id(rgb.get_pixel(x, y)) == object)
-            }))
+            Ok(GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| fg(id(rgb.get_pixel(x, y)) == object)))
         }
     }
 }
@@ -458,9 +397,7 @@ pub fn crop_flip_params(seed: u64, width: u32, height: u32, size: u32) -> CropFl
 pub fn train_resized(pair: &Pair, cfg: &TransformConfig) -> Pair {
     let r = resized_size(cfg.size);
     let image = resize_exact(&pair.image, r, r, Interpolation::Bilinear);
-    let mask = on_mask(&pair.mask, |m| {
-        resize_exact(m, r, r, mask_interpolation(cfg.mask_resize))
-    });
+    let mask = on_mask(&pair.mask, |m| resize_exact(m, r, r, mask_interpolation(cfg.mask_resize)));
     Pair { image, mask }
 }
 
@@ -493,11 +430,7 @@ pub fn eval_sample(pair: &Pair, label: i64, cfg: &TransformConfig) -> Sample {
     };
     let (w, h) = eval_resize_dims(pair.image.width(), pair.image.height(), &resize_cfg);
     let s = cfg.size;
-    let image = center_crop(
-        &resize_exact(&pair.image, w, h, Interpolation::Bilinear),
-        s,
-        s,
-    );
+    let image = center_crop(&resize_exact(&pair.image, w, h, Interpolation::Bilinear), s, s);
     let mask = on_mask(&pair.mask, |m| {
         let resized = resize_exact(m, w, h, mask_interpolation(cfg.mask_resize));
         center_crop(&resized, s, s)
@@ -539,7 +472,5 @@ fn to_sample(image: &RgbImage, mask: &GrayImage, label: i64, cfg: &TransformConf
 
 /// FNV-1a, to turn a wnid into a seed part.
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }

@@ -218,9 +218,7 @@ pub fn tint(class: usize, size: u32, seed: u64) -> Vec<[f32; 3]> {
 /// The background's RGB values in `[0, 1]`.
 fn background_rgb(background: Background, size: u32, seed: u64) -> Vec<[f32; 3]> {
     match background {
-        Background::Stripes(c) | Background::Only(c) => {
-            stripes(c, size, seed).into_iter().map(|v| [v; 3]).collect()
-        }
+        Background::Stripes(c) | Background::Only(c) => stripes(c, size, seed).into_iter().map(|v| [v; 3]).collect(),
         Background::Tint(c) | Background::TintOnly(c) => tint(c, size, seed),
         Background::Black => vec![[0.0; 3]; (size * size) as usize],
     }
@@ -254,9 +252,7 @@ pub fn render(objects: &Objects, index: usize, background: Background, size: u32
     let side = size as usize;
     let bg = background_rgb(background, size, seed);
     let (fg, mask, label) = match background {
-        Background::Only(c) | Background::TintOnly(c) => {
-            (vec![0.0; side * side], vec![0.0; side * side], c as i64)
-        }
+        Background::Only(c) | Background::TintOnly(c) => (vec![0.0; side * side], vec![0.0; side * side], c as i64),
         _ => {
             let (fg, mask) = place(objects.image(index), side);
             (fg, mask, objects.labels[index])
@@ -313,19 +309,14 @@ pub struct Partition {
 pub enum PartitionError {
     #[error("object {index} has label {label}, outside 0..{CLASSES}")]
     LabelOutOfRange { index: usize, label: i64 },
-    #[error(
-        "class {class} has {available} objects; the partition needs {needed} (test + val + finetuning pool)"
-    )]
+    #[error("class {class} has {available} objects; the partition needs {needed} (test + val + finetuning pool)")]
     ClassTooSmall { class: usize, available: usize, needed: usize },
     #[error("the finetuning pool holds {available} objects of class {class}; {requested} were asked for")]
     PoolTooSmall { class: usize, available: usize, requested: usize },
 }
 
 /// The indices in `indices` of each class, in the order given.
-fn by_class(
-    objects: &Objects,
-    indices: impl Iterator<Item = usize>,
-) -> Result<Vec<Vec<usize>>, PartitionError> {
+fn by_class(objects: &Objects, indices: impl Iterator<Item = usize>) -> Result<Vec<Vec<usize>>, PartitionError> {
     let mut classes = vec![Vec::new(); CLASSES];
     for index in indices {
         let label = objects.labels[index];
@@ -353,8 +344,7 @@ pub fn partition(
     seed: u64,
 ) -> Result<Partition, PartitionError> {
     let needed = test_per_class + val_per_class + finetune_pool_per_class;
-    let mut p =
-        Partition { pretrain: Vec::new(), finetune_pool: Vec::new(), val: Vec::new(), test: Vec::new() };
+    let mut p = Partition { pretrain: Vec::new(), finetune_pool: Vec::new(), val: Vec::new(), test: Vec::new() };
     for (class, members) in by_class(objects, 0..objects.len())?.into_iter().enumerate() {
         if members.len() < needed {
             return Err(PartitionError::ClassTooSmall { class, available: members.len(), needed });
@@ -384,11 +374,7 @@ pub fn finetune_subset(
     let mut subset = Vec::with_capacity(per_class * CLASSES);
     for (class, members) in by_class(objects, p.finetune_pool.iter().copied())?.into_iter().enumerate() {
         if members.len() < per_class {
-            return Err(PartitionError::PoolTooSmall {
-                class,
-                available: members.len(),
-                requested: per_class,
-            });
+            return Err(PartitionError::PoolTooSmall { class, available: members.len(), requested: per_class });
         }
         let order = shuffled(&members, derive_seed(seed, &[SUBSET_STREAM, class as u64]));
         subset.extend(&order[..per_class]);
@@ -403,8 +389,7 @@ mod tests {
 
     /// `per_class` objects of every class: a filled square whose size depends on the index.
     fn objects(per_class: usize) -> Objects {
-        let mut o =
-            Objects { images: Vec::new(), labels: Vec::new(), duplicates_removed: 0, conflicting_removed: 0 };
+        let mut o = Objects { images: Vec::new(), labels: Vec::new(), duplicates_removed: 0, conflicting_removed: 0 };
         for i in 0..per_class * CLASSES {
             let half = 3 + i % 8;
             o.images.extend((0..SIDE * SIDE).map(|p| {
@@ -453,10 +438,7 @@ mod tests {
             assert!(a.image.iter().all(|v| (-1.0..=1.0).contains(v)));
             assert!(a.mask.iter().all(|&m| m == 0.0 || m == 1.0));
         }
-        assert_ne!(
-            render(&o, 5, Background::Stripes(3), SIZE, 42),
-            render(&o, 5, Background::Stripes(3), SIZE, 43)
-        );
+        assert_ne!(render(&o, 5, Background::Stripes(3), SIZE, 42), render(&o, 5, Background::Stripes(3), SIZE, 43));
         let only = render(&o, 5, Background::Only(6), SIZE, 1);
         assert_eq!(only.label, 6);
         assert!(only.mask.iter().all(|&m| m == 0.0));
@@ -504,10 +486,7 @@ mod tests {
             }
         }
         assert_eq!(hist[4], 0);
-        assert!(hist
-            .iter()
-            .enumerate()
-            .all(|(c, &n)| c == 4 || (n as f64 / trials as f64 - 1.0 / 9.0).abs() < 0.01));
+        assert!(hist.iter().enumerate().all(|(c, &n)| c == 4 || (n as f64 / trials as f64 - 1.0 / 9.0).abs() < 0.01));
         assert_eq!(background_for(Split::Black, 4, 0.9, Texture::Tint, 3), Background::Black);
         assert!(matches!(background_for(Split::BgOnly, 4, 0.9, Texture::Tint, 3), Background::TintOnly(_)));
         assert!(matches!(background_for(Split::Matched, 4, 1.0, Texture::Tint, 3), Background::Tint(4)));

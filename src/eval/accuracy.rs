@@ -71,8 +71,13 @@ pub fn of_samples(model: &VisionTransformer, samples: &[Sample], batch_size: usi
 }
 
 /// Evaluates `loaded` on the dataset `kind` in `dir` under `protocol`.
-pub fn of_dataset(loaded: &LoadedModel, kind: Kind, dir: &Path, protocol: Protocol, opts: &PipelineOptions)
-    -> anyhow::Result<DatasetResult> {
+pub fn of_dataset(
+    loaded: &LoadedModel,
+    kind: Kind,
+    dir: &Path,
+    protocol: Protocol,
+    opts: &PipelineOptions,
+) -> anyhow::Result<DatasetResult> {
     let items = eval_sets::scan(kind, dir)?;
     let bar = progress_bar(items.len(), kind.name(), opts.quiet);
     let started = Instant::now();
@@ -144,7 +149,10 @@ impl Tally {
 
 /// Top-1 accuracy (percent) over the classes in `classes` and over the others, from per-class counts:
 /// the paper's finetuning-classes vs other-classes split (Tables 10-11).
-pub fn split_by_classes(per_class: &PerClass, classes: &std::collections::HashSet<usize>) -> (Option<f64>, Option<f64>) {
+pub fn split_by_classes(
+    per_class: &PerClass,
+    classes: &std::collections::HashSet<usize>,
+) -> (Option<f64>, Option<f64>) {
     let (mut inside, mut outside) = ((0u64, 0u64), (0u64, 0u64));
     for (class, (correct, total)) in per_class {
         let bucket = if classes.contains(class) { &mut inside } else { &mut outside };

@@ -76,8 +76,12 @@ pub fn write_csv(path: &Path, rows: &[Prediction]) -> anyhow::Result<()> {
     }
     w.write_record(&header)?;
     for r in rows {
-        let mut record =
-            vec![r.image.display().to_string(), r.rank.to_string(), r.class_index.to_string(), format!("{:.6}", r.probability)];
+        let mut record = vec![
+            r.image.display().to_string(),
+            r.rank.to_string(),
+            r.class_index.to_string(),
+            format!("{:.6}", r.probability),
+        ];
         if with_names {
             record.push(r.class_name.clone().unwrap_or_default());
         }

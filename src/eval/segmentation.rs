@@ -71,11 +71,8 @@ impl SegmentationMetrics {
         // zeros and NaN, which we cannot mirror meaningfully, so refuse instead.
         let range = max - min;
         ensure!(range.is_finite(), "segmentation: relevance range {min}..{max} overflows f32");
-        let normalised: Vec<f32> = if range > 0.0 {
-            map.iter().map(|&v| (v - min) / range).collect()
-        } else {
-            vec![0.0; map.len()]
-        };
+        let normalised: Vec<f32> =
+            if range > 0.0 { map.iter().map(|&v| (v - min) / range).collect() } else { vec![0.0; map.len()] };
         let mean = normalised.iter().map(|&v| f64::from(v)).sum::<f64>() / map.len() as f64;
 
         for (&r, &fg) in normalised.iter().zip(&truth) {
@@ -124,13 +121,21 @@ impl SegmentationMetrics {
 
     /// Mean over images of the per-image AP; 0 before any image (where numpy's mean would be NaN).
     pub fn map(&self) -> f64 {
-        if self.images == 0 { 0.0 } else { self.ap_sum / self.images as f64 }
+        if self.images == 0 {
+            0.0
+        } else {
+            self.ap_sum / self.images as f64
+        }
     }
 }
 
 /// The segmentation test of `model` over `samples` (their masks are the ground truth): the relevance
 /// of each image's predicted class, `batch_size` images at a time.
-pub fn of_samples(model: &VisionTransformer, samples: &[Sample], batch_size: usize) -> anyhow::Result<SegmentationMetrics> {
+pub fn of_samples(
+    model: &VisionTransformer,
+    samples: &[Sample],
+    batch_size: usize,
+) -> anyhow::Result<SegmentationMetrics> {
     let mut metrics = SegmentationMetrics::new();
     for chunk in samples.chunks(batch_size.max(1)) {
         add_samples(model, chunk, &mut metrics)?;
@@ -139,7 +144,11 @@ pub fn of_samples(model: &VisionTransformer, samples: &[Sample], batch_size: usi
 }
 
 /// Adds one batch of `samples` to the test's totals.
-pub fn add_samples(model: &VisionTransformer, samples: &[Sample], metrics: &mut SegmentationMetrics) -> anyhow::Result<()> {
+pub fn add_samples(
+    model: &VisionTransformer,
+    samples: &[Sample],
+    metrics: &mut SegmentationMetrics,
+) -> anyhow::Result<()> {
     let b = Batch::new(samples, model.device());
     let maps = relevance(model, &b.images, Target::Predicted, Graph::Detached)?.maps.to_device(tch::Device::Cpu);
     for (i, s) in samples.iter().enumerate() {

@@ -28,15 +28,10 @@ pub enum DecodeError {
 /// 16-bit grey is clipped to 255 (PIL's `I;16` -> `RGB` rule). EXIF
 /// orientation is ignored, as in PIL without `exif_transpose`.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, DecodeError> {
-    let mut bytes = std::fs::read(path).map_err(|source| DecodeError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut bytes = std::fs::read(path).map_err(|source| DecodeError::Io { path: path.to_path_buf(), source })?;
     // The JPEG decoder pads a cut-off scan silently; PIL raises instead.
     if jpeg_is_truncated(&bytes) {
-        return Err(DecodeError::Truncated {
-            path: path.to_path_buf(),
-        });
+        return Err(DecodeError::Truncated { path: path.to_path_buf() });
     }
     // PIL stops reading at the last IDAT and accepts a PNG without its IEND
     // chunk, which the png crate rejects; supplying one keeps truncated image
@@ -44,10 +39,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, DecodeError> {
     if bytes.starts_with(PNG_SIGNATURE) && !bytes.ends_with(PNG_IEND) {
         bytes.extend_from_slice(PNG_IEND);
     }
-    let decode_err = |source| DecodeError::Decode {
-        path: path.to_path_buf(),
-        source,
-    };
+    let decode_err = |source| DecodeError::Decode { path: path.to_path_buf(), source };
     let decoded = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| decode_err(image::ImageError::IoError(e)))?
@@ -92,9 +84,7 @@ fn jpeg_is_truncated(bytes: &[u8]) -> bool {
     }
     // Inside entropy-coded data 0xFF is always stuffed or an RST marker, so
     // FF D9 there is the real end of image.
-    !bytes[pos.min(bytes.len())..]
-        .windows(2)
-        .any(|w| w == [0xFF, 0xD9])
+    !bytes[pos.min(bytes.len())..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// PIL's `.convert('RGB')` for each colour type the PNG/JPEG decoders produce.
@@ -103,9 +93,7 @@ fn to_rgb8_like_pil(img: DynamicImage) -> RgbImage {
         src: &image::ImageBuffer<P, Vec<P::Subpixel>>,
         f: impl Fn(&[P::Subpixel]) -> [u8; 3],
     ) -> RgbImage {
-        RgbImage::from_fn(src.width(), src.height(), |x, y| {
-            image::Rgb(f(src.get_pixel(x, y).channels()))
-        })
+        RgbImage::from_fn(src.width(), src.height(), |x, y| image::Rgb(f(src.get_pixel(x, y).channels())))
     }
     // PIL unpacks 16-bit RGB(A)/LA PNG samples by keeping the high byte.
     let hi = |v: u16| (v >> 8) as u8;

@@ -140,10 +140,7 @@ fn fit_line(line: &str, max_chars: usize) -> String {
     if line.chars().count() <= max_chars {
         line.to_owned()
     } else if max_chars >= 3 {
-        line.chars()
-            .take(max_chars - 3)
-            .chain("...".chars())
-            .collect()
+        line.chars().take(max_chars - 3).chain("...".chars()).collect()
     } else {
         ".".repeat(max_chars)
     }
@@ -161,19 +158,11 @@ pub fn caption_strip(width: u32, lines: &[String], scale: u32) -> RgbImage {
     let pad = 2 * scale;
     let pitch = GLYPH * scale + pad;
     let height = pad.saturating_add(pitch.saturating_mul(lines.len() as u64));
-    let mut strip =
-        RgbImage::from_pixel(width, u32::try_from(height).unwrap_or(u32::MAX), CAPTION_BG);
+    let mut strip = RgbImage::from_pixel(width, u32::try_from(height).unwrap_or(u32::MAX), CAPTION_BG);
     let max_chars = (u64::from(width).saturating_sub(2 * pad) / (GLYPH * scale)) as usize;
     for (i, line) in (0u64..).zip(lines) {
         let top = pad + i * pitch;
-        draw_text(
-            &mut strip,
-            pad,
-            top,
-            &fit_line(line, max_chars),
-            scale,
-            WHITE,
-        );
+        draw_text(&mut strip, pad, top, &fit_line(line, max_chars), scale, WHITE);
     }
     strip
 }
@@ -199,15 +188,9 @@ fn stack(images: &[RgbImage], gap: u32, horizontal: bool) -> RgbImage {
         }
     };
     let gaps = gap.saturating_mul(u32::try_from(images.len() - 1).unwrap_or(u32::MAX));
-    let length = images
-        .iter()
-        .fold(gaps, |acc, img| acc.saturating_add(along(img)));
+    let length = images.iter().fold(gaps, |acc, img| acc.saturating_add(along(img)));
     let thickness = images.iter().map(across).max().unwrap_or(0);
-    let (w, h) = if horizontal {
-        (length, thickness)
-    } else {
-        (thickness, length)
-    };
+    let (w, h) = if horizontal { (length, thickness) } else { (thickness, length) };
     let mut out = RgbImage::from_pixel(w, h, WHITE);
     let mut offset = 0i64;
     for img in images {
@@ -248,8 +231,7 @@ pub fn grid(tiles: &[RgbImage], columns: usize, gap: u32) -> RgbImage {
     let cell_h = tiles.iter().map(RgbImage::height).max().unwrap_or(0);
     let span = |count: usize, cell: u32| -> u32 {
         let count = u32::try_from(count).unwrap_or(u32::MAX);
-        cell.saturating_mul(count)
-            .saturating_add(gap.saturating_mul(count - 1))
+        cell.saturating_mul(count).saturating_add(gap.saturating_mul(count - 1))
     };
     let mut out = RgbImage::from_pixel(span(columns, cell_w), span(rows, cell_h), WHITE);
     for (i, tile) in tiles.iter().enumerate() {
@@ -270,7 +252,6 @@ pub fn upscale_nearest(img: &RgbImage, factor: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| *img.get_pixel(x / factor, y / factor))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,9 +262,7 @@ mod tests {
 
     /// A deterministic, non-uniform test image.
     fn gradient(w: u32, h: u32) -> RgbImage {
-        RgbImage::from_fn(w, h, |x, y| {
-            Rgb([(x * 17 % 256) as u8, (y * 29 % 256) as u8, 77])
-        })
+        RgbImage::from_fn(w, h, |x, y| Rgb([(x * 17 % 256) as u8, (y * 29 % 256) as u8, 77]))
     }
 
     fn luma(p: &Rgb<u8>) -> u32 {
@@ -312,10 +291,7 @@ mod tests {
     #[test]
     fn inferno_brightens_monotonically() {
         for i in 1..256 {
-            assert!(
-                luma(&Rgb(INFERNO[i])) > luma(&Rgb(INFERNO[i - 1])),
-                "entry {i}"
-            );
+            assert!(luma(&Rgb(INFERNO[i])) > luma(&Rgb(INFERNO[i - 1])), "entry {i}");
         }
     }
 
@@ -356,11 +332,7 @@ mod tests {
             (-d2 / 4.0).exp()
         });
         let out = overlay(&img, rel.view(), 0.6).unwrap();
-        let (best, _) = out
-            .enumerate_pixels()
-            .map(|(x, y, p)| ((x, y), luma(p)))
-            .max_by_key(|&(_, l)| l)
-            .unwrap();
+        let (best, _) = out.enumerate_pixels().map(|(x, y, p)| ((x, y), luma(p))).max_by_key(|&(_, l)| l).unwrap();
         assert_eq!(best, (6, 2));
     }
 
@@ -395,10 +367,7 @@ mod tests {
         let mut fg_pixels = 0;
         for (px, py, p) in img.enumerate_pixels() {
             if inside(px, py) {
-                assert!(
-                    *p == RED || *p == Rgb([255, 255, 255]),
-                    "({px},{py}) = {p:?}"
-                );
+                assert!(*p == RED || *p == Rgb([255, 255, 255]), "({px},{py}) = {p:?}");
                 fg_pixels += usize::from(*p != RED);
             } else {
                 assert_eq!(*p, BLACK, "({px},{py}) outside the box changed");
@@ -433,15 +402,7 @@ mod tests {
         assert_eq!(*img.get_pixel(6, 9), BLACK);
         assert_eq!(*img.get_pixel(9, 7), BLACK);
         let before = img.clone();
-        label(
-            &mut img,
-            u32::MAX,
-            u32::MAX,
-            "far away",
-            u32::MAX,
-            BLACK,
-            RED,
-        );
+        label(&mut img, u32::MAX, u32::MAX, "far away", u32::MAX, BLACK, RED);
         label(&mut img, 0, 0, "", 1, BLACK, RED);
         assert_eq!(img, before);
         label(&mut img, 0, 0, "zero scale", 0, BLACK, RED); // Treated as 1.
@@ -512,9 +473,8 @@ mod tests {
 
     #[test]
     fn grid_dimensions_and_placement() {
-        let tiles: Vec<RgbImage> = (0..5u8)
-            .map(|i| RgbImage::from_pixel(3 + u32::from(i % 2), 2, Rgb([i, i, i])))
-            .collect();
+        let tiles: Vec<RgbImage> =
+            (0..5u8).map(|i| RgbImage::from_pixel(3 + u32::from(i % 2), 2, Rgb([i, i, i]))).collect();
         // Cells 4x2; 2 columns x 3 rows; gap 1.
         let g = grid(&tiles, 2, 1);
         assert_eq!(g.dimensions(), (2 * 4 + 1, 3 * 2 + 2));
@@ -539,9 +499,6 @@ mod tests {
             assert_eq!(p, img.get_pixel(x / 4, y / 4));
         }
         assert_eq!(upscale_nearest(&img, 0), img);
-        assert_eq!(
-            upscale_nearest(&RgbImage::new(0, 5), 3).dimensions(),
-            (0, 15)
-        );
+        assert_eq!(upscale_nearest(&RgbImage::new(0, 5), 3).dimensions(), (0, 15));
     }
 }

@@ -8,6 +8,7 @@ pub mod transform;
 pub use decode::{load_rgb, DecodeError};
 pub use resample::{resize_exact, Interpolation};
 pub use transform::{
-    center_crop, denormalize_chw, eval_resize_dims, gray_view, eval_transform, normalize_chw, on_mask, PreprocessConfig,
-    DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD,
+    center_crop, denormalize_chw, eval_resize_dims, eval_transform, gray_view, normalize_chw, on_mask,
+    PreprocessConfig, DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN,
+    IMAGENET_INCEPTION_STD,
 };

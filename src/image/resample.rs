@@ -26,7 +26,6 @@ pub fn resize_exact(img: &RgbImage, width: u32, height: u32, interp: Interpolati
     resize_window(img, width, height, interp, 0..width, 0..height)
 }
 
-
 /// Columns `xs` and rows `ys` of `Image.resize((out_w, out_h), interp)`.
 pub(crate) fn resize_window(
     img: &RgbImage,
@@ -126,19 +125,11 @@ impl Coeffs {
             for (out, &kx) in row.iter_mut().zip(&k).take(n) {
                 let w = if ww != 0.0 { kx / ww } else { kx };
                 let scaled = w * f64::from(1u32 << PRECISION_BITS);
-                *out = if w < 0.0 {
-                    (-0.5 + scaled) as i32
-                } else {
-                    (0.5 + scaled) as i32
-                };
+                *out = if w < 0.0 { (-0.5 + scaled) as i32 } else { (0.5 + scaled) as i32 };
             }
             bounds.push((xmin as usize, n));
         }
-        Coeffs {
-            ksize,
-            bounds,
-            weights,
-        }
+        Coeffs { ksize, bounds, weights }
     }
 
     /// Source indices read by any output index.
@@ -149,9 +140,7 @@ impl Coeffs {
     }
 
     fn taps(&self) -> impl Iterator<Item = (&(usize, usize), &[i32])> {
-        self.bounds
-            .iter()
-            .zip(self.weights.chunks_exact(self.ksize))
+        self.bounds.iter().zip(self.weights.chunks_exact(self.ksize))
     }
 }
 
@@ -166,14 +155,7 @@ fn clip8(acc: i64) -> u8 {
 /// the vertical pass first when the height shrinks by more than twice as many
 /// pixels as the width, otherwise the horizontal pass first. The order changes
 /// the rounding of the intermediate image, so it must match.
-fn resample_window(
-    img: &RgbImage,
-    out_w: u32,
-    out_h: u32,
-    filter: Filter,
-    xs: Range<u32>,
-    ys: Range<u32>,
-) -> RgbImage {
+fn resample_window(img: &RgbImage, out_w: u32, out_h: u32, filter: Filter, xs: Range<u32>, ys: Range<u32>) -> RgbImage {
     let (in_w, in_h) = img.dimensions();
     let mut out = RgbImage::new(xs.len() as u32, ys.len() as u32);
     if in_h == out_h {
@@ -253,13 +235,7 @@ fn vertical_pass(src: &RgbImage, row0: usize, col0: usize, coeffs: &Coeffs, out:
 /// restricted to output columns `xs` and rows `ys`: the source index is
 /// `trunc((i + 0.5) * in / out)`, with the position accumulated by repeated
 /// addition as PIL does; pixels mapping outside the source stay zero.
-fn nearest_window(
-    img: &RgbImage,
-    out_w: u32,
-    out_h: u32,
-    xs: Range<u32>,
-    ys: Range<u32>,
-) -> RgbImage {
+fn nearest_window(img: &RgbImage, out_w: u32, out_h: u32, xs: Range<u32>, ys: Range<u32>) -> RgbImage {
     fn index_table(in_size: u32, out_size: u32, outs: Range<u32>) -> Vec<Option<u32>> {
         let step = f64::from(in_size as f32) / f64::from(out_size);
         let mut pos = step * 0.5;
@@ -275,10 +251,8 @@ fn nearest_window(
     }
     let col = index_table(img.width(), out_w, xs);
     let row = index_table(img.height(), out_h, ys);
-    RgbImage::from_fn(col.len() as u32, row.len() as u32, |x, y| {
-        match (col[x as usize], row[y as usize]) {
-            (Some(sx), Some(sy)) => *img.get_pixel(sx, sy),
-            _ => image::Rgb([0, 0, 0]),
-        }
+    RgbImage::from_fn(col.len() as u32, row.len() as u32, |x, y| match (col[x as usize], row[y as usize]) {
+        (Some(sx), Some(sy)) => *img.get_pixel(sx, sy),
+        _ => image::Rgb([0, 0, 0]),
     })
 }

@@ -36,27 +36,16 @@ pub struct PreprocessConfig {
 /// timm's `ResizeKeepRatio` otherwise.
 pub fn eval_resize_dims(width: u32, height: u32, cfg: &PreprocessConfig) -> (u32, u32) {
     // timm: `crop_pct = crop_pct or DEFAULT_CROP_PCT`.
-    let crop_pct = if cfg.crop_pct == 0.0 {
-        DEFAULT_CROP_PCT
-    } else {
-        cfg.crop_pct
-    };
+    let crop_pct = if cfg.crop_pct == 0.0 { DEFAULT_CROP_PCT } else { cfg.crop_pct };
     let (th, tw) = cfg.input_size;
     // `as u32` saturates, so degenerate crop_pct values cannot panic.
     let scale_h = (f64::from(th) / crop_pct).floor() as u32;
     let scale_w = (f64::from(tw) / crop_pct).floor() as u32;
     if scale_h == scale_w {
         // torchvision _compute_resized_output_size: long = int(size * long / short).
-        let (short, long) = if width <= height {
-            (width, height)
-        } else {
-            (height, width)
-        };
-        let new_long = if short == 0 {
-            0
-        } else {
-            ((u64::from(scale_h) * u64::from(long)) as f64 / f64::from(short)) as u32
-        };
+        let (short, long) = if width <= height { (width, height) } else { (height, width) };
+        let new_long =
+            if short == 0 { 0 } else { ((u64::from(scale_h) * u64::from(long)) as f64 / f64::from(short)) as u32 };
         if width <= height {
             (scale_h, new_long)
         } else {
@@ -64,8 +53,7 @@ pub fn eval_resize_dims(width: u32, height: u32, cfg: &PreprocessConfig) -> (u32
         }
     } else {
         // ResizeKeepRatio(longest=0): ratio = min(img/target) per axis, then round().
-        let ratio =
-            (f64::from(height) / f64::from(scale_h)).min(f64::from(width) / f64::from(scale_w));
+        let ratio = (f64::from(height) / f64::from(scale_h)).min(f64::from(width) / f64::from(scale_w));
         let h = (f64::from(height) / ratio).round_ties_even() as u32;
         let w = (f64::from(width) / ratio).round_ties_even() as u32;
         (w, h)
@@ -91,26 +79,16 @@ pub fn eval_transform(img: &RgbImage, cfg: &PreprocessConfig) -> Array3<f32> {
         let xs = overlap(off_x, tw, w);
         let ys = overlap(off_y, th, h);
         let window = resize_window(img, w, h, cfg.interpolation, xs.clone(), ys.clone());
-        crop_at(
-            &window,
-            off_x - i64::from(xs.start),
-            off_y - i64::from(ys.start),
-            tw,
-            th,
-        )
+        crop_at(&window, off_x - i64::from(xs.start), off_y - i64::from(ys.start), tw, th)
     };
     normalize_chw(&cropped, cfg.mean, cfg.std)
 }
 
 /// Runs an RGB geometry operation on a grey mask.
 pub fn on_mask(mask: &GrayImage, op: impl FnOnce(&RgbImage) -> RgbImage) -> GrayImage {
-    let rgb = RgbImage::from_fn(mask.width(), mask.height(), |x, y| {
-        image::Rgb([mask.get_pixel(x, y)[0]; 3])
-    });
+    let rgb = RgbImage::from_fn(mask.width(), mask.height(), |x, y| image::Rgb([mask.get_pixel(x, y)[0]; 3]));
     let out = op(&rgb);
-    GrayImage::from_fn(out.width(), out.height(), |x, y| {
-        Luma([out.get_pixel(x, y)[0]])
-    })
+    GrayImage::from_fn(out.width(), out.height(), |x, y| Luma([out.get_pixel(x, y)[0]]))
 }
 
 /// torchvision `CenterCrop((height, width))` on a PIL image: zero-pads
@@ -140,9 +118,8 @@ pub fn gray_view(img: &GrayImage) -> ArrayView2<'_, u8> {
 pub fn denormalize_chw(chw: ArrayView3<f32>, mean: [f32; 3], std: [f32; 3]) -> RgbImage {
     let (_, h, w) = chw.dim();
     RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        let level = |c: usize| {
-            ((chw[[c, y as usize, x as usize]] * std[c] + mean[c]) * 255.0).round().clamp(0.0, 255.0) as u8
-        };
+        let level =
+            |c: usize| ((chw[[c, y as usize, x as usize]] * std[c] + mean[c]) * 255.0).round().clamp(0.0, 255.0) as u8;
         image::Rgb([level(0), level(1), level(2)])
     })
 }
@@ -155,11 +132,7 @@ fn crop_offset(size: u32, crop: u32) -> i64 {
         let d = size - crop;
         let half = d / 2;
         // round(k + 0.5) in Python goes to the even neighbour.
-        i64::from(if d % 2 == 1 && half % 2 == 1 {
-            half + 1
-        } else {
-            half
-        })
+        i64::from(if d % 2 == 1 && half % 2 == 1 { half + 1 } else { half })
     }
 }
 
@@ -182,4 +155,3 @@ fn crop_at(img: &RgbImage, off_x: i64, off_y: i64, width: u32, height: u32) -> R
         }
     })
 }
-

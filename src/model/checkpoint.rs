@@ -146,8 +146,11 @@ pub fn load_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>, path: &Path)
         .collect();
     if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
         let mut details = String::from("checkpoint does not match the model");
-        for (label, items) in [("missing keys", missing.join(", ")), ("unexpected keys", unexpected.join(", ")),
-                               ("shape mismatches", mismatched.join("; "))] {
+        for (label, items) in [
+            ("missing keys", missing.join(", ")),
+            ("unexpected keys", unexpected.join(", ")),
+            ("shape mismatches", mismatched.join("; ")),
+        ] {
             if !items.is_empty() {
                 details.push_str(&format!("\n  {label}: {items}"));
             }
@@ -200,10 +203,14 @@ fn int_field(map: &serde_json::Map<String, Value>, key: &str, path: &Path) -> Re
 
 fn triple(map: &serde_json::Map<String, Value>, key: &str, path: &Path) -> Result<Option<[f32; 3]>> {
     let Some(v) = map.get(key) else { return Ok(None) };
-    let values: Option<Vec<f32>> = v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64().map(|f| f as f32)).collect());
+    let values: Option<Vec<f32>> =
+        v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64().map(|f| f as f32)).collect());
     match values {
         Some(vals) if vals.len() == 3 => Ok(Some([vals[0], vals[1], vals[2]])),
-        _ => Err(CheckpointError::Config { path: path.to_path_buf(), message: format!("{key} must be 3 numbers, got {v}") }),
+        _ => Err(CheckpointError::Config {
+            path: path.to_path_buf(),
+            message: format!("{key} must be 3 numbers, got {v}"),
+        }),
     }
 }
 
@@ -218,10 +225,11 @@ fn square_size(v: &Value) -> Option<i64> {
 /// The architecture and preprocessing of `name` (a preset, or the config's architecture) with the config's
 /// `model_args` and `pretrained_cfg` applied on top.
 fn resolve(name: Option<&str>, hub: &HubConfig, config_path: &Path) -> Result<(String, VitConfig, PreprocessConfig)> {
-    let name = name.map(str::to_string).or_else(|| hub.architecture.clone()).ok_or_else(|| CheckpointError::Config {
-        path: config_path.to_path_buf(),
-        message: "no model name given and config.json names no architecture".into(),
-    })?;
+    let name =
+        name.map(str::to_string).or_else(|| hub.architecture.clone()).ok_or_else(|| CheckpointError::Config {
+            path: config_path.to_path_buf(),
+            message: "no model name given and config.json names no architecture".into(),
+        })?;
     let known = || config::preset_names().collect::<Vec<_>>().join(", ");
     let (mut vit, mut pre) = match config::preset(&name) {
         Some(p) => (p.config, p.preprocess),
@@ -270,9 +278,10 @@ fn resolve(name: Option<&str>, hub: &HubConfig, config_path: &Path) -> Result<(S
         pre.crop_pct = c;
     }
     if let Some(i) = cfg.get("interpolation").and_then(Value::as_str) {
-        pre.interpolation = i
-            .parse()
-            .map_err(|e: UnknownName| CheckpointError::Config { path: config_path.to_path_buf(), message: e.to_string() })?;
+        pre.interpolation = i.parse().map_err(|e: UnknownName| CheckpointError::Config {
+            path: config_path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     }
     vit.validate().map_err(|message| CheckpointError::Config { path: config_path.to_path_buf(), message })?;
     Ok((name, vit, pre))

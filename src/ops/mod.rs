@@ -27,7 +27,8 @@ mod ffi {
             out_w: i64,
             eps: f64,
         ) -> Result<UniquePtr<Tensor>>;
-        fn relevance_loss(map: &Tensor, mask: &Tensor, lambda_bg: f64, lambda_fg: f64) -> Result<UniquePtr<TensorList>>;
+        fn relevance_loss(map: &Tensor, mask: &Tensor, lambda_bg: f64, lambda_fg: f64)
+            -> Result<UniquePtr<TensorList>>;
         fn confidence_loss(logits: &Tensor, temperature: f64) -> Result<UniquePtr<Tensor>>;
         fn gradmask_loss(input_grad: &Tensor, mask: &Tensor) -> Result<UniquePtr<Tensor>>;
         fn rrr_loss(input_grad: &Tensor, mask: &Tensor) -> Result<UniquePtr<Tensor>>;

@@ -89,11 +89,26 @@ impl Budget {
 }
 
 fn vit_config() -> VitConfig {
-    VitConfig { img_size: SIZE as i64, patch_size: 4, in_chans: 3, embed_dim: 64, depth: 4, num_heads: 4, mlp_ratio: 2.0, num_classes: 10 }
+    VitConfig {
+        img_size: SIZE as i64,
+        patch_size: 4,
+        in_chans: 3,
+        embed_dim: 64,
+        depth: 4,
+        num_heads: 4,
+        mlp_ratio: 2.0,
+        num_classes: 10,
+    }
 }
 
 fn preprocess() -> PreprocessConfig {
-    PreprocessConfig { input_size: (SIZE, SIZE), crop_pct: 1.0, interpolation: Interpolation::Bicubic, mean: HALF, std: HALF }
+    PreprocessConfig {
+        input_size: (SIZE, SIZE),
+        crop_pct: 1.0,
+        interpolation: Interpolation::Bicubic,
+        mean: HALF,
+        std: HALF,
+    }
 }
 
 /// Pretraining images rendered afresh each epoch: a new background draw per (epoch, sample).
@@ -175,8 +190,13 @@ struct Recipe<'a> {
 
 /// Trains (or loads from `out/models`) the unbiased control and the original (control briefly trained on
 /// the biased split).
-fn originals(objects: &Objects, part: &Partition, val: &[Sample], budget: &Budget, opts: &CompareOptions)
-    -> anyhow::Result<(PathBuf, PathBuf)> {
+fn originals(
+    objects: &Objects,
+    part: &Partition,
+    val: &[Sample],
+    budget: &Budget,
+    opts: &CompareOptions,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let models = opts.out.join("models");
     let (control, original) = (models.join("control"), models.join("original"));
     let recipe = serde_json::to_string_pretty(&Recipe {
@@ -251,7 +271,12 @@ fn baseline(lambda_bg: f64) -> InputGradient {
 
 /// Settings tried for a method: the method's LR around 1e-4; each baseline's lambda_bg around the value
 /// that makes its weighted penalty equal the cross-entropy on the original model (its own penalty's scale).
-fn grid(kind: MethodKind, original: &LoadedModel, finetune: &[Sample], budget: &Budget) -> anyhow::Result<Vec<(Method, f64)>> {
+fn grid(
+    kind: MethodKind,
+    original: &LoadedModel,
+    finetune: &[Sample],
+    budget: &Budget,
+) -> anyhow::Result<Vec<(Method, f64)>> {
     const LR: f64 = 1e-4;
     Ok(match kind {
         MethodKind::Ours => budget.grid.iter().map(|m| (Method::Ours(Relevance::default()), LR * m)).collect(),
@@ -259,7 +284,8 @@ fn grid(kind: MethodKind, original: &LoadedModel, finetune: &[Sample], budget: &
             budget.grid.iter().map(|m| (Method::CrossEntropy(CrossEntropy { temperature: 1.0 }), LR * m)).collect()
         }
         MethodKind::Gradmask | MethodKind::Rrr => {
-            let probe = |l| if kind == MethodKind::Gradmask { Method::Gradmask(baseline(l)) } else { Method::Rrr(baseline(l)) };
+            let probe =
+                |l| if kind == MethodKind::Gradmask { Method::Gradmask(baseline(l)) } else { Method::Rrr(baseline(l)) };
             let terms = initial_terms(original, &probe(1.0), finetune)?;
             let (penalty, ce) = (terms[1], terms[2]);
             let central = ce / penalty.max(f64::MIN_POSITIVE);
@@ -341,7 +367,13 @@ struct Evaluation<'a> {
     segmentation: &'a [Sample],
 }
 
-fn measure(model: &VisionTransformer, method: &str, seed: u64, eval: &Evaluation, rows: &mut Vec<Measurement>) -> anyhow::Result<()> {
+fn measure(
+    model: &VisionTransformer,
+    method: &str,
+    seed: u64,
+    eval: &Evaluation,
+    rows: &mut Vec<Measurement>,
+) -> anyhow::Result<()> {
     let subject = Subject { model: MODEL.into(), method: method.into(), seed, protocol: "standard".into() };
     for (split, samples) in eval.tests {
         let (top1, top5) = accuracy::of_samples(model, samples, 256);
@@ -356,14 +388,21 @@ fn measure(model: &VisionTransformer, method: &str, seed: u64, eval: &Evaluation
 /// Runs the study and returns its measurements.
 pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
     let budget = Budget::new(opts.quick);
-    let objects = animal_mnist::load(&opts.objects)
-        .with_context(|| format!("loading the embedded benchmark's objects; fetch them with `make benchmark-data` or pass --objects"))?;
+    let objects = animal_mnist::load(&opts.objects).with_context(|| {
+        format!("loading the embedded benchmark's objects; fetch them with `make benchmark-data` or pass --objects")
+    })?;
     eprintln!(
         "objects: {} animal-mnist silhouettes ({} duplicates removed)",
         objects.len(),
         objects.duplicates_removed + objects.conflicting_removed
     );
-    let part = spurious::partition(&objects, budget.test_per_class, budget.val_per_class, budget.pool_per_class, PARTITION_SEED)?;
+    let part = spurious::partition(
+        &objects,
+        budget.test_per_class,
+        budget.val_per_class,
+        budget.pool_per_class,
+        PARTITION_SEED,
+    )?;
     let val = render_split(&objects, &part.val, Split::Matched, texture(opts), 1);
     let tests: Vec<(Split, Vec<Sample>)> =
         Split::ALL.iter().map(|&s| (s, render_split(&objects, &part.test, s, texture(opts), 2))).collect();
@@ -373,7 +412,8 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
 
     let (control_dir, original_dir) = originals(&objects, &part, &val, &budget, opts)?;
     let original = load(&original_dir, opts.device)?;
-    let (_, original_val_accuracy) = train::evaluate(&original, &Method::CrossEntropy(CrossEntropy { temperature: 1.0 }), &val, 256)?;
+    let (_, original_val_accuracy) =
+        train::evaluate(&original, &Method::CrossEntropy(CrossEntropy { temperature: 1.0 }), &val, 256)?;
     let floor = original_val_accuracy - ACCURACY_MARGIN;
     let mut rows = Vec::new();
     let control = load(&control_dir, opts.device)?;
@@ -387,12 +427,18 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
         let mut ours_dir = None;
         for &kind in &opts.methods {
             let settings = grid(kind, &original, &set.0, &budget)?;
-            let picked = finetune_grid(kind.name(), settings, &original_dir, &set, &val, floor, seed, &budget, &out, opts)?;
+            let picked =
+                finetune_grid(kind.name(), settings, &original_dir, &set, &val, floor, seed, &budget, &out, opts)?;
             if kind == MethodKind::Ours {
                 ours_lr = picked.cfg.lr;
                 ours_dir = Some(picked.dir.clone());
             }
-            eprintln!("seed {seed}: {} selected {} (val acc {:.3})", kind.name(), picked.dir.display(), picked.best.val_accuracy);
+            eprintln!(
+                "seed {seed}: {} selected {} (val acc {:.3})",
+                kind.name(),
+                picked.dir.display(),
+                picked.best.val_accuracy
+            );
             measure(&load(&picked.dir, opts.device)?.model, kind.name(), seed, &eval, &mut rows)?;
         }
         if let (0, Some(dir)) = (seed, &ours_dir) {
@@ -402,7 +448,18 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
         }
         if opts.ablations {
             for (name, method) in ablations() {
-                let picked = finetune_grid(name, vec![(method, ours_lr)], &original_dir, &set, &val, floor, seed, &budget, &out, opts)?;
+                let picked = finetune_grid(
+                    name,
+                    vec![(method, ours_lr)],
+                    &original_dir,
+                    &set,
+                    &val,
+                    floor,
+                    seed,
+                    &budget,
+                    &out,
+                    opts,
+                )?;
                 measure(&load(&picked.dir, opts.device)?.model, name, seed, &eval, &mut rows)?;
             }
         }
@@ -413,7 +470,12 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
 /// Paper Figure 2 on shifted data: shuffled-background test images whose prediction the method keeps
 /// right, corrects, or breaks (the first [`FIGURE_CASES`] of each, in test order), each with the original's
 /// and the method's relevance heatmap of its prediction.
-fn figure(original: &VisionTransformer, ours: &VisionTransformer, shuffled: &[Sample], path: &Path) -> anyhow::Result<()> {
+fn figure(
+    original: &VisionTransformer,
+    ours: &VisionTransformer,
+    shuffled: &[Sample],
+    path: &Path,
+) -> anyhow::Result<()> {
     let pool = &shuffled[..shuffled.len().min(FIGURE_POOL)];
     let images = Batch::new(pool, original.device()).images;
     let (before, after) = (explain::explain(original, &images, None)?, explain::explain(ours, &images, None)?);
@@ -429,7 +491,12 @@ fn figure(original: &VisionTransformer, ours: &VisionTransformer, shuffled: &[Sa
             rows.push(heatmap::hstack(
                 &[
                     explain::captioned(&rgb, &truth, FIGURE_ZOOM),
-                    explain::tile(&rgb, before[i].map.view(), &explain::caption("original", &before[i], name), FIGURE_ZOOM)?,
+                    explain::tile(
+                        &rgb,
+                        before[i].map.view(),
+                        &explain::caption("original", &before[i], name),
+                        FIGURE_ZOOM,
+                    )?,
                     explain::tile(&rgb, after[i].map.view(), &explain::caption("ours", &after[i], name), FIGURE_ZOOM)?,
                 ],
                 explain::GAP,

@@ -69,7 +69,12 @@ fn method_order(opts: &CompareOptions) -> Vec<&'static str> {
 
 /// Writes `results_long.csv` and every table as CSV and Markdown into `opts.out`; `segmentation` names the
 /// dataset of the segmentation test's rows.
-pub fn write_tables(opts: &CompareOptions, datasets: &[&str], seg_dataset: &str, rows: &[Measurement]) -> anyhow::Result<Tables> {
+pub fn write_tables(
+    opts: &CompareOptions,
+    datasets: &[&str],
+    seg_dataset: &str,
+    rows: &[Measurement],
+) -> anyhow::Result<Tables> {
     let methods = method_order(opts);
     let protocol = "standard";
     report::write_long(&opts.out.join("results_long.csv"), rows)?;
@@ -93,7 +98,11 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Tables> {
     std::fs::create_dir_all(&opts.out)?;
     let started = Instant::now();
     let (datasets, segmentation, rows): (Vec<&str>, &str, Vec<Measurement>) = match &opts.data {
-        None => (crate::data::spurious::Split::ALL.iter().map(|s| s.name()).collect(), embedded::SEGMENTATION, embedded::run(opts)?),
+        None => (
+            crate::data::spurious::Split::ALL.iter().map(|s| s.name()).collect(),
+            embedded::SEGMENTATION,
+            embedded::run(opts)?,
+        ),
         Some(config) => {
             let (datasets, rows) = real::run(config, opts)?;
             (datasets, crate::eval::imagenet_segmentation::DATASET, rows)

@@ -108,7 +108,8 @@ pub struct FinetuneOverrides {
 /// Reads and checks a study config; errors name the file and the entry.
 pub fn read(path: &Path) -> anyhow::Result<StudyConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let config: StudyConfig = toml::from_str(&text).with_context(|| format!("{}: not a valid study config", path.display()))?;
+    let config: StudyConfig =
+        toml::from_str(&text).with_context(|| format!("{}: not a valid study config", path.display()))?;
     for p in [&config.imagenet_s.images, &config.imagenet_s.masks] {
         if !p.is_dir() {
             bail!("{}: {} is not a folder", path.display(), p.display());
@@ -120,7 +121,12 @@ pub fn read(path: &Path) -> anyhow::Result<StudyConfig> {
         }
         let preset = m.preset.as_deref().unwrap_or(&m.name);
         if paper::lookup(preset).is_none() {
-            bail!("{}: model {} has no paper preset {preset:?}; set preset to one of {}", path.display(), m.name, paper::known());
+            bail!(
+                "{}: model {} has no paper preset {preset:?}; set preset to one of {}",
+                path.display(),
+                m.name,
+                paper::known()
+            );
         }
     }
     for d in &config.datasets {
@@ -139,11 +145,15 @@ pub fn read(path: &Path) -> anyhow::Result<StudyConfig> {
 /// The paper's settings of `kind` for a model.
 fn paper_method(kind: MethodKind, hp: &paper::PaperHparams) -> anyhow::Result<(Method, f64)> {
     let baseline = |b: Option<paper::BaselineHparams>| {
-        b.map(|b| (InputGradient { lambda_bg: b.lambda_bg, lambda_cls: b.lambda_cls, temperature: hp.temperature }, b.lr))
-            .with_context(|| format!("the paper gives no {} settings for {}", kind.name(), hp.alias))
+        b.map(|b| {
+            (InputGradient { lambda_bg: b.lambda_bg, lambda_cls: b.lambda_cls, temperature: hp.temperature }, b.lr)
+        })
+        .with_context(|| format!("the paper gives no {} settings for {}", kind.name(), hp.alias))
     };
     Ok(match kind {
-        MethodKind::Ours => (Method::Ours(Relevance { temperature: hp.temperature, ..Relevance::default() }), hp.ours_lr),
+        MethodKind::Ours => {
+            (Method::Ours(Relevance { temperature: hp.temperature, ..Relevance::default() }), hp.ours_lr)
+        }
         MethodKind::Gradmask => baseline(hp.gradmask).map(|(b, lr)| (Method::Gradmask(b), lr))?,
         MethodKind::Rrr => baseline(hp.rrr).map(|(b, lr)| (Method::Rrr(b), lr))?,
         MethodKind::CrossEntropy => bail!("the paper has no cross-entropy finetuning setting for {}", hp.alias),
@@ -151,8 +161,13 @@ fn paper_method(kind: MethodKind, hp: &paper::PaperHparams) -> anyhow::Result<(M
 }
 
 /// Top-1/top-5 of `loaded` on every dataset of the study, and the segmentation test, as measurements.
-fn measure(loaded: &model::LoadedModel, method: &str, seed: u64, config: &StudyConfig, opts: &CompareOptions)
-    -> anyhow::Result<Vec<Measurement>> {
+fn measure(
+    loaded: &model::LoadedModel,
+    method: &str,
+    seed: u64,
+    config: &StudyConfig,
+    opts: &CompareOptions,
+) -> anyhow::Result<Vec<Measurement>> {
     let pipeline = PipelineOptions { quiet: opts.quiet, ..PipelineOptions::default() };
     let subject =
         Subject { model: loaded.name.clone(), method: method.into(), seed, protocol: Protocol::Standard.name().into() };
@@ -166,7 +181,11 @@ fn measure(loaded: &model::LoadedModel, method: &str, seed: u64, config: &StudyC
         let seg_opts = SegtestOptions { limit: seg.limit, quiet: opts.quiet, ..SegtestOptions::default() };
         let r = imagenet_segmentation::run(loaded, &seg.path, &seg_opts)?;
         if !r.unreadable.is_empty() {
-            eprintln!("segmentation test: {} unreadable entries of {} skipped (harness segtest lists them)", r.unreadable.len(), seg.path.display());
+            eprintln!(
+                "segmentation test: {} unreadable entries of {} skipped (harness segtest lists them)",
+                r.unreadable.len(),
+                seg.path.display()
+            );
         }
         let dataset = imagenet_segmentation::DATASET;
         rows.extend(r.metrics.percent().into_iter().map(|(metric, value)| subject.row(dataset, metric, value)));
@@ -190,8 +209,16 @@ pub fn run(path: &Path, opts: &CompareOptions) -> anyhow::Result<(Vec<&'static s
                 let (method, lr) = paper_method(kind, hp)?;
                 let short = &config.finetune;
                 let cfg = TrainConfig {
-                    method, lr, weight_decay: 1e-4, lr_decay: 0.85, decay_every: 2, epochs: short.epochs.unwrap_or(50),
-                    batch_size: 8, seed, select: Selection::ValLoss, accuracy_floor: None,
+                    method,
+                    lr,
+                    weight_decay: 1e-4,
+                    lr_decay: 0.85,
+                    decay_every: 2,
+                    epochs: short.epochs.unwrap_or(50),
+                    batch_size: 8,
+                    seed,
+                    select: Selection::ValLoss,
+                    accuracy_floor: None,
                 };
                 let paper_split = SplitConfig::default();
                 let split = SplitConfig {

@@ -67,8 +67,13 @@ impl TrainSet for ImagenetSTrain {
 }
 
 /// Runs the whole job; the run manifest records the split.
-pub fn run(loaded: &LoadedModel, data: &DataConfig, cfg: &TrainConfig, out: &Path, mut opts: RunOptions)
-    -> anyhow::Result<Summary> {
+pub fn run(
+    loaded: &LoadedModel,
+    data: &DataConfig,
+    cfg: &TrainConfig,
+    out: &Path,
+    mut opts: RunOptions,
+) -> anyhow::Result<Summary> {
     let split = imagenet_s::split(&data.images, &data.masks, &data.split)?;
     let size = loaded.model.config().img_size as u32;
     let transform = TransformConfig {
@@ -83,7 +88,11 @@ pub fn run(loaded: &LoadedModel, data: &DataConfig, cfg: &TrainConfig, out: &Pat
         split.train_wnids.len(),
         split.val.len(),
         split.val_wnids.len(),
-        if split.dropped_masks > 0 { format!(", {} masks dropped as too small", split.dropped_masks) } else { String::new() }
+        if split.dropped_masks > 0 {
+            format!(", {} masks dropped as too small", split.dropped_masks)
+        } else {
+            String::new()
+        }
     );
     let source = data.split.source;
     let train_set = ImagenetSTrain::load(&split.train, source, &transform)?;

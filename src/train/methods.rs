@@ -142,12 +142,22 @@ impl Method {
     pub fn loss(&self, model: &VisionTransformer, batch: &Batch, train: bool) -> Result<Loss, OpError> {
         match self {
             Method::Ours(m) => relevance_loss(m, model, batch),
-            Method::Gradmask(b) => input_gradient_loss(b, model, batch, train, |logits, labels| {
-                logits.gather(1, &labels.unsqueeze(1), false).sum(Kind::Float)
-            }, ops::gradmask_loss),
-            Method::Rrr(b) => input_gradient_loss(b, model, batch, train, |logits, _| {
-                logits.log_softmax(-1, Kind::Float).sum(Kind::Float)
-            }, ops::rrr_loss),
+            Method::Gradmask(b) => input_gradient_loss(
+                b,
+                model,
+                batch,
+                train,
+                |logits, labels| logits.gather(1, &labels.unsqueeze(1), false).sum(Kind::Float),
+                ops::gradmask_loss,
+            ),
+            Method::Rrr(b) => input_gradient_loss(
+                b,
+                model,
+                batch,
+                train,
+                |logits, _| logits.log_softmax(-1, Kind::Float).sum(Kind::Float),
+                ops::rrr_loss,
+            ),
             Method::CrossEntropy(c) => {
                 let logits = model.forward(&batch.images);
                 let total = cross_entropy(&logits, c.temperature, &batch.labels);

@@ -164,7 +164,12 @@ fn scalar(t: &Tensor) -> f64 {
 }
 
 /// Mean loss terms and top-1 accuracy of `method` over `samples` (no update).
-pub fn evaluate(loaded: &LoadedModel, method: &Method, samples: &[Sample], batch_size: usize) -> anyhow::Result<(Vec<f64>, f64)> {
+pub fn evaluate(
+    loaded: &LoadedModel,
+    method: &Method,
+    samples: &[Sample],
+    batch_size: usize,
+) -> anyhow::Result<(Vec<f64>, f64)> {
     let mut sums = vec![0.0; method.term_names().len()];
     let mut correct = 0i64;
     for chunk in samples.chunks(batch_size.max(1)) {
@@ -236,8 +241,13 @@ fn save_model(dir: &Path, loaded: &LoadedModel) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_manifest(out: &Path, cfg: &TrainConfig, loaded: &LoadedModel, opts: &RunOptions, best: Option<&EpochMetrics>)
-    -> anyhow::Result<()> {
+fn write_manifest(
+    out: &Path,
+    cfg: &TrainConfig,
+    loaded: &LoadedModel,
+    opts: &RunOptions,
+    best: Option<&EpochMetrics>,
+) -> anyhow::Result<()> {
     let manifest = RunManifest {
         provenance: opts.provenance.clone(),
         model: loaded.name.clone(),
@@ -310,7 +320,9 @@ pub fn finetune(
         let bar = progress(opts.quiet, batches, epoch, cfg.epochs);
         let mut sums = vec![0.0; names.len()];
         let mut seen = 0usize;
-        for (b, chunk) in permutation(train.len(), derive_seed(cfg.seed, &[epoch as u64])).chunks(cfg.batch_size).enumerate() {
+        for (b, chunk) in
+            permutation(train.len(), derive_seed(cfg.seed, &[epoch as u64])).chunks(cfg.batch_size).enumerate()
+        {
             let samples = chunk
                 .iter()
                 .map(|&i| train.sample(i, derive_seed(cfg.seed, &[epoch as u64, i as u64])))
@@ -330,7 +342,8 @@ pub fn finetune(
             seen += samples.len();
             bar.inc(1);
             let rate = seen as f64 / started.elapsed().as_secs_f64();
-            let terms: Vec<String> = names.iter().zip(&sums).map(|(n, s)| format!("{n} {:.4}", s / seen as f64)).collect();
+            let terms: Vec<String> =
+                names.iter().zip(&sums).map(|(n, s)| format!("{n} {:.4}", s / seen as f64)).collect();
             bar.set_message(format!("{} | {rate:.1} img/s", terms.join(" ")));
         }
         bar.finish_and_clear();

@@ -71,18 +71,22 @@ fn quick_compare_writes_every_table_reproducibly_and_shows_the_shortcut() {
     let figure = image::open(out.join("relevance_shuffled.png")).unwrap();
     assert_eq!(figure.width(), 3 * 128 + 2 * 4);
     let rows = (figure.height() + 4) / (128 + 32 + 4);
-    assert!((1..=9).contains(&rows) && rows * (128 + 32 + 4) == figure.height() + 4, "figure height {}", figure.height());
+    assert!(
+        (1..=9).contains(&rows) && rows * (128 + 32 + 4) == figure.height() + 4,
+        "figure height {}",
+        figure.height()
+    );
 
     // The benchmark has a shortcut: the original is right on matched backgrounds, not on shuffled ones.
-    let (matched, shuffled) = (cell(&accuracy, "original", "matched_top1"), cell(&accuracy, "original", "shuffled_top1"));
+    let (matched, shuffled) =
+        (cell(&accuracy, "original", "matched_top1"), cell(&accuracy, "original", "shuffled_top1"));
     assert!(matched > 80.0 && shuffled < matched - 25.0, "original: matched {matched}, shuffled {shuffled}");
 
     // Same seed, same bytes (the cached original models are reused).
-    let tables = ["results_long.csv", "table_accuracy.csv", "table_shift.csv", "table_segmentation.csv", "table_ablation.csv"];
-    let first: Vec<(String, Vec<u8>)> = tables
-        .iter()
-        .map(|f| (f.to_string(), std::fs::read(out.join(f)).unwrap()))
-        .collect();
+    let tables =
+        ["results_long.csv", "table_accuracy.csv", "table_shift.csv", "table_segmentation.csv", "table_ablation.csv"];
+    let first: Vec<(String, Vec<u8>)> =
+        tables.iter().map(|f| (f.to_string(), std::fs::read(out.join(f)).unwrap())).collect();
     compare(&out);
     for (name, bytes) in first {
         assert!(std::fs::read(out.join(&name)).unwrap() == bytes, "{name} differs between two runs with the same seed");
@@ -100,7 +104,11 @@ fn study_configs_parse_and_bad_entries_name_the_file() {
     std::fs::create_dir_all(dir.join("masks")).unwrap();
     let write = |body: &str| {
         let path = dir.join("study.toml");
-        std::fs::write(&path, format!("[imagenet_s]\nimages = {:?}\nmasks = {:?}\n{body}", dir.join("images"), dir.join("masks"))).unwrap();
+        std::fs::write(
+            &path,
+            format!("[imagenet_s]\nimages = {:?}\nmasks = {:?}\n{body}", dir.join("images"), dir.join("masks")),
+        )
+        .unwrap();
         robustvit::study::real::read(&path).map(|_| ()).map_err(|e| format!("{e:#}"))
     };
     let hub = root().join("Cargo.toml");

@@ -73,7 +73,8 @@ fn finetune_manifest(classes: &[String]) -> RunManifest {
 #[test]
 fn eval_matches_timm_predictions_in_every_layout_and_protocol() {
     let data = eval_timm();
-    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data.join("expected.json")).unwrap()).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("expected.json")).unwrap()).unwrap();
     let out = scratch("eval");
     // A finetuning manifest naming one of the validation fixture's classes (one with a readable image).
     let mut val_classes: Vec<String> = std::fs::read_dir(data.join("val"))
@@ -149,7 +150,8 @@ fn bench_eval_reports_pipeline_and_model_throughput() {
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
     let text = String::from_utf8_lossy(&result.stdout);
     let rate = |prefix: &str| -> f64 {
-        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} line in {text}"));
+        let line =
+            text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} line in {text}"));
         line.rsplit(": ").next().unwrap().trim_end_matches(" images/s").parse().unwrap()
     };
     assert!(rate("pipeline alone") > 0.0 && rate("whole evaluation, vit_tiny_patch16_224") > 0.0);

@@ -11,8 +11,12 @@ const TABLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../src/data/tables");
 /// A fresh empty folder per test.
 fn tmp(name: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir()
-        .join(format!("eval-sets-{}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst), name));
+    let dir = std::env::temp_dir().join(format!(
+        "eval-sets-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        name
+    ));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
@@ -52,7 +56,8 @@ fn subset_tables_agree_with_imagenet_table() {
         assert!(indices.windows(2).all(|w| w[0] < w[1]), "{set}: indices ascending and distinct");
     }
     let si: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(format!("{TABLES}/si_score_label_to_imagenet.json")).unwrap()).unwrap();
+        serde_json::from_str(&fs::read_to_string(format!("{TABLES}/si_score_label_to_imagenet.json")).unwrap())
+            .unwrap();
     let map = si["mapping"].as_object().unwrap();
     assert_eq!(map.len(), 112);
     assert!(map.values().all(|v| v.as_u64().unwrap() < 1000));
@@ -278,7 +283,9 @@ fn objectnet_errors() {
     assert!(matches!(scan(Kind::ObjectNet, &d), Err(EvalSetError::BadMapping { .. })));
     fs::remove_file(&labels_file).unwrap();
     match scan(Kind::ObjectNet, &d) {
-        Err(e @ EvalSetError::MissingMapping { .. }) => assert!(e.to_string().contains("imagenet_to_label_2012_v2"), "{e}"),
+        Err(e @ EvalSetError::MissingMapping { .. }) => {
+            assert!(e.to_string().contains("imagenet_to_label_2012_v2"), "{e}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -315,7 +322,7 @@ fn imagenet_a_r_standard_restricts_to_200_classes() {
 fn objectnet_pooled_versus_first_mapped_class() {
     let items = scan(Kind::ObjectNet, &objectnet_fixture("on-score")).unwrap();
     let alarm = &items[0].target; // maps to analog clock 409, digital clock 530
-    // Predicted digital clock (530): pooled standard counts it, the reference wants analog clock (409) only.
+                                  // Predicted digital clock (530): pooled standard counts it, the reference wants analog clock (409) only.
     let l = logits(&[(530, 9.0), (409, -1.0)]);
     assert_eq!(score(Kind::ObjectNet, Protocol::Standard, &l, alarm), (true, true));
     assert_eq!(score(Kind::ObjectNet, Protocol::Reference, &l, alarm), (false, false));

@@ -6,27 +6,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::{fixture, hub, python, scratch, timm, HARNESS};
 use image::{Rgb, RgbImage};
+use robustvit::eval::predict;
 use robustvit::image::{denormalize_chw, eval_transform, load_rgb, normalize_chw};
 use robustvit::model;
 use robustvit::ops;
-use robustvit::eval::predict;
 use tch::{Device, Kind, Tensor};
-use crate::support::{fixture, hub, python, scratch, timm, HARNESS};
 
 fn tiny() -> PathBuf {
     hub("vit_tiny_patch16_224")
 }
 
 fn explain(args: &[&str], images: &[&Path]) -> std::process::Output {
-    Command::new(HARNESS)
-        .arg("explain")
-        .arg("--checkpoint")
-        .arg(tiny())
-        .args(args)
-        .args(images)
-        .output()
-        .unwrap()
+    Command::new(HARNESS).arg("explain").arg("--checkpoint").arg(tiny()).args(args).args(images).output().unwrap()
 }
 
 /// The float32 payload of a C-order `.npy` file and its shape string.
@@ -55,9 +48,13 @@ fn explain_writes_pictures_grid_and_the_raw_relevance() {
     let dir = scratch("explain/cli");
     let photo = timm().join("photo.png");
     let second = dir.join("stripes.png");
-    RgbImage::from_fn(300, 200, |x, y| if (x / 10 + y / 25) % 2 == 0 { Rgb([200, 40, 40]) } else { Rgb([20, 90, 200]) })
-        .save(&second)
-        .unwrap();
+    RgbImage::from_fn(
+        300,
+        200,
+        |x, y| if (x / 10 + y / 25) % 2 == 0 { Rgb([200, 40, 40]) } else { Rgb([20, 90, 200]) },
+    )
+    .save(&second)
+    .unwrap();
     let out = dir.join("out");
     let result = explain(&["--compare", tiny().to_str().unwrap(), "--out", out.to_str().unwrap()], &[&photo, &second]);
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
@@ -119,7 +116,8 @@ fn heatmap_is_brightest_on_the_object_whose_relevance_is_known() {
     // python/fixtures/known_relevance.py: a hand-set ViT whose relevance is positive exactly on dark
     // patches, and a bright 64 px image with a dark square object on whole patches.
     let data = fixture("known_relevance.py", "known-relevance", &[]);
-    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data.join("expected.json")).unwrap()).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("expected.json")).unwrap()).unwrap();
     let b: Vec<u32> = expected["object_box"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
     let inside = |x: u32, y: u32| (b[0]..b[2]).contains(&x) && (b[1]..b[3]).contains(&y);
     let out = scratch("explain/known");
@@ -136,7 +134,12 @@ fn heatmap_is_brightest_on_the_object_whose_relevance_is_known() {
     // The raw relevance is timm's, and exactly 0 off the object.
     let (header, got) = read_npy(&out.join("object.model.npy"));
     assert!(header.contains("'shape': (8, 8)"), "{header}");
-    let want: Vec<f64> = expected["relevance"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap())).collect();
+    let want: Vec<f64> = expected["relevance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
     for (k, (&g, &w)) in got.iter().zip(&want).enumerate() {
         assert!((f64::from(g) - w).abs() < 1e-6, "patch {k}: harness {g}, timm {w}");
         let (px, py) = (8 * (k as u32 % 8), 8 * (k as u32 / 8));

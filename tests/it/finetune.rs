@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::imagenet_s::write_imagenet_s;
+use crate::support::{hub, python, root, scratch, HARNESS};
 use image::{Rgb, RgbImage};
 use robustvit::data::imagenet_s::{self, MaskResize, MaskSource, SplitConfig, TransformConfig};
 use robustvit::data::{imagenet, Batch, Sample};
@@ -17,8 +19,6 @@ use robustvit::train::methods::{ClsTarget, InputGradient, Method, Relevance, Rel
 use robustvit::train::optim::AdamW;
 use robustvit::train::{self, EpochMetrics, RunManifest, RunOptions, Selection, TrainConfig, TrainSet};
 use tch::{Device, Kind, Tensor};
-use crate::support::imagenet_s::write_imagenet_s;
-use crate::support::{hub, python, root, scratch, HARNESS};
 
 const CLASSES: usize = 4;
 const PER_CLASS: usize = 4;
@@ -28,7 +28,14 @@ fn tiny_model() -> LoadedModel {
 }
 
 fn split_config() -> SplitConfig {
-    SplitConfig { train_classes: 2, per_class: 3, val_per_class: 2, seed: 7, min_mask_pixels: None, source: MaskSource::ImagenetS }
+    SplitConfig {
+        train_classes: 2,
+        per_class: 3,
+        val_per_class: 2,
+        seed: 7,
+        min_mask_pixels: None,
+        source: MaskSource::ImagenetS,
+    }
 }
 
 /// Training set and validation samples of the fixture for `loaded`.
@@ -45,7 +52,13 @@ fn data(root: &Path, loaded: &LoadedModel) -> (ImagenetSTrain, Vec<Sample>) {
     let val = split
         .val
         .iter()
-        .map(|item| imagenet_s::eval_sample(&imagenet_s::load_pair(item, MaskSource::ImagenetS).unwrap(), item.label, &transform))
+        .map(|item| {
+            imagenet_s::eval_sample(
+                &imagenet_s::load_pair(item, MaskSource::ImagenetS).unwrap(),
+                item.label,
+                &transform,
+            )
+        })
         .collect();
     (train, val)
 }
@@ -55,7 +68,18 @@ fn ours(grad: RelevanceGrad) -> Method {
 }
 
 fn config(method: Method, epochs: usize, lr: f64) -> TrainConfig {
-    TrainConfig { method, lr, weight_decay: 1e-4, lr_decay: 0.85, decay_every: 2, epochs, batch_size: 3, seed: 3, select: Selection::ValLoss, accuracy_floor: None }
+    TrainConfig {
+        method,
+        lr,
+        weight_decay: 1e-4,
+        lr_decay: 0.85,
+        decay_every: 2,
+        epochs,
+        batch_size: 3,
+        seed: 3,
+        select: Selection::ValLoss,
+        accuracy_floor: None,
+    }
 }
 
 fn quiet() -> RunOptions {
@@ -82,9 +106,14 @@ fn every_method_trains_with_finite_terms_and_lowers_its_penalty() {
         let loaded = tiny_model();
         let (train_set, val) = data(&root, &loaded);
         let out = root.join(format!("{k}-{}", method.name()));
-        let summary = train::finetune(&loaded, &train_set, &val, &config(method.clone(), 6, 1e-3), &out, &quiet()).unwrap();
+        let summary =
+            train::finetune(&loaded, &train_set, &val, &config(method.clone(), 6, 1e-3), &out, &quiet()).unwrap();
         for row in &summary.history {
-            assert!(row.train.iter().chain(&row.val).all(|v| v.is_finite()), "{}: non-finite terms {row:?}", method.name());
+            assert!(
+                row.train.iter().chain(&row.val).all(|v| v.is_finite()),
+                "{}: non-finite terms {row:?}",
+                method.name()
+            );
         }
         let first = term(&summary.history, &method, 0, penalty);
         let last = term(&summary.history, &method, 5, penalty);
@@ -125,8 +154,14 @@ fn steps_match_plain_pytorch_implementation() {
             Method::Ours(Relevance { cls_target: ClsTarget::Gt, temperature: 0.55, ..Relevance::default() }),
             vec!["--method", "ours", "--cls-target", "gt", "--temperature", "0.55"],
         ),
-        (Method::Gradmask(gb(1e3, 0.5)), vec!["--method", "gradmask", "--lambda-bg", "1000", "--lambda-cls", "0.5", "--temperature", "0.7"]),
-        (Method::Rrr(gb(0.1, 0.5)), vec!["--method", "rrr", "--lambda-bg", "0.1", "--lambda-cls", "0.5", "--temperature", "0.7"]),
+        (
+            Method::Gradmask(gb(1e3, 0.5)),
+            vec!["--method", "gradmask", "--lambda-bg", "1000", "--lambda-cls", "0.5", "--temperature", "0.7"],
+        ),
+        (
+            Method::Rrr(gb(0.1, 0.5)),
+            vec!["--method", "rrr", "--lambda-bg", "0.1", "--lambda-cls", "0.5", "--temperature", "0.7"],
+        ),
     ];
     for (k, (method, flags)) in cases.into_iter().enumerate() {
         let out = dir.join(format!("reference{k}.safetensors"));
@@ -140,7 +175,8 @@ fn steps_match_plain_pytorch_implementation() {
             .status()
             .unwrap();
         assert!(status.success(), "finetune_step.py {flags:?} failed");
-        let reference: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&out).unwrap().into_iter().collect();
+        let reference: std::collections::HashMap<String, Tensor> =
+            Tensor::read_safetensors(&out).unwrap().into_iter().collect();
         let loaded = tiny_model();
         let mut opt = AdamW::new(&loaded.vs, 1e-3, 1e-4);
         for step in 0..2 {
@@ -292,19 +328,38 @@ fn cli_finetune_fills_paper_presets_and_writes_the_run() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let manifest = RunManifest::read(&out.join("manifest.json")).unwrap();
     assert_eq!(manifest.train.lr, 1e-6);
-    assert!(matches!(manifest.train.method, Method::Ours(Relevance { temperature: 0.55, .. })), "{:?}", manifest.train.method);
+    assert!(
+        matches!(manifest.train.method, Method::Ours(Relevance { temperature: 0.55, .. })),
+        "{:?}",
+        manifest.train.method
+    );
     assert_eq!(manifest.data.unwrap().train_classes.len(), 2);
     assert_eq!(manifest.origin.checkpoint.as_deref(), Some(hub.as_path()));
     assert!(out.join("best/config.json").is_file() && out.join("metrics.csv").is_file());
 
-    let rrr = harness(&[&common[..], &["--method", "rrr", "--preset", "ar-b"]].concat(), &[("--out", &root.join("rrr")), ("--checkpoint", &hub), ("--images", &images), ("--masks", &masks)]);
+    let rrr = harness(
+        &[&common[..], &["--method", "rrr", "--preset", "ar-b"]].concat(),
+        &[("--out", &root.join("rrr")), ("--checkpoint", &hub), ("--images", &images), ("--masks", &masks)],
+    );
     assert!(rrr.status.success(), "{}", String::from_utf8_lossy(&rrr.stderr));
     let manifest = RunManifest::read(&root.join("rrr/manifest.json")).unwrap();
     assert_eq!(manifest.train.lr, 5e-7);
-    assert!(matches!(manifest.train.method, Method::Rrr(InputGradient { lambda_bg: 1e-8, .. })), "{:?}", manifest.train.method);
+    assert!(
+        matches!(manifest.train.method, Method::Rrr(InputGradient { lambda_bg: 1e-8, .. })),
+        "{:?}",
+        manifest.train.method
+    );
 
     let no_values = harness(&[&common[..], &["--method", "gradmask", "--preset", "vit-l"]].concat(), &paths);
     assert!(String::from_utf8_lossy(&no_values.stderr).contains("gives no GradMask values for vit-l"));
-    let missing = harness(&[&common[..], &["--method", "ours", "--lr", "1e-4"]].concat(), &[("--checkpoint", hub.as_path()), ("--images", &root.join("nope")), ("--masks", &masks), ("--out", &root.join("x"))]);
+    let missing = harness(
+        &[&common[..], &["--method", "ours", "--lr", "1e-4"]].concat(),
+        &[
+            ("--checkpoint", hub.as_path()),
+            ("--images", &root.join("nope")),
+            ("--masks", &masks),
+            ("--out", &root.join("x")),
+        ],
+    );
     assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("nope"));
 }

@@ -147,7 +147,12 @@ fn gae_relevance_matches_full_matrix_rollout() {
     for (shape, blocks, start) in [([2, 3, 6, 6], 3, 0), ([3, 5, 37, 37], 4, 2), ([1, 12, 197, 197], 12, 0)] {
         let (attn, grad) = gae_inputs(shape, blocks, Kind::Float, 1);
         let ours = ops::gae_relevance(&attn, &grad, start as i64).unwrap();
-        assert_close(&ours, &gae_relevance_full_matrix(&attn, &grad, start), 1e-5, &format!("gae_relevance {shape:?} start {start}"));
+        assert_close(
+            &ours,
+            &gae_relevance_full_matrix(&attn, &grad, start),
+            1e-5,
+            &format!("gae_relevance {shape:?} start {start}"),
+        );
     }
 }
 
@@ -167,7 +172,8 @@ fn gae_relevance_gradient_matches_rollout_with_detached_grad() {
     let (attn, grad) = gae_inputs([2, 3, 9, 9], 3, Kind::Double, 4);
     let a_ours = leaves(&attn);
     let a_ref = leaves(&attn);
-    let ours = Tensor::run_backward(&[weighted(&ops::gae_relevance(&a_ours, &grad, 0).unwrap(), 5)], &a_ours, false, false);
+    let ours =
+        Tensor::run_backward(&[weighted(&ops::gae_relevance(&a_ours, &grad, 0).unwrap(), 5)], &a_ours, false, false);
     let refs = Tensor::run_backward(&[weighted(&gae_relevance_full_matrix(&a_ref, &grad, 0), 5)], &a_ref, false, false);
     for (o, r) in ours.iter().zip(&refs) {
         assert_close(o, r, 1e-12, "d rel / d attn with detached grad");
@@ -190,7 +196,9 @@ fn relevance_loss_matches_composite_and_gradients_check() {
     let mask = rand(&[2, 1, 5, 5], 104).gt(0.5).to_kind(Kind::Double);
     let ours = ops::relevance_loss(&map, &mask, 2.0, 0.3).unwrap();
     let refs = ref_relevance_loss(&map, &mask, 2.0, 0.3);
-    for (o, (r, name)) in [&ours.total, &ours.background, &ours.foreground].into_iter().zip(refs.iter().zip(["total", "bg", "fg"])) {
+    for (o, (r, name)) in
+        [&ours.total, &ours.background, &ours.foreground].into_iter().zip(refs.iter().zip(["total", "bg", "fg"]))
+    {
         assert_close(o, r, 1e-12, &format!("relevance_loss {name}"));
     }
     for term in 0..3 {
@@ -216,8 +224,18 @@ fn confidence_loss_matches_cross_entropy_and_gradients_check() {
 fn gradmask_and_rrr_match_composite_and_gradients_check() {
     let g = randn(&[2, 3, 4, 4], 109);
     let mask = rand(&[2, 1, 4, 4], 110).gt(0.5).to_kind(Kind::Double);
-    assert_close(&ops::gradmask_loss(&g, &mask).unwrap(), &masked_input_grad(&g, &mask).mean(None), 1e-12, "gradmask_loss");
-    assert_close(&ops::rrr_loss(&g, &mask).unwrap(), &masked_input_grad(&g, &mask).sum(Kind::Double), 1e-12, "rrr_loss");
+    assert_close(
+        &ops::gradmask_loss(&g, &mask).unwrap(),
+        &masked_input_grad(&g, &mask).mean(None),
+        1e-12,
+        "gradmask_loss",
+    );
+    assert_close(
+        &ops::rrr_loss(&g, &mask).unwrap(),
+        &masked_input_grad(&g, &mask).sum(Kind::Double),
+        1e-12,
+        "rrr_loss",
+    );
     let inputs = [randn(&[2, 3, 3, 3], 111), rand(&[2, 1, 3, 3], 112)];
     check_gradients(&|xs: &[Tensor]| ops::gradmask_loss(&xs[0], &xs[1]).unwrap(), &inputs, "gradmask_loss");
     check_gradients(&|xs: &[Tensor]| ops::rrr_loss(&xs[0], &xs[1]).unwrap(), &inputs, "rrr_loss");
@@ -230,11 +248,23 @@ fn bad_input_is_an_error_naming_op_and_argument() {
         (ops::gae_relevance(&[], &[], 0), "gae_relevance: argument 'attn' is an empty list"),
         (ops::gae_relevance(&attn, &grad[..1], 0), "'attn' and 'grad' must have one tensor per block"),
         (ops::gae_relevance(&attn, &grad, 5), "'start_layer' must lie in [0, 2)"),
-        (ops::gae_relevance(&[attn[0].select(0, 0)], &[grad[0].select(0, 0)], 0), "'attn[0]' must have shape [B,H,T,T]"),
-        (ops::relevance_map(&rand(&[2, 9], 113), (2, 2), (4, 4), 1e-8), "relevance_map: argument 'rel' must have shape [B,4]"),
+        (
+            ops::gae_relevance(&[attn[0].select(0, 0)], &[grad[0].select(0, 0)], 0),
+            "'attn[0]' must have shape [B,H,T,T]",
+        ),
+        (
+            ops::relevance_map(&rand(&[2, 9], 113), (2, 2), (4, 4), 1e-8),
+            "relevance_map: argument 'rel' must have shape [B,4]",
+        ),
         (ops::confidence_loss(&rand(&[5], 114), 1.0), "confidence_loss: argument 'logits' must have shape [B,C]"),
-        (ops::gradmask_loss(&rand(&[2, 3, 4, 4], 115), &rand(&[2, 1, 4, 5], 116)), "gradmask_loss: argument 'mask' must have shape [B,1,H,W]"),
-        (ops::rrr_loss(&rand(&[2, 3, 4, 4], 117), &Tensor::ones([2, 1, 4, 4], (Kind::Int64, Device::Cpu))), "rrr_loss: argument 'mask' must be a floating-point"),
+        (
+            ops::gradmask_loss(&rand(&[2, 3, 4, 4], 115), &rand(&[2, 1, 4, 5], 116)),
+            "gradmask_loss: argument 'mask' must have shape [B,1,H,W]",
+        ),
+        (
+            ops::rrr_loss(&rand(&[2, 3, 4, 4], 117), &Tensor::ones([2, 1, 4, 4], (Kind::Int64, Device::Cpu))),
+            "rrr_loss: argument 'mask' must be a floating-point",
+        ),
     ];
     for (result, expected) in cases {
         let message = result.expect_err(expected).to_string();

@@ -55,7 +55,15 @@ fn accuracy_table_means_sample_std_and_missing_cells() {
     assert_eq!(
         t.header,
         strings(&[
-            "model", "method", "in_top1", "in_top1_std", "in_top5", "in_top5_std", "a_top1", "a_top1_std", "a_top5",
+            "model",
+            "method",
+            "in_top1",
+            "in_top1_std",
+            "in_top5",
+            "in_top5_std",
+            "a_top1",
+            "a_top1_std",
+            "a_top5",
             "a_top5_std"
         ])
     );

@@ -8,13 +8,29 @@ use serde::Deserialize;
 use crate::support::fixture;
 
 #[derive(Deserialize)]
-struct ApCase { scores: Vec<f32>, truth: Vec<bool>, expected: f64 }
+struct ApCase {
+    scores: Vec<f32>,
+    truth: Vec<bool>,
+    expected: f64,
+}
 #[derive(Deserialize)]
-struct Image { shape: (usize, usize), map: Vec<f32>, truth: Vec<bool> }
+struct Image {
+    shape: (usize, usize),
+    map: Vec<f32>,
+    truth: Vec<bool>,
+}
 #[derive(Deserialize)]
-struct SegCase { images: Vec<Image>, pixel_accuracy: f64, miou: f64, map: f64 }
+struct SegCase {
+    images: Vec<Image>,
+    pixel_accuracy: f64,
+    miou: f64,
+    map: f64,
+}
 #[derive(Deserialize)]
-struct Fixtures { ap: Vec<ApCase>, segmentation: Vec<SegCase> }
+struct Fixtures {
+    ap: Vec<ApCase>,
+    segmentation: Vec<SegCase>,
+}
 
 fn fixtures() -> Fixtures {
     let dir = fixture("segmentation_metrics.py", "segmentation-metrics", &[]);
@@ -53,9 +69,11 @@ fn segmentation_metrics_match_reference_formulas() {
             let truth = Array2::from_shape_vec(im.shape, im.truth.clone()).unwrap();
             m.add(map.view(), truth.view()).unwrap();
         }
-        for (name, got, want) in
-            [("pixel_accuracy", m.pixel_accuracy(), c.pixel_accuracy), ("miou", m.miou(), c.miou), ("map", m.map(), c.map)]
-        {
+        for (name, got, want) in [
+            ("pixel_accuracy", m.pixel_accuracy(), c.pixel_accuracy),
+            ("miou", m.miou(), c.miou),
+            ("map", m.map(), c.map),
+        ] {
             worst = worst.max((got - want).abs());
             assert!((got - want).abs() < 1e-12, "dataset {i} {name}: got {got}, reference {want}");
         }

@@ -38,7 +38,9 @@ fn segtest_matches_the_reference_computation() {
     assert_eq!(lines.next(), Some("model,method,seed,dataset,protocol,metric,value"));
     let got: HashMap<String, f64> = lines
         .map(|l| l.split(',').collect::<Vec<_>>())
-        .inspect(|f| assert_eq!(&f[..5], ["vit_tiny_patch16_224", "original", "0", "imagenet-segmentation", "standard"]))
+        .inspect(|f| {
+            assert_eq!(&f[..5], ["vit_tiny_patch16_224", "original", "0", "imagenet-segmentation", "standard"])
+        })
         .map(|f| (f[5].to_string(), f[6].parse().unwrap()))
         .collect();
     for metric in ["pixel_accuracy", "miou", "map"] {
@@ -51,7 +53,10 @@ fn segtest_matches_the_reference_computation() {
     assert!(got["miou"] > 5.0 && got["miou"] < 95.0, "{got:?}");
 
     let table_text = std::fs::read_to_string(&table).unwrap();
-    assert!(table_text.starts_with("model,method,pixel_accuracy,miou,map\nvit_tiny_patch16_224,original,"), "{table_text}");
+    assert!(
+        table_text.starts_with("model,method,pixel_accuracy,miou,map\nvit_tiny_patch16_224,original,"),
+        "{table_text}"
+    );
     assert!(std::fs::read_to_string(table.with_extension("md")).unwrap().contains("| miou |"));
 
     let log = std::fs::read_to_string(csv.with_extension("unreadable.log")).unwrap();

@@ -5,11 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use robustvit::eval::predict;
 use robustvit::model::checkpoint::{self, CheckpointError};
 use robustvit::model::{self, VisionTransformer, VitConfig};
-use robustvit::eval::predict;
 use tch::{nn, Device, Kind, Tensor};
-
 
 use crate::support::{hub, python, root, scratch, timm, HARNESS};
 
@@ -27,7 +26,16 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn custom_config() -> VitConfig {
-    VitConfig { img_size: 32, patch_size: 4, in_chans: 3, embed_dim: 48, depth: 3, num_heads: 3, mlp_ratio: 2.0, num_classes: 10 }
+    VitConfig {
+        img_size: 32,
+        patch_size: 4,
+        in_chans: 3,
+        embed_dim: 48,
+        depth: 3,
+        num_heads: 3,
+        mlp_ratio: 2.0,
+        num_classes: 10,
+    }
 }
 
 /// Logits and attention of `model` on the fixture input of `name`, against timm's.
@@ -84,7 +92,9 @@ fn custom_config_loads_from_hub_folder_and_pickles() {
 fn preset_preprocessing_comes_from_timm_pretrained_cfg() {
     let vit = model::load(None, &hub("vit_tiny_patch16_224"), Device::Cpu).unwrap();
     assert_eq!(vit.preprocess.mean, [0.5; 3]);
-    let deit = model::load(Some("deit_tiny_patch16_224"), &timm().join("deit_tiny_patch16_224/nested.pth"), Device::Cpu).unwrap();
+    let deit =
+        model::load(Some("deit_tiny_patch16_224"), &timm().join("deit_tiny_patch16_224/nested.pth"), Device::Cpu)
+            .unwrap();
     assert_eq!(deit.preprocess.mean, [0.485, 0.456, 0.406]);
     assert_eq!(deit.preprocess.std, [0.229, 0.224, 0.225]);
     assert_eq!(deit.preprocess.crop_pct, 0.9);
@@ -197,8 +207,10 @@ fn predict_cli_writes_topk_csv_matching_timm() {
         }
         let p: f64 = fields[3].parse().unwrap();
         assert!((p - probs.double_value(&[class])).abs() < 2e-4, "rank {} probability {p}", rank + 1);
-        assert!(line.ends_with(&format!("\"{}\"", robustvit::data::imagenet::classes()[class as usize].name))
-            || line.ends_with(robustvit::data::imagenet::classes()[class as usize].name));
+        assert!(
+            line.ends_with(&format!("\"{}\"", robustvit::data::imagenet::classes()[class as usize].name))
+                || line.ends_with(robustvit::data::imagenet::classes()[class as usize].name)
+        );
     }
     let missing = Command::new(HARNESS)
         .args(["predict", "--checkpoint"])

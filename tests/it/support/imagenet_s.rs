@@ -23,7 +23,13 @@ pub fn write_imagenet_s(dir: &Path, classes: usize, per_class: usize) {
             });
             let id = 517 + c as u32;
             let mask = RgbImage::from_fn(w, h, |x, y| {
-                let v = if inside(x, y) { id } else if x == 0 || y == 0 { 1000 } else { 0 };
+                let v = if inside(x, y) {
+                    id
+                } else if x == 0 || y == 0 {
+                    1000
+                } else {
+                    0
+                };
                 Rgb([(v % 256) as u8, (v / 256) as u8, 0])
             });
             for (kind, ext, img) in [("images", "JPEG", &image), ("masks", "png", &mask)] {
