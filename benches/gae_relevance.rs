@@ -52,7 +52,8 @@ fn forward_backward(f: Impl, x: &Inputs) -> Tensor {
 }
 
 const IMPLS: [(&str, Impl); 2] = [("op", op), ("full_matrix", full_matrix)];
-const MODES: [(&str, fn(Impl, &Inputs) -> Tensor); 2] = [("forward", forward), ("forward_backward", forward_backward)];
+type Mode = fn(Impl, &Inputs) -> Tensor;
+const MODES: [(&str, Mode); 2] = [("forward", forward), ("forward_backward", forward_backward)];
 
 fn bench(c: &mut Criterion) {
     let x = inputs();
@@ -78,7 +79,7 @@ fn ratios(_: &mut Criterion) {
         for _ in 0..7 {
             for (k, (_, f)) in IMPLS.iter().enumerate() {
                 let start = Instant::now();
-                run(*f, &x);
+                drop(std::hint::black_box(run(*f, &x)));
                 times[k].push(start.elapsed());
             }
         }

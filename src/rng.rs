@@ -5,7 +5,7 @@
 /// Mixes `parts` into `seed`, e.g. (run seed, epoch, sample index) into the
 /// seed of one training sample, so a resumed run redraws the same crops.
 pub fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
-    parts.iter().fold(seed, |h, &p| SplitMix64(h ^ SplitMix64(p).next()).next())
+    parts.iter().fold(seed, |h, &p| SplitMix64(h ^ SplitMix64(p).next_u64()).next_u64())
 }
 
 /// SplitMix64 (Steele et al.): tiny, portable, and the same stream on every
@@ -13,7 +13,7 @@ pub fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -23,7 +23,7 @@ impl SplitMix64 {
 
     /// Uniform in `0..n` (multiply-shift; the bias is below n / 2^64).
     pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 }
 

@@ -388,7 +388,7 @@ pub fn crop_flip_params(seed: u64, width: u32, height: u32, size: u32) -> CropFl
     let mut rng = SplitMix64(seed);
     let top = rng.below(u64::from(height.saturating_sub(size)) + 1) as u32;
     let left = rng.below(u64::from(width.saturating_sub(size)) + 1) as u32;
-    let flip = rng.next() >> 63 == 1;
+    let flip = rng.next_u64() >> 63 == 1;
     CropFlip { top, left, flip }
 }
 

@@ -135,7 +135,17 @@ mod tests {
     fn no_items_and_more_workers_than_items() {
         ordered(&[] as &[u8], 4, 2, |_| (), |_, _| unreachable!()).unwrap();
         let mut got = Vec::new();
-        ordered(&[1, 2], 16, 1, |&x| x, |_, x| Ok(got.push(x))).unwrap();
+        ordered(
+            &[1, 2],
+            16,
+            1,
+            |&x| x,
+            |_, x| {
+                got.push(x);
+                Ok(())
+            },
+        )
+        .unwrap();
         assert_eq!(got, [1, 2]);
     }
 }

@@ -138,7 +138,7 @@ pub fn object_mask(img: &[u8]) -> Vec<bool> {
 
 /// Uniform in `[0, 1)` with 53 random bits.
 fn uniform(rng: &mut SplitMix64) -> f64 {
-    (rng.next() >> 11) as f64 / (1u64 << 53) as f64
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn uniform_in(rng: &mut SplitMix64, (low, high): (f64, f64)) -> f64 {

@@ -78,26 +78,41 @@ pub struct Preset {
     pub preprocess: PreprocessConfig,
 }
 
-const PRESETS: [(&str, i64, i64, i64, [f32; 3], [f32; 3]); 7] = [
-    ("vit_tiny_patch16_224", 192, 12, 3, HALF, HALF),
-    ("vit_small_patch16_224", 384, 12, 6, HALF, HALF),
-    ("vit_base_patch16_224", 768, 12, 12, HALF, HALF),
-    ("vit_large_patch16_224", 1024, 24, 16, HALF, HALF),
-    ("deit_tiny_patch16_224", 192, 12, 3, IMAGENET_MEAN, IMAGENET_STD),
-    ("deit_small_patch16_224", 384, 12, 6, IMAGENET_MEAN, IMAGENET_STD),
-    ("deit_base_patch16_224", 768, 12, 12, IMAGENET_MEAN, IMAGENET_STD),
+/// One row of the preset table: what differs between the models (all are patch 16 at 224 px, MLP ratio 4,
+/// 1000 classes, bicubic with crop_pct 0.9).
+struct Row {
+    name: &'static str,
+    embed_dim: i64,
+    depth: i64,
+    num_heads: i64,
+    mean: [f32; 3],
+    std: [f32; 3],
+}
+
+const fn row(name: &'static str, embed_dim: i64, depth: i64, num_heads: i64, mean: [f32; 3], std: [f32; 3]) -> Row {
+    Row { name, embed_dim, depth, num_heads, mean, std }
+}
+
+const PRESETS: [Row; 7] = [
+    row("vit_tiny_patch16_224", 192, 12, 3, HALF, HALF),
+    row("vit_small_patch16_224", 384, 12, 6, HALF, HALF),
+    row("vit_base_patch16_224", 768, 12, 12, HALF, HALF),
+    row("vit_large_patch16_224", 1024, 24, 16, HALF, HALF),
+    row("deit_tiny_patch16_224", 192, 12, 3, IMAGENET_MEAN, IMAGENET_STD),
+    row("deit_small_patch16_224", 384, 12, 6, IMAGENET_MEAN, IMAGENET_STD),
+    row("deit_base_patch16_224", 768, 12, 12, IMAGENET_MEAN, IMAGENET_STD),
 ];
 
 /// The names `preset` accepts (a timm pretrained tag such as `.augreg_in21k_ft_in1k` may follow).
 pub fn preset_names() -> impl Iterator<Item = &'static str> {
-    PRESETS.iter().map(|p| p.0)
+    PRESETS.iter().map(|p| p.name)
 }
 
 /// The preset of a timm model name, e.g. `vit_base_patch16_224` or
 /// `vit_small_patch16_224.augreg_in21k_ft_in1k` (all these tags share one architecture and preprocessing).
 pub fn preset(name: &str) -> Option<Preset> {
     let arch = name.split('.').next().unwrap_or(name);
-    PRESETS.iter().find(|p| p.0 == arch).map(|&(name, embed_dim, depth, num_heads, mean, std)| Preset {
+    PRESETS.iter().find(|p| p.name == arch).map(|&Row { name, embed_dim, depth, num_heads, mean, std }| Preset {
         name,
         config: VitConfig {
             img_size: 224,

@@ -317,49 +317,54 @@ struct Finetuned {
     cfg: TrainConfig,
 }
 
-/// Finetunes a fresh copy of the original with each setting; returns the selected run.
-fn finetune_grid(
-    label: &str,
-    settings: Vec<(Method, f64)>,
-    original_dir: &Path,
-    set: &Fixed,
-    val: &[Sample],
+/// What every finetuning run of one seed shares: the original to start from, the finetuning and
+/// validation images, the accuracy floor of the selection rule, and where the runs go.
+struct SeedRuns<'a> {
+    original_dir: &'a Path,
+    set: &'a Fixed,
+    val: &'a [Sample],
     floor: f64,
     seed: u64,
-    budget: &Budget,
-    out: &Path,
-    opts: &CompareOptions,
-) -> anyhow::Result<Finetuned> {
-    let mut chosen: Option<Finetuned> = None;
-    for (k, (method, lr)) in settings.into_iter().enumerate() {
-        let cfg = TrainConfig {
-            method,
-            lr,
-            weight_decay: 1e-4,
-            lr_decay: 0.85,
-            decay_every: 2,
-            epochs: budget.finetune_epochs,
-            batch_size: 8,
-            seed,
-            select: Selection::GuardedPenalty,
-            accuracy_floor: Some(floor),
-        };
-        let dir = out.join(format!("{label}-{k}"));
-        fresh_out(&dir)?;
-        let loaded = load(original_dir, opts.device)?;
-        eprintln!("seed {seed}: finetuning {label} setting {k} (lr {lr:e})");
-        let summary = train::finetune(&loaded, set, val, &cfg, &dir, &quiet_run(opts, format!("{label}-{k}")))?;
-        // Across settings the same rule as across epochs: lowest penalty among runs that keep accuracy.
-        let candidate = Finetuned { best: summary.best, dir: summary.best_dir, cfg };
-        let keep = match &chosen {
-            None => true,
-            Some(c) => train::better(&candidate.cfg, &candidate.best, Some(&c.best)),
-        };
-        if keep {
-            chosen = Some(candidate);
+    budget: &'a Budget,
+    out: PathBuf,
+    opts: &'a CompareOptions,
+}
+
+impl SeedRuns<'_> {
+    /// Finetunes a fresh copy of the original with each setting; returns the selected run.
+    fn finetune_grid(&self, label: &str, settings: Vec<(Method, f64)>) -> anyhow::Result<Finetuned> {
+        let SeedRuns { original_dir, set, val, floor, seed, budget, ref out, opts } = *self;
+        let mut chosen: Option<Finetuned> = None;
+        for (k, (method, lr)) in settings.into_iter().enumerate() {
+            let cfg = TrainConfig {
+                method,
+                lr,
+                weight_decay: 1e-4,
+                lr_decay: 0.85,
+                decay_every: 2,
+                epochs: budget.finetune_epochs,
+                batch_size: 8,
+                seed,
+                select: Selection::GuardedPenalty,
+                accuracy_floor: Some(floor),
+            };
+            let dir = out.join(format!("{label}-{k}"));
+            fresh_out(&dir)?;
+            let loaded = load(original_dir, opts.device)?;
+            eprintln!("seed {seed}: finetuning {label} setting {k} (lr {lr:e})");
+            let summary = train::finetune(&loaded, set, val, &cfg, &dir, &quiet_run(opts, format!("{label}-{k}")))?;
+            // Across settings the same rule as across epochs: lowest penalty among runs that keep accuracy.
+            let candidate = Finetuned { best: summary.best, dir: summary.best_dir, cfg };
+            let keep = match &chosen {
+                None => true,
+                Some(c) => train::better(&candidate.cfg, &candidate.best, Some(&c.best)),
+            };
+            if keep {
+                chosen = Some(candidate);
+            }
         }
+        chosen.context("an empty hyperparameter grid")
     }
-    chosen.context("an empty hyperparameter grid")
 }
 
 struct Evaluation<'a> {
@@ -388,9 +393,8 @@ fn measure(
 /// Runs the study and returns its measurements.
 pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
     let budget = Budget::new(opts.quick);
-    let objects = animal_mnist::load(&opts.objects).with_context(|| {
-        format!("loading the embedded benchmark's objects; fetch them with `make benchmark-data` or pass --objects")
-    })?;
+    let objects = animal_mnist::load(&opts.objects)
+        .context("loading the embedded benchmark's objects; fetch them with `make benchmark-data` or pass --objects")?;
     eprintln!(
         "objects: {} animal-mnist silhouettes ({} duplicates removed)",
         objects.len(),
@@ -423,12 +427,13 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
         let chosen = spurious::finetune_subset(&part, &objects, budget.finetune_per_class, seed)?;
         let set = Fixed(render_split(&objects, &chosen, Split::Matched, texture(opts), 100 + seed));
         let out = opts.out.join("runs").join(format!("seed{seed}"));
+        let runs =
+            SeedRuns { original_dir: &original_dir, set: &set, val: &val, floor, seed, budget: &budget, out, opts };
         let mut ours_lr = 1e-4;
         let mut ours_dir = None;
         for &kind in &opts.methods {
             let settings = grid(kind, &original, &set.0, &budget)?;
-            let picked =
-                finetune_grid(kind.name(), settings, &original_dir, &set, &val, floor, seed, &budget, &out, opts)?;
+            let picked = runs.finetune_grid(kind.name(), settings)?;
             if kind == MethodKind::Ours {
                 ours_lr = picked.cfg.lr;
                 ours_dir = Some(picked.dir.clone());
@@ -448,18 +453,7 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
         }
         if opts.ablations {
             for (name, method) in ablations() {
-                let picked = finetune_grid(
-                    name,
-                    vec![(method, ours_lr)],
-                    &original_dir,
-                    &set,
-                    &val,
-                    floor,
-                    seed,
-                    &budget,
-                    &out,
-                    opts,
-                )?;
+                let picked = runs.finetune_grid(name, vec![(method, ours_lr)])?;
                 measure(&load(&picked.dir, opts.device)?.model, name, seed, &eval, &mut rows)?;
             }
         }

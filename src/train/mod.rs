@@ -74,6 +74,10 @@ impl TrainConfig {
 pub trait TrainSet {
     fn len(&self) -> usize;
     fn sample(&self, index: usize, seed: u64) -> anyhow::Result<Sample>;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// One epoch's numbers; `train`/`val` hold the method's terms in `Method::term_names` order.
@@ -297,7 +301,7 @@ pub fn finetune(
     out: &Path,
     opts: &RunOptions,
 ) -> anyhow::Result<Summary> {
-    if train.len() == 0 || val.is_empty() {
+    if train.is_empty() || val.is_empty() {
         bail!("finetuning needs training and validation samples ({} and {} given)", train.len(), val.len());
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
