@@ -12,7 +12,8 @@ CUDA_TOOLS := nvidia-cuda-nvcc==13.0.* nvidia-cuda-cccl==13.0.* nvidia-cuda-crt=
 # The ops library for Python/TorchScript, linked by the Rust build from the objects it links into the binaries.
 PYLIB := target/debug/librobustvit_ops.so
 
-.PHONY: demo test test-rust test-python pylib bench cuda-tools cuda bootstrap benchmark-data system-deps
+.PHONY: demo test test-rust test-python lint fmt-check clippy pylib bench cuda-tools cuda bootstrap benchmark-data \
+	system-deps
 OBJECTS := target/downloads/animal_mnist-0.4-py3-none-any.whl
 
 # The main job on the embedded benchmark: tables in out/compare (4-7 minutes of study on 2 cores after the build;
@@ -29,16 +30,26 @@ $(OBJECTS): $(STAMP)
 
 test: test-rust test-python
 
-# One build serves both halves: the Rust tests, and the ops library the Python tests load.
+# One build serves both halves: the Rust tests, and the ops library the Python tests load. --locked: the
+# tests run against Cargo.lock as committed.
 test-rust: system-deps $(STAMP) $(OBJECTS)
-	cargo test
+	cargo test --locked
 
 test-python: pylib
 	ROBUSTVIT_OPS_LIB=$(PYLIB) $(VENV)/bin/python -m pytest python/tests -q
 
+# The gates CI runs beside the tests: formatting as rustfmt.toml says, and clippy without warnings.
+lint: fmt-check clippy
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy: system-deps $(STAMP)
+	cargo clippy --locked --workspace --all-targets --features robustvit/bench -- -D warnings
+
 # The ops as a shared library for Python/TorchScript: torch.ops.load_library(<printed path>).
 pylib: system-deps $(STAMP)
-	cargo build --quiet -p robustvit --lib
+	cargo build --quiet --locked -p robustvit --lib
 	@echo $(CURDIR)/$(PYLIB)
 
 bench: system-deps $(STAMP)
@@ -63,5 +74,5 @@ bootstrap: system-deps $(STAMP)
 system-deps:
 	scripts/system-deps.sh
 
-$(STAMP): scripts/requirements.txt scripts/bootstrap.sh
+$(STAMP): scripts/requirements.txt scripts/constraints.txt scripts/bootstrap.sh
 	scripts/bootstrap.sh

@@ -8,7 +8,7 @@ use anyhow::Context;
 use image::{Rgb, RgbImage};
 use robustvit::data::eval_sets::{Kind, Protocol};
 use robustvit::data::{imagenet, pipeline};
-use robustvit::eval::accuracy::{self, PipelineOptions};
+use robustvit::eval::{accuracy, PipelineOptions};
 use robustvit::model::{self, LoadedModel, VisionTransformer};
 use tch::{nn, Device};
 

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use robustvit::atomic_write;
 use robustvit::data::eval_sets::{Kind, Protocol};
 use robustvit::data::imagenet;
-use robustvit::eval::accuracy::{self, PipelineOptions};
+use robustvit::eval::{accuracy, PipelineOptions};
 use robustvit::report::{self, Subject};
 use robustvit::train::RunManifest;
 

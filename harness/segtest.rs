@@ -2,8 +2,9 @@
 use std::path::PathBuf;
 
 use robustvit::atomic_write;
-use robustvit::eval::imagenet_segmentation::{self, SegtestOptions, DATASET};
+use robustvit::eval::imagenet_segmentation::{self, DATASET};
 use robustvit::eval::segmentation::METRICS;
+use robustvit::eval::PipelineOptions;
 use robustvit::report::{self, Measurement, Subject};
 
 use crate::model_args::ModelArgs;
@@ -37,13 +38,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = args.model.load()?;
-    let opts = SegtestOptions {
+    let opts = PipelineOptions {
         batch_size: args.batch_size.max(1),
-        limit: args.limit,
         quiet: args.quiet,
-        ..SegtestOptions::default()
+        ..imagenet_segmentation::default_pipeline()
     };
-    let r = imagenet_segmentation::run(&loaded, &args.data, &opts)?;
+    let r = imagenet_segmentation::run(&loaded, &args.data, args.limit, &opts)?;
     let m = &r.metrics;
     let [(_, pixel), (_, miou), (_, map)] = m.percent();
     println!(

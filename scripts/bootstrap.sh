@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Creates or updates the project's .venv from scripts/requirements.txt. Idempotent: a stamp holding the
-# requirements' checksum skips the work when nothing changed.
+# Creates or updates the project's .venv from scripts/requirements.txt, every version pinned by
+# scripts/constraints.txt. Idempotent: a stamp holding both files' checksum skips the work when nothing changed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=$root/.venv
 stamp=$venv/.robustvit-requirements
-want=$(sha256sum "$root/scripts/requirements.txt" | cut -d' ' -f1)
+want=$(cat "$root/scripts/requirements.txt" "$root/scripts/constraints.txt" | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 command -v cargo >/dev/null || { echo "bootstrap: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 echo "bootstrap: installing scripts/requirements.txt into .venv (torch is ~4.6 GB, a few minutes the first time)"
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements.txt"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements.txt" \
+  -c "$root/scripts/constraints.txt"
 echo "$want" > "$stamp"

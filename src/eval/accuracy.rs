@@ -8,7 +8,7 @@ use std::time::Instant;
 use ndarray::Array3;
 use tch::Kind as TchKind;
 
-use super::progress_bar;
+use super::{progress_bar, PipelineOptions};
 use crate::data::eval_sets::{self, EvalItem, Kind, Protocol};
 use crate::data::{pipeline, stack, Batch, Sample};
 use crate::image::{eval_transform, load_rgb, PreprocessConfig};
@@ -28,24 +28,6 @@ pub struct DatasetResult {
     pub unreadable: Vec<(PathBuf, String)>,
     pub per_class: PerClass,
     pub images_per_second: f64,
-}
-
-/// Pipeline settings.
-#[derive(Clone, Debug)]
-pub struct PipelineOptions {
-    pub batch_size: usize,
-    /// Decode threads (default: all cores).
-    pub workers: usize,
-    /// Images decoded ahead of the model, at most.
-    pub prefetch: usize,
-    pub quiet: bool,
-}
-
-impl Default for PipelineOptions {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        PipelineOptions { batch_size: 64, workers: cores, prefetch: 256, quiet: false }
-    }
 }
 
 /// An image file decoded and transformed for the model, or why it could not be.

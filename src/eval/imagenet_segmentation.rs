@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::ensure;
 use image::{GrayImage, RgbImage};
 
-use super::progress_bar;
 use super::segmentation::{add_samples, SegmentationMetrics};
+use super::{progress_bar, PipelineOptions};
 use crate::data::gtsegs::SegmentationFile;
 use crate::data::{pipeline, Sample};
 use crate::image::{gray_view, normalize_chw, on_mask, resize_exact, Interpolation, PreprocessConfig};
@@ -20,23 +20,9 @@ use crate::model::LoadedModel;
 /// The dataset name of the test's rows in `results_long.csv`.
 pub const DATASET: &str = "imagenet-segmentation";
 
-#[derive(Clone, Debug)]
-pub struct SegtestOptions {
-    pub batch_size: usize,
-    /// Only the first `limit` images (a quick look; the paper uses all 4276).
-    pub limit: Option<usize>,
-    /// Reader threads (HDF5 reads one at a time; the resizing runs in parallel).
-    pub workers: usize,
-    /// Entries read ahead of the model, at most.
-    pub prefetch: usize,
-    pub quiet: bool,
-}
-
-impl Default for SegtestOptions {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        SegtestOptions { batch_size: 16, limit: None, workers: cores, prefetch: 64, quiet: false }
-    }
+/// The test's pipeline settings: the relevance needs a backward pass, so smaller batches than accuracy.
+pub fn default_pipeline() -> PipelineOptions {
+    PipelineOptions { batch_size: 16, prefetch: 64, ..PipelineOptions::default() }
 }
 
 #[derive(Debug)]
@@ -47,10 +33,16 @@ pub struct SegtestResult {
     pub images_per_second: f64,
 }
 
-/// Runs the test of `loaded` on the `gtsegs_ijcv.mat` at `path`.
-pub fn run(loaded: &LoadedModel, path: &Path, opts: &SegtestOptions) -> anyhow::Result<SegtestResult> {
+/// Runs the test of `loaded` on the `gtsegs_ijcv.mat` at `path`, on its first `limit` images or all of them
+/// (the paper's 4276).
+pub fn run(
+    loaded: &LoadedModel,
+    path: &Path,
+    limit: Option<usize>,
+    opts: &PipelineOptions,
+) -> anyhow::Result<SegtestResult> {
     let file = SegmentationFile::open(path)?;
-    let total = opts.limit.map_or(file.len(), |n| n.min(file.len()));
+    let total = limit.map_or(file.len(), |n| n.min(file.len()));
     ensure!(total > 0, "{}: no images to test", path.display());
     let bar = progress_bar(total, "segmentation", opts.quiet);
     let started = Instant::now();

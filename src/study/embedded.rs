@@ -20,7 +20,7 @@ use crate::model::{checkpoint, LoadedModel, VisionTransformer, VitConfig};
 use crate::report::{self, Measurement, Subject};
 use crate::rng::derive_seed;
 use crate::train::methods::{ClsTarget, CrossEntropy, InputGradient, Method, MethodKind, Relevance};
-use crate::train::{self, EpochMetrics, Origin, RunOptions, Selection, TrainConfig, TrainSet};
+use crate::train::{self, paper, EpochMetrics, Origin, RunOptions, Selection, TrainConfig, TrainSet};
 
 pub const MODEL: &str = "vit-p4-32px";
 /// The relevance figure `compare` writes into its output folder.
@@ -337,16 +337,10 @@ impl SeedRuns<'_> {
         let mut chosen: Option<Finetuned> = None;
         for (k, (method, lr)) in settings.into_iter().enumerate() {
             let cfg = TrainConfig {
-                method,
-                lr,
-                weight_decay: 1e-4,
-                lr_decay: 0.85,
-                decay_every: 2,
                 epochs: budget.finetune_epochs,
-                batch_size: 8,
-                seed,
                 select: Selection::GuardedPenalty,
                 accuracy_floor: Some(floor),
+                ..paper::train_config(method, lr, seed)
             };
             let dir = out.join(format!("{label}-{k}"));
             fresh_out(&dir)?;

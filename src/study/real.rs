@@ -37,14 +37,13 @@ use serde::Deserialize;
 use super::CompareOptions;
 use crate::data::eval_sets::{Kind, Protocol};
 use crate::data::imagenet_s::{MaskResize, MaskSource, SplitConfig};
-use crate::eval::accuracy::{self, PipelineOptions};
-use crate::eval::imagenet_segmentation::{self, SegtestOptions};
+use crate::eval::{accuracy, imagenet_segmentation, PipelineOptions};
 use crate::model;
 use crate::report::{self, Measurement, Subject};
 use crate::train::imagenet_s::{self, DataConfig};
 use crate::train::methods::{InputGradient, Method, MethodKind, Relevance};
 use crate::train::paper;
-use crate::train::{Origin, RunOptions, Selection, TrainConfig};
+use crate::train::{Origin, RunOptions, TrainConfig};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,8 +177,8 @@ fn measure(
         rows.push(subject.row(d.kind.name(), report::TOP5, r.top5));
     }
     if let Some(seg) = &config.segmentation {
-        let seg_opts = SegtestOptions { limit: seg.limit, quiet: opts.quiet, ..SegtestOptions::default() };
-        let r = imagenet_segmentation::run(loaded, &seg.path, &seg_opts)?;
+        let seg_opts = PipelineOptions { quiet: opts.quiet, ..imagenet_segmentation::default_pipeline() };
+        let r = imagenet_segmentation::run(loaded, &seg.path, seg.limit, &seg_opts)?;
         if !r.unreadable.is_empty() {
             eprintln!(
                 "segmentation test: {} unreadable entries of {} skipped (harness segtest lists them)",
@@ -208,18 +207,8 @@ pub fn run(path: &Path, opts: &CompareOptions) -> anyhow::Result<(Vec<&'static s
             for &kind in &opts.methods {
                 let (method, lr) = paper_method(kind, hp)?;
                 let short = &config.finetune;
-                let cfg = TrainConfig {
-                    method,
-                    lr,
-                    weight_decay: 1e-4,
-                    lr_decay: 0.85,
-                    decay_every: 2,
-                    epochs: short.epochs.unwrap_or(50),
-                    batch_size: 8,
-                    seed,
-                    select: Selection::ValLoss,
-                    accuracy_floor: None,
-                };
+                let paper_run = paper::train_config(method, lr, seed);
+                let cfg = TrainConfig { epochs: short.epochs.unwrap_or(paper_run.epochs), ..paper_run };
                 let paper_split = SplitConfig::default();
                 let split = SplitConfig {
                     seed: config.imagenet_s.seed + seed,

@@ -1,4 +1,24 @@
-//! The paper's finetuning hyperparameters for its seven models (method.md sections 3-5), for `--preset`.
+//! The paper's finetuning protocol and hyperparameters for its seven models (method.md sections 3-5), for
+//! `--preset` and the real study.
+use super::methods::Method;
+use super::{Selection, TrainConfig};
+
+/// The paper's training protocol (method.md section 5) for `method` at `lr`: AdamW with weight decay 1e-4,
+/// the LR times 0.85 every 2 epochs, batch 8, 50 epochs, the epoch of lowest validation loss kept.
+pub fn train_config(method: Method, lr: f64, seed: u64) -> TrainConfig {
+    TrainConfig {
+        method,
+        lr,
+        weight_decay: 1e-4,
+        lr_decay: 0.85,
+        decay_every: 2,
+        epochs: 50,
+        batch_size: 8,
+        seed,
+        select: Selection::ValLoss,
+        accuracy_floor: None,
+    }
+}
 
 /// `(lambda_cls, lambda_bg, lr)` of an input-gradient baseline.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -24,8 +24,8 @@ pub fn python() -> PathBuf {
 /// `target/fixtures/<name>`: the folder `python/fixtures/<script> <args...> <folder>` writes. Made once:
 /// under an exclusive lock on `target/fixtures/.<name>.lock` (it holds across threads and test processes),
 /// into a temporary folder that is renamed into place when the script has succeeded, with a stamp of what
-/// made it. It is remade when the script, the Python requirements (scripts/requirements.txt) or a fixture
-/// it reads (an argument that is itself a fixture folder) changes.
+/// made it. It is remade when the script, the Python environment (scripts/requirements.txt and
+/// constraints.txt) or a fixture it reads (an argument that is itself a fixture folder) changes.
 pub fn fixture(script: &str, name: &str, args: &[&str]) -> PathBuf {
     let base = root().join("target/fixtures");
     let dir = base.join(name);
@@ -59,11 +59,11 @@ pub fn fixture(script: &str, name: &str, args: &[&str]) -> PathBuf {
 
 const STAMP: &str = ".stamp";
 
-/// What a fixture depends on, hashed: the script, the Python requirements, the arguments and the stamps
-/// of fixtures among them.
+/// What a fixture depends on, hashed: the script, the Python environment's pins, the arguments and the
+/// stamps of fixtures among them.
 fn stamp(script: &Path, args: &[&str]) -> String {
     let mut h = std::hash::DefaultHasher::new();
-    for file in [script.to_path_buf(), root().join("scripts/requirements.txt")] {
+    for file in [script.to_path_buf(), root().join("scripts/requirements.txt"), root().join("scripts/constraints.txt")] {
         h.write(&fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())));
     }
     let base = root().join("target/fixtures");
