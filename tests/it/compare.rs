@@ -1,10 +1,11 @@
 //! `harness compare --quick` end to end on the embedded benchmark: every table exists with its documented
 //! columns and one row per method, a rerun with the same seed writes byte-identical CSVs, and the original
-//! model really took the shortcut (shifted accuracy far below matched); the relevance figure is written.
+//! model really took the shortcut (shifted accuracy far below matched); finetuning changed every model and
+//! moved the method's relevance; the relevance figure is written.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{root, HARNESS};
+use crate::support::{max_weight_change, root, HARNESS};
 
 fn objects() -> PathBuf {
     root().join("target/downloads/animal_mnist-0.4-py3-none-any.whl")
@@ -76,6 +77,17 @@ fn quick_compare_writes_every_table_reproducibly_and_shows_the_shortcut() {
         "figure height {}",
         figure.height()
     );
+
+    // Finetuning did something: every selected checkpoint differs from the original it started from, and
+    // the method moved the relevance where the segmentation test sees it (with no update it would score
+    // exactly the original's numbers).
+    let original = out.join("models/original/model.safetensors");
+    for method in ["ours", "gradmask", "rrr"] {
+        let moved = max_weight_change(&original, &out.join(format!("runs/seed0/{method}-0/best/model.safetensors")));
+        assert!(moved > 1e-6, "{method}: the finetuned weights equal the original's (max change {moved})");
+    }
+    let (ours, before) = (cell(&seg, "ours", "miou"), cell(&seg, "original", "miou"));
+    assert!(ours > before + 0.5, "the method left the relevance where it was: mIoU {before} -> {ours}");
 
     // The benchmark has a shortcut: the original is right on matched backgrounds, not on shuffled ones.
     let (matched, shuffled) =

@@ -1,13 +1,14 @@
 //! `harness compare --data STUDY.toml` end to end on tiny real-layout data: an ImageNet-S fixture for
 //! finetuning (its images double as an `imagenet-val` folder), the gtsegs fixture for the segmentation
-//! test, the timm-made vit_tiny as the original. Every table is written with one row per method, and the
-//! original's segmentation row equals the reference computation of python/fixtures/segtest.py.
+//! test, the timm-made vit_tiny as the original. Every table is written with one row per method, the
+//! original's segmentation row equals the reference computation of python/fixtures/segtest.py, and every
+//! finetuned model differs from the original.
 
 use std::path::Path;
 use std::process::Command;
 
 use crate::support::imagenet_s::write_imagenet_s;
-use crate::support::{hub, scratch, segtest, HARNESS};
+use crate::support::{hub, max_weight_change, scratch, segtest, HARNESS};
 
 fn csv(path: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -67,7 +68,11 @@ fn study_finetunes_evaluates_and_writes_every_table() {
     assert_eq!(long.lines().filter(|l| l.contains(",imagenet-segmentation,")).count(), 9);
     for method in ["ours", "gradmask"] {
         let run = out.join("runs/vit_tiny_patch16_224/seed0").join(method);
-        assert!(run.join("best/model.safetensors").is_file(), "{}", run.display());
+        let moved = max_weight_change(
+            &hub("vit_tiny_patch16_224").join("model.safetensors"),
+            &run.join("best/model.safetensors"),
+        );
+        assert!(moved > 0.0, "{method}: the finetuned weights equal the original's");
         let manifest = robustvit::train::RunManifest::read(&run.join("manifest.json")).unwrap();
         assert_eq!(manifest.data.unwrap().train_classes.len(), 2);
     }

@@ -162,8 +162,8 @@ fn bad_checkpoints_fail_with_errors_naming_file_and_keys() {
         ("unexpected_key.pth", "unexpected keys: blocks.0.attn.q_bias"),
         ("wrong_shape.pth", "pos_embed: checkpoint [1, 100, 192], model [1, 197, 192]"),
         ("distilled.pth", "distilled DeiT"),
-        ("truncated.pth", ""),
-        ("truncated.safetensors", ""),
+        ("truncated.pth", "cannot read the zip archive (truncated or corrupt file?)"),
+        ("truncated.safetensors", "not a readable safetensors file"),
     ];
     for (file, expected) in cases {
         let path = bad.join(file);

@@ -63,7 +63,8 @@ const STAMP: &str = ".stamp";
 /// stamps of fixtures among them.
 fn stamp(script: &Path, args: &[&str]) -> String {
     let mut h = std::hash::DefaultHasher::new();
-    for file in [script.to_path_buf(), root().join("scripts/requirements.txt"), root().join("scripts/constraints.txt")] {
+    for file in [script.to_path_buf(), root().join("scripts/requirements.txt"), root().join("scripts/constraints.txt")]
+    {
         h.write(&fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())));
     }
     let base = root().join("target/fixtures");
@@ -85,6 +86,18 @@ pub fn timm() -> PathBuf {
 /// The timm hub folder of the fixture model `name` (vit_tiny_patch16_224, deit_tiny_patch16_224, custom).
 pub fn hub(name: &str) -> PathBuf {
     timm().join(name).join("hub")
+}
+
+/// The largest change of any weight between two checkpoints (`.safetensors`) with the same keys and shapes.
+pub fn max_weight_change(a: &Path, b: &Path) -> f64 {
+    let read = |p: &Path| {
+        let mut named = tch::Tensor::read_safetensors(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        named.sort_by(|x, y| x.0.cmp(&y.0));
+        named
+    };
+    let (a, b) = (read(a), read(b));
+    assert_eq!(a.iter().map(|t| &t.0).collect::<Vec<_>>(), b.iter().map(|t| &t.0).collect::<Vec<_>>());
+    a.iter().zip(&b).map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[])).fold(0.0, f64::max)
 }
 
 /// An empty `target/test-tmp/<name>`.
