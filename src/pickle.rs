@@ -72,24 +72,28 @@ impl DType {
 }
 
 /// A storage class named in a persistent id: its element size (needed to step over it in a legacy file even
-/// when its dtype is unsupported) and its dtype when this reader supports it. The module is not checked, so
-/// `torch.cuda.FloatStorage` from old GPU checkpoints reads like `torch.FloatStorage`.
-fn storage_class(name: &str) -> Option<(usize, Option<DType>)> {
+/// when its dtype is unsupported) and its dtype, or torch's name of the dtype when this reader does not
+/// support it. The module is not checked, so `torch.cuda.FloatStorage` from old GPU checkpoints reads like
+/// `torch.FloatStorage`.
+fn storage_class(name: &str) -> Option<(usize, std::result::Result<DType, &'static str>)> {
     Some(match name {
-        "DoubleStorage" => (8, Some(DType::F64)),
-        "FloatStorage" => (4, Some(DType::F32)),
-        "HalfStorage" => (2, Some(DType::F16)),
-        "BFloat16Storage" => (2, Some(DType::BF16)),
-        "LongStorage" => (8, Some(DType::I64)),
-        "IntStorage" => (4, Some(DType::I32)),
-        "ShortStorage" => (2, Some(DType::I16)),
-        "CharStorage" => (1, Some(DType::I8)),
-        "ByteStorage" | "UntypedStorage" => (1, Some(DType::U8)),
-        "BoolStorage" => (1, Some(DType::Bool)),
-        "ComplexDoubleStorage" => (16, None),
-        "ComplexFloatStorage" => (8, None),
-        "QInt32Storage" => (4, None),
-        "QInt8Storage" | "QUInt8Storage" | "QUInt4x2Storage" | "QUInt2x4Storage" => (1, None),
+        "DoubleStorage" => (8, Ok(DType::F64)),
+        "FloatStorage" => (4, Ok(DType::F32)),
+        "HalfStorage" => (2, Ok(DType::F16)),
+        "BFloat16Storage" => (2, Ok(DType::BF16)),
+        "LongStorage" => (8, Ok(DType::I64)),
+        "IntStorage" => (4, Ok(DType::I32)),
+        "ShortStorage" => (2, Ok(DType::I16)),
+        "CharStorage" => (1, Ok(DType::I8)),
+        "ByteStorage" | "UntypedStorage" => (1, Ok(DType::U8)),
+        "BoolStorage" => (1, Ok(DType::Bool)),
+        "ComplexDoubleStorage" => (16, Err("complex128")),
+        "ComplexFloatStorage" => (8, Err("complex64")),
+        "QInt32Storage" => (4, Err("qint32")),
+        "QInt8Storage" => (1, Err("qint8")),
+        "QUInt8Storage" => (1, Err("quint8")),
+        "QUInt4x2Storage" => (1, Err("quint4x2")),
+        "QUInt2x4Storage" => (1, Err("quint2x4")),
         _ => return None,
     })
 }
@@ -1238,12 +1242,14 @@ impl<R: Read> Vm<R> {
                 };
                 self.elem_sizes.insert(key.clone(), elem_size);
                 match (dtype, rest) {
-                    (Some(dtype), [] | [Value::None]) => {
+                    (Ok(dtype), [] | [Value::None]) => {
                         Ok(Value::Storage(StorageRef { key: key.clone(), elem_size, dtype, numel }))
                     }
                     // Views into storages date from torch <= 0.3.
-                    (Some(_), _) => Ok(Value::Unsupported("a legacy storage view".into())),
-                    (None, _) => Ok(Value::Unsupported(format!("storage type {}.{}", class.0, class.1).into())),
+                    (Ok(_), _) => Ok(Value::Unsupported("a legacy storage view".into())),
+                    (Err(dtype), _) => Ok(Value::Unsupported(
+                        format!("dtype torch.{dtype} (storage type {}.{})", class.0, class.1).into(),
+                    )),
                 }
             }
             _ => Err(self.bad("persistent id is not ('storage', class, key, location, numel)")),
