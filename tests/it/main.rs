@@ -9,6 +9,7 @@ mod eval_sets;
 mod explain;
 mod finetune;
 mod ops;
+mod pickle;
 mod report;
 mod segmentation;
 mod segtest;
