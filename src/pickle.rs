@@ -1,3 +1,6 @@
+//! Hand-written on purpose: serde-pickle has no persistent ids and forgets which function a call names,
+//! repugnant-pickle (0.0.1) and candle read only zip files with `_rebuild_tensor_v2`, burn's needs all of burn.
+//!
 //! Reads the tensors of a PyTorch checkpoint (`.pth`/`.pt`/`.bin` written by `torch.save`) without libtorch,
 //! which cannot read the pickled (Ordered)dicts that timm and DeiT save, and numpy arrays pickled on their
 //! own ([`read_numpy`]).
