@@ -1,5 +1,9 @@
+//! Hand-written on purpose: serde-pickle has no persistent ids and forgets which function a call names,
+//! repugnant-pickle (0.0.1) and candle read only zip files with `_rebuild_tensor_v2`, burn's needs all of burn.
+//!
 //! Reads the tensors of a PyTorch checkpoint (`.pth`/`.pt`/`.bin` written by `torch.save`) without libtorch,
-//! which cannot read the pickled (Ordered)dicts that timm and DeiT save.
+//! which cannot read the pickled (Ordered)dicts that timm and DeiT save, and numpy arrays pickled on their
+//! own ([`read_numpy`]).
 //!
 //! Two containers are understood:
 //! - the zip archive written by `torch.save` since torch 1.6: `<archive>/data.pkl` is a pickle whose tensors
@@ -8,10 +12,11 @@
 //!   protocol-version pickle, a sys-info pickle, the main pickle, a pickle of the storage keys, then each
 //!   storage as an `i64` element count followed by its bytes.
 //!
-//! The pickle machine is small and safe: it never runs code. Classes it does not know become opaque values,
-//! so extra entries (an `argparse.Namespace`, optimizer states, numpy scalars) do not make a read fail. All
-//! containers are reference-counted, as in Python, so a dict that is filled after being memoised is seen
-//! filled wherever it is referenced, and cloning a memoised value is cheap.
+//! The pickle machine is small and safe: it never runs code. It rebuilds tensors, numpy arrays and the
+//! containers around them; classes it does not know become opaque values, so extra entries (an
+//! `argparse.Namespace`, optimizer states, numpy scalars) do not make a read fail. All containers are
+//! reference-counted, as in Python, so a dict that is filled after being memoised is seen filled wherever it
+//! is referenced, and cloning a memoised value is cheap.
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
@@ -20,6 +25,10 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
+
+use ndarray::{ArrayD, IxDyn, ShapeBuilder};
+/// What [`NumpyArray::to_array`] needs of an element type, and how it fails.
+pub use ndarray_npy::{ReadDataError, ReadableElement};
 
 /// Element type of a stored tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,24 +75,28 @@ impl DType {
 }
 
 /// A storage class named in a persistent id: its element size (needed to step over it in a legacy file even
-/// when its dtype is unsupported) and its dtype when this reader supports it. The module is not checked, so
-/// `torch.cuda.FloatStorage` from old GPU checkpoints reads like `torch.FloatStorage`.
-fn storage_class(name: &str) -> Option<(usize, Option<DType>)> {
+/// when its dtype is unsupported) and its dtype, or torch's name of the dtype when this reader does not
+/// support it. The module is not checked, so `torch.cuda.FloatStorage` from old GPU checkpoints reads like
+/// `torch.FloatStorage`.
+fn storage_class(name: &str) -> Option<(usize, std::result::Result<DType, &'static str>)> {
     Some(match name {
-        "DoubleStorage" => (8, Some(DType::F64)),
-        "FloatStorage" => (4, Some(DType::F32)),
-        "HalfStorage" => (2, Some(DType::F16)),
-        "BFloat16Storage" => (2, Some(DType::BF16)),
-        "LongStorage" => (8, Some(DType::I64)),
-        "IntStorage" => (4, Some(DType::I32)),
-        "ShortStorage" => (2, Some(DType::I16)),
-        "CharStorage" => (1, Some(DType::I8)),
-        "ByteStorage" | "UntypedStorage" => (1, Some(DType::U8)),
-        "BoolStorage" => (1, Some(DType::Bool)),
-        "ComplexDoubleStorage" => (16, None),
-        "ComplexFloatStorage" => (8, None),
-        "QInt32Storage" => (4, None),
-        "QInt8Storage" | "QUInt8Storage" | "QUInt4x2Storage" | "QUInt2x4Storage" => (1, None),
+        "DoubleStorage" => (8, Ok(DType::F64)),
+        "FloatStorage" => (4, Ok(DType::F32)),
+        "HalfStorage" => (2, Ok(DType::F16)),
+        "BFloat16Storage" => (2, Ok(DType::BF16)),
+        "LongStorage" => (8, Ok(DType::I64)),
+        "IntStorage" => (4, Ok(DType::I32)),
+        "ShortStorage" => (2, Ok(DType::I16)),
+        "CharStorage" => (1, Ok(DType::I8)),
+        "ByteStorage" | "UntypedStorage" => (1, Ok(DType::U8)),
+        "BoolStorage" => (1, Ok(DType::Bool)),
+        "ComplexDoubleStorage" => (16, Err("complex128")),
+        "ComplexFloatStorage" => (8, Err("complex64")),
+        "QInt32Storage" => (4, Err("qint32")),
+        "QInt8Storage" => (1, Err("qint8")),
+        "QUInt8Storage" => (1, Err("quint8")),
+        "QUInt4x2Storage" => (1, Err("quint4x2")),
+        "QUInt2x4Storage" => (1, Err("quint2x4")),
         _ => return None,
     })
 }
@@ -196,10 +209,8 @@ pub enum PickleError {
     MissingRecord { path: PathBuf, key: String },
     #[error("{}: storage record `{key}` holds {actual} bytes but its pickle declares {expected}", .path.display())]
     ShortRecord { path: PathBuf, key: String, expected: u64, actual: u64 },
-    #[error("{}: unsupported pickle opcode {name} (0x{code:02x}) at byte {pos}", .path.display())]
-    UnsupportedOpcode { path: PathBuf, name: &'static str, code: u8, pos: u64 },
-    #[error("{}: malformed pickle: {what}", .path.display())]
-    BadPickle { path: PathBuf, what: String },
+    #[error("{}: {source}", .path.display())]
+    Data { path: PathBuf, source: DataError },
     #[error("{}: no state dict found: {why}", .path.display())]
     NoStateDict { path: PathBuf, why: String },
     #[error("{}: tensor `{key}`: {what} is not supported", .path.display())]
@@ -208,10 +219,30 @@ pub enum PickleError {
     StorageTooSmall { path: PathBuf, key: String, view: String, needed: u128, available: usize },
 }
 
+/// What is wrong with pickle data itself, wherever it was read from ([`PickleError::Data`] adds the file).
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read the pickle: {0}")]
+    Io(io::Error),
+    #[error("the pickle data ends at byte {pos}, before its STOP (truncated?)")]
+    Truncated { pos: u64 },
+    #[error("unsupported pickle opcode {name} (0x{code:02x}) at byte {pos}")]
+    UnsupportedOpcode { name: &'static str, code: u8, pos: u64 },
+    #[error("malformed pickle: {0}")]
+    Malformed(String),
+    #[error("not a pickled numpy array: {0}")]
+    NotNumpy(String),
+}
+
 type Result<T> = std::result::Result<T, PickleError>;
+type DataResult<T> = std::result::Result<T, DataError>;
+
+fn in_file(path: &Path) -> impl Fn(DataError) -> PickleError + '_ {
+    move |source| PickleError::Data { path: path.to_path_buf(), source }
+}
 
 fn bad(path: &Path, what: impl Into<String>) -> PickleError {
-    PickleError::BadPickle { path: path.to_path_buf(), what: what.into() }
+    in_file(path)(DataError::Malformed(what.into()))
 }
 
 fn io_error(path: &Path, source: io::Error) -> PickleError {
@@ -362,6 +393,161 @@ fn holds_tensors(dict: &RefCell<Items>) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Numpy arrays
+
+/// A numpy array as its pickle describes it.
+#[derive(Clone)]
+pub struct NumpyArray {
+    /// numpy's type descriptor: byte order and type code, e.g. `<i8`, `|u1`, `>f4`.
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    /// The elements are stored column-major (Fortran order) rather than row-major.
+    pub fortran_order: bool,
+    /// The elements' bytes: exactly the shape's element count times the dtype's size (checked). Shared with
+    /// the pickle's memo while it is read, so that a large array is not copied.
+    pub data: Rc<Vec<u8>>,
+}
+
+impl fmt::Debug for NumpyArray {
+    // Derived Debug would print every byte.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NumpyArray")
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .field("fortran_order", &self.fortran_order)
+            .field("data_bytes", &self.data.len())
+            .finish()
+    }
+}
+
+impl NumpyArray {
+    fn new(
+        dtype: String,
+        shape: Vec<usize>,
+        fortran_order: bool,
+        data: Rc<Vec<u8>>,
+    ) -> std::result::Result<Self, String> {
+        let item_size = item_size(&dtype).ok_or_else(|| format!("dtype {dtype} is not supported"))?;
+        let expected = shape.iter().try_fold(item_size, |n, &d| n.checked_mul(d));
+        if expected != Some(data.len()) {
+            let expected = expected.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string());
+            return Err(format!("expected {expected} bytes for {dtype} {shape:?}, found {}", data.len()));
+        }
+        Ok(NumpyArray { dtype, shape, fortran_order, data })
+    }
+
+    /// The array with elements of type `T`, in its storage order (a Fortran-ordered array comes back in
+    /// Fortran layout). ndarray-npy decodes the elements, as for an .npy file with this descriptor: `T` must
+    /// match the dtype (e.g. `i64` for `<i8` or `>i8`).
+    pub fn to_array<T: ReadableElement>(&self) -> std::result::Result<ArrayD<T>, ReadDataError> {
+        let numel = self.shape.iter().product();
+        let descriptor = py_literal::Value::String(self.dtype.clone());
+        let values = T::read_to_end_exact_vec(self.data.as_slice(), &descriptor, numel)?;
+        let shape = IxDyn(&self.shape).set_f(self.fortran_order);
+        Ok(ArrayD::from_shape_vec(shape, values).expect("read_to_end_exact_vec returns one value per element"))
+    }
+}
+
+/// Bytes per element of a numpy descriptor (`<f4`, `|b1`, `<U5`, ...); `None` for the types whose size the
+/// code does not say (objects, datetimes with units, structured types).
+fn item_size(dtype: &str) -> Option<usize> {
+    let code = dtype.trim_start_matches(['<', '>', '|', '=']);
+    let mut chars = code.chars();
+    let kind = chars.next()?;
+    let count: usize = chars.as_str().parse().ok()?;
+    match kind {
+        'b' | 'i' | 'u' | 'f' | 'c' | 'S' | 'V' => Some(count),
+        // UCS-4 text.
+        'U' => count.checked_mul(4),
+        _ => None,
+    }
+}
+
+/// `numpy.dtype(code, align, copy)` as built so far.
+struct NumpyDtype {
+    code: String,
+    /// `<`, `>`, `|` (not applicable) from the BUILD state; empty before it.
+    order: String,
+}
+
+impl NumpyDtype {
+    /// The dtype's `__setstate__` argument: `(version, byte_order, subarray, names, fields, ...)`.
+    fn set_state(&mut self, state: &Value) {
+        if let Value::Tuple(t) = state {
+            if let [_, Value::Str(order), ..] = t.0.as_slice() {
+                self.order = order.to_string();
+            }
+        }
+    }
+}
+
+fn dtype_of(v: &Value) -> std::result::Result<String, String> {
+    match v {
+        Value::NumpyDtype(d) => {
+            let d = d.borrow();
+            Ok(format!("{}{}", d.order, d.code))
+        }
+        other => Err(format!("its dtype is a {}, not a numpy dtype", other.kind())),
+    }
+}
+
+fn shape_of(v: &Value) -> std::result::Result<Vec<usize>, String> {
+    let Value::Tuple(dims) = v else {
+        return Err(format!("its shape is a {}, not a tuple", v.kind()));
+    };
+    dims.0
+        .iter()
+        .map(|d| match d {
+            Value::Int(d) => usize::try_from(*d).map_err(|_| format!("its shape has the dimension {d}")),
+            other => Err(format!("its shape holds a {}, not an int", other.kind())),
+        })
+        .collect()
+}
+
+/// The array from ndarray's `__setstate__` argument: `(version, shape, dtype, fortran_order, data)`, where
+/// numpy writes version 1 and older numpy left the version out.
+fn array_from_state(state: &Value) -> std::result::Result<NumpyArray, String> {
+    let Value::Tuple(t) = state else {
+        return Err(format!("its state is a {}, not a tuple", state.kind()));
+    };
+    let ([Value::Int(1), shape, dtype, fortran, data] | [shape, dtype, fortran, data]) = t.0.as_slice() else {
+        return Err(format!("its state is a tuple of {}, not (1, shape, dtype, fortran_order, data)", t.0.len()));
+    };
+    let Value::Bool(fortran) = fortran else {
+        return Err(format!("its fortran_order flag is a {}, not a bool", fortran.kind()));
+    };
+    let Value::Bytes(data) = data else {
+        return Err(format!("its data is a {}, not bytes (an object array?)", data.kind()));
+    };
+    NumpyArray::new(dtype_of(dtype)?, shape_of(shape)?, *fortran, data.clone())
+}
+
+/// The array from `_frombuffer(data, dtype, shape, order)`, numpy's reduction for protocol 5.
+fn array_from_buffer(args: &[Value]) -> std::result::Result<NumpyArray, String> {
+    let [Value::Bytes(data), dtype, shape, Value::Str(order)] = args else {
+        return Err("_frombuffer takes (bytes, dtype, shape, order)".into());
+    };
+    NumpyArray::new(dtype_of(dtype)?, shape_of(shape)?, &**order == "F", data.clone())
+}
+
+/// Rebuilds the numpy array that `bytes` pickle (`pickle.dumps(array)`, protocols 2 to 5), without running
+/// any code. Plain `numpy.ndarray`s of fixed-size dtypes only; `bytes` must hold exactly one pickle.
+pub fn read_numpy(bytes: &[u8]) -> DataResult<NumpyArray> {
+    let mut vm = Vm::new(bytes);
+    let root = vm.load()?;
+    if !vm.input.is_empty() {
+        return Err(DataError::Malformed(format!("{} bytes follow the pickle's STOP", vm.input.len())));
+    }
+    // The memo holds a second reference to the data.
+    drop(vm);
+    let Value::NdArray(array) = root else {
+        return Err(DataError::NotNumpy(format!("the pickle holds a {}", root.kind())));
+    };
+    let array = Rc::try_unwrap(array).map_or_else(|shared| shared.borrow().clone(), RefCell::into_inner);
+    array.map_err(DataError::NotNumpy)
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Containers and storages
 
 /// Where the storage bytes are.
@@ -456,7 +642,7 @@ fn open_zip(path: &Path, file: File) -> Result<(Value, Storages)> {
     }
     let pkl = read_record(&format!("{prefix}data.pkl"))?
         .ok_or_else(|| PickleError::MissingDataPkl { path: path.to_path_buf() })?;
-    let root = Vm::new(path, pkl.as_slice()).load()?;
+    let root = Vm::new(pkl.as_slice()).load().map_err(in_file(path))?;
     Ok((root, Storages::Zip { archive, prefix, file_len }))
 }
 
@@ -467,19 +653,17 @@ const LEGACY_PROTOCOL_VERSION: i128 = 1001;
 fn open_legacy(path: &Path, file: File) -> Result<(Value, Storages)> {
     let file_len = file.metadata().map_err(|e| io_error(path, e))?.len();
     let mut file = BufReader::new(file);
-    let mut vm = Vm::new(path, &mut file);
+    let mut vm = Vm::new(&mut file);
     let not_checkpoint = || PickleError::NotCheckpoint { path: path.to_path_buf() };
     match vm.load() {
         Ok(Value::Int(LEGACY_MAGIC)) => {}
-        Ok(_) | Err(PickleError::UnsupportedOpcode { .. } | PickleError::BadPickle { .. }) => {
-            return Err(not_checkpoint())
-        }
-        Err(e) => return Err(e),
+        Ok(_) | Err(DataError::UnsupportedOpcode { .. } | DataError::Malformed(_)) => return Err(not_checkpoint()),
+        Err(e) => return Err(in_file(path)(e)),
     }
-    if !matches!(vm.load()?, Value::Int(LEGACY_PROTOCOL_VERSION)) {
+    if !matches!(vm.load().map_err(in_file(path))?, Value::Int(LEGACY_PROTOCOL_VERSION)) {
         return Err(bad(path, "unknown legacy protocol version"));
     }
-    if let Value::Dict(info) = vm.load()? {
+    if let Value::Dict(info) = vm.load().map_err(in_file(path))? {
         let big_endian = info
             .borrow()
             .0
@@ -489,8 +673,8 @@ fn open_legacy(path: &Path, file: File) -> Result<(Value, Storages)> {
             return Err(PickleError::ByteOrder { path: path.to_path_buf(), order: "big".into() });
         }
     }
-    let root = vm.load()?;
-    let keys = vm.load()?;
+    let root = vm.load().map_err(in_file(path))?;
+    let keys = vm.load().map_err(in_file(path))?;
     let elem_sizes = std::mem::take(&mut vm.elem_sizes);
     drop(vm);
 
@@ -587,7 +771,8 @@ enum Value {
     Int(i128),
     Float,
     Str(Rc<str>),
-    Bytes,
+    /// Shared, so that memoising a large buffer (a numpy array's data) does not copy it.
+    Bytes(Rc<Vec<u8>>),
     Tuple(Rc<Items>),
     List(Rc<RefCell<Items>>),
     Dict(Rc<RefCell<Items>>),
@@ -597,6 +782,10 @@ enum Value {
     Tensor(Rc<TensorRef>),
     /// A tensor (or its storage) that this reader cannot decode, with what is unsupported.
     Unsupported(Rc<str>),
+    /// `numpy.dtype(code, ...)`; its byte order comes with BUILD, so it is shared to be seen set.
+    NumpyDtype(Rc<RefCell<NumpyDtype>>),
+    /// A numpy array, or why it cannot be rebuilt; `_reconstruct` makes it empty and BUILD fills it.
+    NdArray(Rc<RefCell<std::result::Result<NumpyArray, String>>>),
     /// Any other object.
     Opaque,
 }
@@ -609,7 +798,7 @@ impl Value {
             Value::Int(_) => "int",
             Value::Float => "float",
             Value::Str(_) => "str",
-            Value::Bytes => "bytes",
+            Value::Bytes(_) => "bytes",
             Value::Tuple(_) => "tuple",
             Value::List(_) => "list",
             Value::Dict(_) => "dict",
@@ -617,6 +806,8 @@ impl Value {
             Value::Storage(_) => "storage",
             Value::Tensor(_) => "tensor",
             Value::Unsupported(_) => "unsupported tensor",
+            Value::NumpyDtype(_) => "numpy dtype",
+            Value::NdArray(_) => "numpy array",
             Value::Opaque => "object",
         }
     }
@@ -645,8 +836,7 @@ fn unsupported_opcode_name(code: u8) -> &'static str {
     }
 }
 
-struct Vm<'p, R> {
-    path: &'p Path,
+struct Vm<R> {
     input: R,
     /// Bytes consumed, for error messages.
     pos: u64,
@@ -658,54 +848,43 @@ struct Vm<'p, R> {
     elem_sizes: HashMap<Rc<str>, usize>,
 }
 
-impl<'p, R: Read> Vm<'p, R> {
-    fn new(path: &'p Path, input: R) -> Self {
-        Vm {
-            path,
-            input,
-            pos: 0,
-            stack: Vec::new(),
-            marks: Vec::new(),
-            memo: HashMap::new(),
-            elem_sizes: HashMap::new(),
-        }
+impl<R: Read> Vm<R> {
+    fn new(input: R) -> Self {
+        Vm { input, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), elem_sizes: HashMap::new() }
     }
 
-    fn bad(&self, what: impl fmt::Display) -> PickleError {
-        bad(self.path, format!("{what} (near byte {})", self.pos))
+    fn bad(&self, what: impl fmt::Display) -> DataError {
+        DataError::Malformed(format!("{what} (near byte {})", self.pos))
     }
 
-    fn read_error(&self, e: io::Error) -> PickleError {
+    fn read_error(&self, e: io::Error) -> DataError {
         match e.kind() {
-            io::ErrorKind::UnexpectedEof => PickleError::Truncated {
-                path: self.path.to_path_buf(),
-                what: format!("pickle data ends at byte {}", self.pos),
-            },
-            _ => io_error(self.path, e),
+            io::ErrorKind::UnexpectedEof => DataError::Truncated { pos: self.pos },
+            _ => DataError::Io(e),
         }
     }
 
-    fn bytes<const N: usize>(&mut self) -> Result<[u8; N]> {
+    fn bytes<const N: usize>(&mut self) -> DataResult<[u8; N]> {
         let mut buf = [0u8; N];
         self.input.read_exact(&mut buf).map_err(|e| self.read_error(e))?;
         self.pos += N as u64;
         Ok(buf)
     }
 
-    fn byte(&mut self) -> Result<u8> {
+    fn byte(&mut self) -> DataResult<u8> {
         Ok(self.bytes::<1>()?[0])
     }
 
-    fn u32(&mut self) -> Result<u32> {
+    fn u32(&mut self) -> DataResult<u32> {
         Ok(u32::from_le_bytes(self.bytes()?))
     }
 
-    fn u64(&mut self) -> Result<u64> {
+    fn u64(&mut self) -> DataResult<u64> {
         Ok(u64::from_le_bytes(self.bytes()?))
     }
 
     /// `len` bytes; reading grows the buffer as data arrives, so a bogus length cannot allocate up front.
-    fn blob(&mut self, len: u64) -> Result<Vec<u8>> {
+    fn blob(&mut self, len: u64) -> DataResult<Vec<u8>> {
         let mut buf = Vec::new();
         (&mut self.input).take(len).read_to_end(&mut buf).map_err(|e| self.read_error(e))?;
         self.pos += buf.len() as u64;
@@ -716,7 +895,7 @@ impl<'p, R: Read> Vm<'p, R> {
     }
 
     /// A newline-terminated text argument, without the newline.
-    fn line(&mut self) -> Result<String> {
+    fn line(&mut self) -> DataResult<String> {
         let mut buf = Vec::new();
         loop {
             match self.byte()? {
@@ -726,7 +905,7 @@ impl<'p, R: Read> Vm<'p, R> {
         }
     }
 
-    fn text(&mut self, len: u64) -> Result<Value> {
+    fn text(&mut self, len: u64) -> DataResult<Value> {
         // Lossy: Python may store lone surrogates, which Rust strings cannot hold.
         let bytes = self.blob(len)?;
         Ok(Value::Str(String::from_utf8_lossy(&bytes).into()))
@@ -736,7 +915,7 @@ impl<'p, R: Read> Vm<'p, R> {
         self.stack.push(v);
     }
 
-    fn pop(&mut self) -> Result<Value> {
+    fn pop(&mut self) -> DataResult<Value> {
         let floor = self.marks.last().copied().unwrap_or(0);
         if self.stack.len() <= floor {
             return Err(self.bad("stack underflow"));
@@ -744,7 +923,7 @@ impl<'p, R: Read> Vm<'p, R> {
         self.stack.pop().ok_or_else(|| self.bad("stack underflow"))
     }
 
-    fn top(&mut self) -> Result<&mut Value> {
+    fn top(&mut self) -> DataResult<&mut Value> {
         let floor = self.marks.last().copied().unwrap_or(0);
         if self.stack.len() <= floor {
             return Err(self.bad("stack underflow"));
@@ -753,16 +932,16 @@ impl<'p, R: Read> Vm<'p, R> {
         Ok(&mut self.stack[last])
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<Value>> {
+    fn pop_mark(&mut self) -> DataResult<Vec<Value>> {
         let mark = self.marks.pop().ok_or_else(|| self.bad("no MARK on the stack"))?;
         Ok(self.stack.split_off(mark))
     }
 
-    fn memo_get(&self, key: u32) -> Result<Value> {
+    fn memo_get(&self, key: u32) -> DataResult<Value> {
         self.memo.get(&key).cloned().ok_or_else(|| self.bad(format!("memo key {key} is not set")))
     }
 
-    fn memo_put(&mut self, key: u32) -> Result<()> {
+    fn memo_put(&mut self, key: u32) -> DataResult<()> {
         let v = self.top()?.clone();
         self.memo.insert(key, v);
         Ok(())
@@ -780,7 +959,7 @@ impl<'p, R: Read> Vm<'p, R> {
     }
 
     /// Runs one pickle up to its STOP and returns its value.
-    fn load(&mut self) -> Result<Value> {
+    fn load(&mut self) -> DataResult<Value> {
         self.stack.clear();
         self.marks.clear();
         self.memo.clear();
@@ -885,8 +1064,8 @@ impl<'p, R: Read> Vm<'p, R> {
                         b'B' => self.u32()?.into(),
                         _ => self.u64()?,
                     };
-                    self.blob(len)?;
-                    self.push(Value::Bytes);
+                    let bytes = self.blob(len)?;
+                    self.push(Value::Bytes(Rc::new(bytes)));
                 }
                 b')' => self.push(Value::tuple(Vec::new())),
                 b't' => {
@@ -1004,29 +1183,27 @@ impl<'p, R: Read> Vm<'p, R> {
                     self.push(v);
                 }
                 b'b' => {
-                    // BUILD sets an object's state (e.g. an OrderedDict's `_metadata`); nothing here needs it.
-                    self.pop()?;
-                    self.top()?;
+                    // BUILD sets an object's state. Only numpy's arrays and dtypes need theirs here; others
+                    // (e.g. an OrderedDict's `_metadata`) are left as they are.
+                    let state = self.pop()?;
+                    match self.top()? {
+                        Value::NdArray(array) => *array.borrow_mut() = array_from_state(&state),
+                        Value::NumpyDtype(dtype) => dtype.borrow_mut().set_state(&state),
+                        _ => {}
+                    }
                 }
                 b'Q' => {
                     let pid = self.pop()?;
                     let v = self.persistent_load(pid)?;
                     self.push(v);
                 }
-                _ => {
-                    return Err(PickleError::UnsupportedOpcode {
-                        path: self.path.to_path_buf(),
-                        name: unsupported_opcode_name(code),
-                        code,
-                        pos: at,
-                    })
-                }
+                _ => return Err(DataError::UnsupportedOpcode { name: unsupported_opcode_name(code), code, pos: at }),
             }
         }
     }
 
     /// APPEND/APPENDS/ADDITEMS onto the list below; items added to any other object are dropped.
-    fn extend(&mut self, mut items: Vec<Value>) -> Result<()> {
+    fn extend(&mut self, mut items: Vec<Value>) -> DataResult<()> {
         match self.top()? {
             Value::List(list) => list.borrow_mut().0.append(&mut items),
             Value::Opaque => {}
@@ -1039,7 +1216,7 @@ impl<'p, R: Read> Vm<'p, R> {
     }
 
     /// SETITEM/SETITEMS onto the dict below (`items` are key/value pairs, flattened).
-    fn set_items(&mut self, mut items: Vec<Value>) -> Result<()> {
+    fn set_items(&mut self, mut items: Vec<Value>) -> DataResult<()> {
         match self.top()? {
             Value::Dict(dict) => dict.borrow_mut().0.append(&mut items),
             Value::Opaque => {}
@@ -1052,7 +1229,7 @@ impl<'p, R: Read> Vm<'p, R> {
     }
 
     /// `('storage', storage_class, key, location, numel[, view_metadata])` from torch.save.
-    fn persistent_load(&mut self, pid: Value) -> Result<Value> {
+    fn persistent_load(&mut self, pid: Value) -> DataResult<Value> {
         let Value::Tuple(pid) = pid else {
             return Err(self.bad(format!("persistent id is of type {}, not tuple", pid.kind())));
         };
@@ -1068,12 +1245,14 @@ impl<'p, R: Read> Vm<'p, R> {
                 };
                 self.elem_sizes.insert(key.clone(), elem_size);
                 match (dtype, rest) {
-                    (Some(dtype), [] | [Value::None]) => {
+                    (Ok(dtype), [] | [Value::None]) => {
                         Ok(Value::Storage(StorageRef { key: key.clone(), elem_size, dtype, numel }))
                     }
                     // Views into storages date from torch <= 0.3.
-                    (Some(_), _) => Ok(Value::Unsupported("a legacy storage view".into())),
-                    (None, _) => Ok(Value::Unsupported(format!("storage type {}.{}", class.0, class.1).into())),
+                    (Ok(_), _) => Ok(Value::Unsupported("a legacy storage view".into())),
+                    (Err(dtype), _) => Ok(Value::Unsupported(
+                        format!("dtype torch.{dtype} (storage type {}.{})", class.0, class.1).into(),
+                    )),
                 }
             }
             _ => Err(self.bad("persistent id is not ('storage', class, key, location, numel)")),
@@ -1082,7 +1261,7 @@ impl<'p, R: Read> Vm<'p, R> {
 
     /// The result of calling `func(*args)`: tensors and dicts for the functions torch.save uses, an opaque
     /// value for anything else.
-    fn call(&self, mut func: Value, mut args: Value) -> Result<Value> {
+    fn call(&self, mut func: Value, mut args: Value) -> DataResult<Value> {
         loop {
             let (Value::Global(global), Value::Tuple(items)) = (&func, &args) else {
                 return Ok(Value::Opaque);
@@ -1111,6 +1290,37 @@ impl<'p, R: Read> Vm<'p, R> {
                 ("torch._utils", name) if name.starts_with("_rebuild") => {
                     return Ok(Value::Unsupported(format!("torch._utils.{name} (sparse, quantized, ...)").into()))
                 }
+                // numpy 2 names its modules `numpy._core`, numpy 1 `numpy.core`. Protocols 2 to 4 pickle an array
+                // as `_reconstruct(ndarray, ...)` + BUILD, protocol 5 as `_frombuffer(data, dtype, shape, order)`.
+                ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
+                    // Subclasses (np.matrix, masked arrays) have other states.
+                    let ndarray = matches!(a.first(), Some(Value::Global(g)) if g.0 == "numpy" && g.1 == "ndarray");
+                    let empty = || Value::NdArray(Rc::new(RefCell::new(Err("it has no BUILD state".into()))));
+                    return Ok(if ndarray { empty() } else { Value::Opaque });
+                }
+                ("numpy.core.numeric" | "numpy._core.numeric", "_frombuffer") => {
+                    return Ok(Value::NdArray(Rc::new(RefCell::new(array_from_buffer(a)))))
+                }
+                ("numpy", "dtype") => match a {
+                    [Value::Str(code), ..] => {
+                        return Ok(Value::NumpyDtype(Rc::new(RefCell::new(NumpyDtype {
+                            code: code.to_string(),
+                            order: String::new(),
+                        }))))
+                    }
+                    _ => return Ok(Value::Opaque),
+                },
+                // Protocol 2 pickles bytes as `_codecs.encode(text, "latin1")`, one char per byte...
+                ("_codecs", "encode") => match a {
+                    [Value::Str(text), Value::Str(encoding)] if matches!(&**encoding, "latin1" | "latin-1") => {
+                        let bytes: Option<Vec<u8>> = text.chars().map(|c| u8::try_from(c).ok()).collect();
+                        let bytes = bytes.ok_or_else(|| self.bad("latin1 text with a char beyond U+00FF"))?;
+                        return Ok(Value::Bytes(Rc::new(bytes)));
+                    }
+                    _ => return Ok(Value::Opaque),
+                },
+                // ...and empty bytes as `bytes()`.
+                ("builtins" | "__builtin__", "bytes") if a.is_empty() => return Ok(Value::Bytes(Rc::default())),
                 _ => return Ok(Value::Opaque),
             }
         }
@@ -1118,7 +1328,7 @@ impl<'p, R: Read> Vm<'p, R> {
 
     /// `_rebuild_tensor_v2(storage, offset, size, stride, ...)`, or `_v3` whose 7th argument is the dtype
     /// (torch uses it for dtypes without a legacy storage class, with an untyped byte storage).
-    fn rebuild_tensor(&self, a: &[Value], dtype: Option<Option<&Value>>) -> Result<Value> {
+    fn rebuild_tensor(&self, a: &[Value], dtype: Option<Option<&Value>>) -> DataResult<Value> {
         let [storage, offset, size, stride, ..] = a else {
             return Err(self.bad("_rebuild_tensor_v2 needs at least 4 arguments"));
         };
@@ -1139,7 +1349,7 @@ impl<'p, R: Read> Vm<'p, R> {
             Value::Int(i) => usize::try_from(*i).ok(),
             _ => None,
         };
-        let dims = |v: &Value| -> Result<Vec<usize>> {
+        let dims = |v: &Value| -> DataResult<Vec<usize>> {
             match v {
                 Value::Tuple(t) => {
                     t.0.iter().map(|d| usize_of(d).ok_or_else(|| self.bad("bad tensor size or stride"))).collect()
@@ -1153,5 +1363,23 @@ impl<'p, R: Read> Vm<'p, R> {
             return Err(self.bad("tensor size and stride differ in length"));
         }
         Ok(Value::Tensor(Rc::new(TensorRef { storage, dtype, offset, shape, strides })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_numpy_refuses_other_pickles() {
+        // pickle.dumps(5, protocol=4) is an int, not an array.
+        let int = b"\x80\x04K\x05.";
+        assert!(matches!(read_numpy(int), Err(DataError::NotNumpy(m)) if m.contains("int")));
+        let trailing = b"\x80\x04K\x05.K";
+        assert!(matches!(read_numpy(trailing), Err(DataError::Malformed(m)) if m.contains("1 bytes follow")));
+        // numpy._core.multiarray._reconstruct(numpy.ndarray, ...) without its BUILD.
+        let mut unbuilt = b"\x80\x04\x8c\x16numpy._core.multiarray\x8c\x0c_reconstruct\x93".to_vec();
+        unbuilt.extend(b"\x8c\x05numpy\x8c\x07ndarray\x93\x85R.");
+        assert!(matches!(read_numpy(&unbuilt), Err(DataError::NotNumpy(m)) if m.contains("no BUILD state")));
     }
 }

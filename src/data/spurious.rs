@@ -7,7 +7,7 @@
 use std::f64::consts::TAU;
 
 use crate::data::animal_mnist::{Objects, CLASSES, SIDE};
-use ndarray::{Array2, Array3};
+use ndarray::{Array2, Array3, ArrayView2};
 
 use crate::data::Sample;
 use crate::rng::{derive_seed, permutation, SplitMix64};
@@ -103,28 +103,27 @@ impl Texture {
     }
 }
 
-/// The object mask of a 28-pixel-wide grey image: everything the background, flood-filled 4-connected
-/// from the border through pixels `<= MASK_THRESHOLD`, does not reach. Dark holes inside the silhouette
-/// stay part of the object because the fill cannot get to them. A trailing partial row is ignored.
-pub fn object_mask(img: &[u8]) -> Vec<bool> {
-    let (width, height) = (SIDE, img.len() / SIDE);
-    let dark = |p: usize| img[p] <= MASK_THRESHOLD;
-    let mut reached = vec![false; width * height];
-    let border = (0..width * height).filter(|&p| {
-        let (x, y) = (p % width, p / width);
-        x == 0 || y == 0 || x + 1 == width || y + 1 == height
-    });
-    let mut stack: Vec<usize> = border.filter(|&p| dark(p)).collect();
+/// The object mask of a grey image: everything the background, flood-filled 4-connected from the border
+/// through pixels `<= MASK_THRESHOLD`, does not reach. Dark holes inside the silhouette stay part of the
+/// object because the fill cannot get to them.
+pub fn object_mask(img: ArrayView2<u8>) -> Array2<bool> {
+    let (height, width) = img.dim();
+    let dark = |p: [usize; 2]| img[p] <= MASK_THRESHOLD;
+    let mut reached = Array2::from_elem((height, width), false);
+    let border = img
+        .indexed_iter()
+        .map(|((y, x), _)| [y, x])
+        .filter(|&[y, x]| x == 0 || y == 0 || x + 1 == width || y + 1 == height);
+    let mut stack: Vec<[usize; 2]> = border.filter(|&p| dark(p)).collect();
     for &p in &stack {
         reached[p] = true;
     }
-    while let Some(p) = stack.pop() {
-        let (x, y) = (p % width, p / width);
+    while let Some([y, x]) = stack.pop() {
         let neighbours = [
-            (x > 0).then(|| p - 1),
-            (x + 1 < width).then(|| p + 1),
-            (y > 0).then(|| p - width),
-            (y + 1 < height).then(|| p + width),
+            (x > 0).then(|| [y, x - 1]),
+            (x + 1 < width).then(|| [y, x + 1]),
+            (y > 0).then(|| [y - 1, x]),
+            (y + 1 < height).then(|| [y + 1, x]),
         ];
         for q in neighbours.into_iter().flatten() {
             if !reached[q] && dark(q) {
@@ -133,7 +132,7 @@ pub fn object_mask(img: &[u8]) -> Vec<bool> {
             }
         }
     }
-    reached.into_iter().map(|r| !r).collect()
+    reached.mapv(|r| !r)
 }
 
 /// Uniform in `[0, 1)` with 53 random bits.
@@ -226,7 +225,7 @@ fn background_rgb(background: Background, size: u32, seed: u64) -> Vec<[f32; 3]>
 
 /// The object's grey values (`/255`) and its mask (0/1), centred in a `side x side` canvas: padded when
 /// `side > 28`, centre-cropped when smaller.
-fn place(img: &[u8], side: usize) -> (Vec<f32>, Vec<f32>) {
+fn place(img: ArrayView2<u8>, side: usize) -> (Vec<f32>, Vec<f32>) {
     let object = object_mask(img);
     let offset = (side as isize - SIDE as isize) / 2;
     let mut fg = vec![0.0; side * side];
@@ -235,7 +234,7 @@ fn place(img: &[u8], side: usize) -> (Vec<f32>, Vec<f32>) {
         for x in 0..side {
             let (sx, sy) = (x as isize - offset, y as isize - offset);
             if (0..SIDE as isize).contains(&sx) && (0..SIDE as isize).contains(&sy) {
-                let source = sy as usize * SIDE + sx as usize;
+                let source = [sy as usize, sx as usize];
                 fg[y * side + x] = f32::from(img[source]) / 255.0;
                 mask[y * side + x] = if object[source] { 1.0 } else { 0.0 };
             }
@@ -389,43 +388,46 @@ mod tests {
 
     /// `per_class` objects of every class: a filled square whose size depends on the index.
     fn objects(per_class: usize) -> Objects {
-        let mut o = Objects { images: Vec::new(), labels: Vec::new(), duplicates_removed: 0, conflicting_removed: 0 };
-        for i in 0..per_class * CLASSES {
-            let half = 3 + i % 8;
-            o.images.extend((0..SIDE * SIDE).map(|p| {
-                let (x, y) = ((p % SIDE) as isize - 14, (p / SIDE) as isize - 14);
-                if x.abs() < half as isize && y.abs() < half as isize {
-                    200
-                } else {
-                    0
-                }
-            }));
-            o.labels.push((i % CLASSES) as i64);
-        }
-        o
+        let n = per_class * CLASSES;
+        let images = Array3::from_shape_fn((n, SIDE, SIDE), |(i, y, x)| {
+            let half = (3 + i % 8) as isize;
+            let (x, y) = (x as isize - 14, y as isize - 14);
+            if x.abs() < half && y.abs() < half {
+                200
+            } else {
+                0
+            }
+        });
+        let labels = (0..n).map(|i| (i % CLASSES) as i64).collect();
+        Objects { images, labels, duplicates_removed: 0, conflicting_removed: 0 }
     }
 
     #[test]
     fn mask_keeps_interior_holes_and_drops_border_background() {
         // A ring: bright square 8..20 with a dark hole 12..16, plus a dark notch open to the outside.
-        let mut img = vec![0u8; SIDE * SIDE];
+        let mut img = Array2::zeros((SIDE, SIDE));
         for y in 8..20 {
             for x in 8..20 {
                 let hole = (12..16).contains(&x) && (12..16).contains(&y);
                 let notch = y == 10 && x < 11;
-                img[y * SIDE + x] = if hole || notch { 5 } else { 180 };
+                img[[y, x]] = if hole || notch { 5 } else { 180 };
             }
         }
-        let mask = object_mask(&img);
-        let at = |x: usize, y: usize| mask[y * SIDE + x];
+        let mask = object_mask(img.view());
+        let at = |x: usize, y: usize| mask[[y, x]];
         assert!(at(13, 13), "interior hole belongs to the object");
         assert!(at(8, 8) && at(19, 19));
         assert!(!at(0, 0) && !at(7, 10) && !at(10, 10), "background and the open notch are not object");
         assert_eq!(mask.iter().filter(|&&m| m).count(), 12 * 12 - 3);
         // An all-bright image is all object, an all-dark one all background.
-        assert!(object_mask(&[255; SIDE * SIDE]).iter().all(|&m| m));
-        assert!(object_mask(&[10; SIDE * SIDE]).iter().all(|&m| !m));
-        assert!(object_mask(&[1, 2, 3]).is_empty());
+        assert!(object_mask(Array2::from_elem((SIDE, SIDE), 255).view()).iter().all(|&m| m));
+        assert!(object_mask(Array2::from_elem((SIDE, SIDE), 10).view()).iter().all(|&m| !m));
+        // Any shape: one bright pixel inside a dark 3x5 image.
+        let mut small = Array2::zeros((3, 5));
+        small[[1, 2]] = 200;
+        let mask = object_mask(small.view());
+        assert_eq!(mask.dim(), (3, 5));
+        assert_eq!(mask.indexed_iter().filter(|(_, &m)| m).map(|(p, _)| p).collect::<Vec<_>>(), [(1, 2)]);
     }
 
     #[test]

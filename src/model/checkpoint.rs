@@ -25,6 +25,9 @@ pub const CONFIG_FILE: &str = "config.json";
 pub enum CheckpointError {
     #[error("{path}: {message}")]
     Read { path: PathBuf, message: String },
+    /// Its message starts with the file already.
+    #[error(transparent)]
+    Pickle(#[from] pickle::PickleError),
     #[error("{path}: {details}")]
     Mismatch { path: PathBuf, details: String },
     #[error("{path}: unsupported ViT variant ({what}); only plain timm ViT/DeiT checkpoints load")]
@@ -96,8 +99,7 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let tensors = if is_safetensors {
         Tensor::read_safetensors(path).map_err(|e| read_err(format!("not a readable safetensors file: {e}")))?
     } else {
-        pickle::read_state_dict(path)
-            .map_err(|e| read_err(e.to_string()))?
+        pickle::read_state_dict(path)?
             .into_iter()
             .map(|(name, raw)| {
                 let shape: Vec<i64> = raw.shape.iter().map(|&s| s as i64).collect();

@@ -10,6 +10,7 @@ mod explain;
 mod finetune;
 mod fixtures;
 mod ops;
+mod pickle;
 mod report;
 mod segmentation;
 mod segtest;
