@@ -1,7 +1,8 @@
 //! The one ordered parallel pipeline: `work` on every item, spread over worker threads, each result handed
 //! to a consumer in item order. At most `capacity` items are started ahead of the consumer (in progress or
 //! done and waiting), so memory stays bounded even behind one slow item; the workers wait instead. Used to
-//! decode images ahead of the model. For unordered bulk work (decoding a training set once) use rayon.
+//! decode images ahead of the model. Hand-written because rayon's parallel iterators have no bounded
+//! in-order streaming; for bulk work collected whole (decoding a training set once) use rayon.
 use std::collections::BTreeMap;
 use std::sync::{mpsc, Condvar, Mutex};
 
