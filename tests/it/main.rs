@@ -8,6 +8,7 @@ mod eval;
 mod eval_sets;
 mod explain;
 mod finetune;
+mod image;
 mod ops;
 mod report;
 mod segmentation;
