@@ -1,6 +1,7 @@
 //! The image code against PIL and timm (python/fixtures/pil_goldens.py, run once into target/fixtures/pil-goldens):
 //! `resize_exact` byte for byte against `Image.resize` for BILINEAR, NEAREST and BICUBIC, masks resized as PIL
-//! resizes mode L, and `eval_transform` against timm's eval transform for bilinear and nearest interpolation.
+//! resizes mode L, `load_rgb`'s verdict (loads / errors) and pixels against `Image.open(p).convert('RGB')`, and
+//! `eval_transform` against timm's eval transform for bilinear and nearest interpolation.
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ struct Index {
     pillow: String,
     resize: Vec<ResizeCase>,
     mask: Vec<ResizeCase>,
+    decode: Vec<DecodeCase>,
     eval: Vec<EvalCase>,
 }
 
@@ -27,6 +29,18 @@ struct ResizeCase {
     output: String,
     #[serde(default)]
     why: String,
+}
+
+#[derive(Deserialize)]
+struct DecodeCase {
+    file: String,
+    what: String,
+    /// "loads" or "raises".
+    pil: String,
+    error: Option<String>,
+    /// PIL's RGB pixels (loadable PNGs only).
+    pixels: Option<String>,
+    size: Option<(u32, u32)>,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +126,54 @@ fn mask_resize_matches_pil_mode_l() {
         assert!(index.mask.iter().filter(|c| c.filter == filter).count() >= 10, "too few {filter} mask cases");
     }
     assert!(failures.is_empty(), "mask resizing differs from PIL's mode L resize:\n{failures}");
+}
+
+#[test]
+fn load_rgb_reads_what_pil_reads_with_pils_pixels() {
+    let (dir, index) = goldens();
+    let mut failures = String::new();
+    let mut table = String::new();
+    for case in &index.decode {
+        let path = dir.join(&case.file);
+        let ours = load_rgb(&path);
+        let verdict = if ours.is_ok() { "loads" } else { "raises" };
+        writeln!(table, "{:40} {:52} PIL {:6} ours {verdict}", case.file, case.what, case.pil).unwrap();
+        let mut fail = |why: String| writeln!(failures, "{} ({}): {why}", case.file, case.what).unwrap();
+        match (case.pil.as_str(), ours) {
+            ("loads", Ok(img)) => {
+                // JPEG decoders differ in pixels (libjpeg-turbo vs the image crate); only PNG pixels are compared.
+                if let (Some(pixels), Some(size)) = (&case.pixels, case.size) {
+                    let theirs = read(&dir, pixels);
+                    if img.dimensions() != size {
+                        fail(format!("size {:?}, PIL {size:?}", img.dimensions()));
+                    } else if img.as_raw() != &theirs {
+                        let (n, max) = diff(img.as_raw(), &theirs);
+                        fail(format!("{n} bytes differ from PIL's, by up to {max}"));
+                    }
+                }
+            }
+            ("loads", Err(e)) => fail(format!("PIL loads it, load_rgb fails: {e}")),
+            ("raises", Ok(_)) => {
+                fail(format!("PIL raises ({}), load_rgb loads it", case.error.as_deref().unwrap_or("")))
+            }
+            ("raises", Err(e)) => {
+                if !e.to_string().contains(&path.display().to_string()) {
+                    fail(format!("the error does not name the file: {e}"));
+                }
+            }
+            (other, _) => panic!("unknown PIL verdict {other:?}"),
+        }
+    }
+    println!("{table}");
+    // Both verdicts, for both formats, and PNG pixels: a fixture that lost its cases must not pass.
+    for ext in [".png", ".jpg"] {
+        for verdict in ["loads", "raises"] {
+            let n = index.decode.iter().filter(|c| c.file.ends_with(ext) && c.pil == verdict).count();
+            assert!(n >= 3, "only {n} {ext} cases that PIL {verdict}");
+        }
+    }
+    assert!(index.decode.iter().filter(|c| c.pixels.is_some()).count() >= 20, "too few PNG pixel goldens");
+    assert!(failures.is_empty(), "load_rgb disagrees with PIL:\n{failures}");
 }
 
 #[test]
