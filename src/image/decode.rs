@@ -20,6 +20,8 @@ pub enum DecodeError {
     },
     #[error("image file {} is truncated (JPEG scan data has no end-of-image marker)", path.display())]
     Truncated { path: PathBuf },
+    #[error("cannot decode image file {}: {reason}", path.display())]
+    BrokenPng { path: PathBuf, reason: String },
 }
 
 /// Decodes a JPEG/PNG (format sniffed from the content) into RGB8 the way
@@ -33,11 +35,9 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, DecodeError> {
     if jpeg_is_truncated(&bytes) {
         return Err(DecodeError::Truncated { path: path.to_path_buf() });
     }
-    // PIL stops reading at the last IDAT and accepts a PNG without its IEND
-    // chunk, which the png crate rejects; supplying one keeps truncated image
-    // data an error while matching PIL otherwise.
-    if bytes.starts_with(PNG_SIGNATURE) && !bytes.ends_with(PNG_IEND) {
-        bytes.extend_from_slice(PNG_IEND);
+    if bytes.starts_with(PNG_SIGNATURE) {
+        bytes = png_as_pil_reads_it(&bytes)
+            .map_err(|reason| DecodeError::BrokenPng { path: path.to_path_buf(), reason })?;
     }
     let decode_err = |source| DecodeError::Decode { path: path.to_path_buf(), source };
     let decoded = ImageReader::new(std::io::Cursor::new(bytes))
@@ -51,6 +51,102 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, DecodeError> {
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 /// The IEND chunk: zero length, type, CRC.
 const PNG_IEND: &[u8] = b"\0\0\0\0IEND\xAE\x42\x60\x82";
+
+/// The chunks PIL's PngStream reads (Pillow 13 `chunk_*` methods); it skips any other.
+const PIL_PNG_CHUNKS: [&[u8; 4]; 17] = [
+    b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND", b"iCCP", b"gAMA", b"cHRM", b"sRGB", b"pHYs", b"tEXt", b"zTXt",
+    b"iTXt", b"eXIf", b"acTL", b"fcTL", b"fdAT",
+];
+
+/// The shortest data PIL's reader of `kind` accepts (Pillow 13 PngStream); `colour_type` is IHDR's.
+fn pil_min_chunk_len(kind: &[u8; 4], colour_type: Option<u8>) -> usize {
+    match kind {
+        b"IHDR" => 13,
+        b"gAMA" => 4,
+        b"cHRM" => 32,
+        b"sRGB" => 1,
+        b"pHYs" => 9,
+        b"acTL" => 8,
+        b"fcTL" => 26,
+        b"fdAT" => 4,
+        // Checked for truecolour (6 bytes) and grey (2); palette and alpha images take any length.
+        b"tRNS" => match colour_type {
+            Some(2) => 6,
+            Some(0) => 2,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+/// The PNG that PIL's PngImagePlugin reads in `bytes`, rebuilt so that the png crate decodes the same image or
+/// fails where PIL does. PIL checks the CRC of every chunk before the first IDAT and raises if one is wrong or
+/// cut off (the png crate skips ancillary chunks with bad CRCs); its image data is the run of IDAT chunks from
+/// there, CRCs unchecked, up to the end of the file; once those bytes decode to every row, nothing after them
+/// matters: IEND may be missing or cut, an IDAT CRC wrong or missing, even the zlib trailer cut off. The png
+/// crate insists on all of that, so the image data goes into one IDAT with a fresh CRC, followed by IEND;
+/// rows that the data does not complete stay a decoding error, as PIL's "image file is truncated". Before
+/// IDAT, chunks PIL has no reader for are dropped (it skips them) and its readers' length checks apply; what
+/// those readers check beyond lengths (iCCP and zTXt compression, APNG frame sequences) is left to the png crate.
+fn png_as_pil_reads_it(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let header = |pos: usize| {
+        let h = bytes.get(pos..pos + 8)?;
+        let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        Some((len, [h[4], h[5], h[6], h[7]]))
+    };
+    let crc = |kind: &[u8], data: &[u8]| {
+        let mut c = flate2::Crc::new();
+        c.update(kind);
+        c.update(data);
+        c.sum()
+    };
+    // IHDR comes first: its colour type sits 9 bytes into its data.
+    let colour_type = bytes.get(PNG_SIGNATURE.len() + 8 + 9).copied();
+    let mut out = PNG_SIGNATURE.to_vec();
+    let mut pos = PNG_SIGNATURE.len();
+    loop {
+        let Some((len, kind)) = header(pos) else {
+            return Err("truncated before the image data".into());
+        };
+        if &kind == b"IDAT" {
+            break;
+        }
+        let name = String::from_utf8_lossy(&kind);
+        // PIL's chunk reader wants four ASCII letters, digits or underscores.
+        if !kind.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_') {
+            return Err(format!("broken chunk type {name:?}"));
+        }
+        let data_end = pos + 8 + len;
+        let Some(stored) = bytes.get(data_end..data_end + 4) else {
+            return Err(format!("truncated in the {name} chunk"));
+        };
+        if crc(&kind, &bytes[pos + 8..data_end]).to_be_bytes() != stored {
+            return Err(format!("bad CRC in the {name} chunk"));
+        }
+        // PIL's readers refuse chunks shorter than their fields, which the png crate skips or accepts.
+        if len < pil_min_chunk_len(&kind, colour_type) {
+            return Err(format!("truncated {name} chunk"));
+        }
+        // A chunk PIL has no reader for is skipped, even a critical one the png crate would refuse.
+        if PIL_PNG_CHUNKS.contains(&&kind) {
+            out.extend_from_slice(&bytes[pos..data_end + 4]);
+        }
+        pos = data_end + 4;
+    }
+    let mut data = Vec::new();
+    while let Some((len, _)) = header(pos).filter(|(_, kind)| kind == b"IDAT") {
+        let start = pos + 8;
+        data.extend_from_slice(&bytes[start..(start + len).min(bytes.len())]);
+        pos = start + len + 4;
+    }
+    let len = u32::try_from(data.len()).map_err(|_| "image data over 4 GiB".to_string())?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(b"IDAT");
+    out.extend_from_slice(&data);
+    out.extend_from_slice(&crc(b"IDAT", &data).to_be_bytes());
+    out.extend_from_slice(PNG_IEND);
+    Ok(out)
+}
 
 /// True for a JPEG whose headers or scan data end before the EOI marker
 /// (what PIL reports as "image file is truncated"). Header segments are

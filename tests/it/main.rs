@@ -9,6 +9,7 @@ mod eval_sets;
 mod explain;
 mod finetune;
 mod fixtures;
+mod image;
 mod ops;
 mod pickle;
 mod report;
