@@ -163,18 +163,28 @@ fn steps_match_plain_pytorch_implementation() {
             vec!["--method", "rrr", "--lambda-bg", "0.1", "--lambda-cls", "0.5", "--temperature", "0.7"],
         ),
     ];
+    // Every case's two reference steps in one Python process.
+    let out = |k: usize| dir.join(format!("reference{k}.safetensors"));
+    let argv: Vec<Vec<String>> = cases
+        .iter()
+        .enumerate()
+        .map(|(k, (_, flags))| {
+            let paths = [hub("custom"), batch_file.clone(), out(k)].map(|p| p.display().to_string());
+            let fixed = ["--lr", "1e-3", "--steps", "2"].map(String::from);
+            paths.into_iter().chain(flags.iter().map(|f| f.to_string())).chain(fixed).collect()
+        })
+        .collect();
+    let cases_file = dir.join("cases.json");
+    std::fs::write(&cases_file, serde_json::to_string(&argv).unwrap()).unwrap();
+    let status = Command::new(python())
+        .arg(root().join("python/fixtures/finetune_step.py"))
+        .arg("--cases")
+        .arg(&cases_file)
+        .status()
+        .unwrap();
+    assert!(status.success(), "finetune_step.py --cases {} failed", cases_file.display());
     for (k, (method, flags)) in cases.into_iter().enumerate() {
-        let out = dir.join(format!("reference{k}.safetensors"));
-        let status = Command::new(python())
-            .arg(root().join("python/fixtures/finetune_step.py"))
-            .arg(hub("custom"))
-            .arg(&batch_file)
-            .arg(&out)
-            .args(&flags)
-            .args(["--lr", "1e-3", "--steps", "2"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "finetune_step.py {flags:?} failed");
+        let out = out(k);
         let reference: std::collections::HashMap<String, Tensor> =
             Tensor::read_safetensors(&out).unwrap().into_iter().collect();
         let loaded = tiny_model();

@@ -120,26 +120,24 @@ fn preprocessing_matches_timm_eval_transform() {
 
 #[test]
 fn saved_checkpoint_loads_back_in_timm_and_harness() {
-    for name in ["custom", "deit_tiny_patch16_224"] {
-        let loaded = model::load(None, &timm().join(name).join("hub"), Device::Cpu).unwrap();
-        let out = scratch(&format!("roundtrip-{name}"));
-        checkpoint::save(&out, &loaded.name, &loaded.vs, loaded.model.config(), &loaded.preprocess).unwrap();
+    let names = ["custom", "deit_tiny_patch16_224"];
+    let loaded = names.map(|name| model::load(None, &timm().join(name).join("hub"), Device::Cpu).unwrap());
+    let outs = names.map(|name| scratch(&format!("roundtrip-{name}")));
+    let mut roundtrip = Command::new(python());
+    roundtrip.arg(root().join("python/fixtures/timm_models.py")).arg("roundtrip");
+    for ((name, loaded), out) in names.iter().zip(&loaded).zip(&outs) {
+        checkpoint::save(out, &loaded.name, &loaded.vs, loaded.model.config(), &loaded.preprocess).unwrap();
         let input = timm().join(name).join("io.safetensors");
+        roundtrip.arg(out).arg(&loaded.name).arg(input).arg(out.join("timm_logits.safetensors"));
+    }
+    assert!(roundtrip.status().unwrap().success(), "timm could not load the harness-saved checkpoints");
+    for ((name, loaded), out) in names.iter().zip(&loaded).zip(&outs) {
+        let name = *name;
         let timm_logits = out.join("timm_logits.safetensors");
-        let status = Command::new(python())
-            .arg(root().join("python/fixtures/timm_models.py"))
-            .args(["roundtrip"])
-            .arg(&out)
-            .arg(&loaded.name)
-            .arg(&input)
-            .arg(&timm_logits)
-            .status()
-            .unwrap();
-        assert!(status.success(), "timm could not load the harness-saved {name}");
         let ours = tch::no_grad(|| loaded.model.forward(&get(&io(name), "input")));
         let theirs = get(&Tensor::read_safetensors(&timm_logits).unwrap(), "logits");
         assert!(max_abs_diff(&ours, &theirs) < 1e-5, "{name}: timm's logits of the saved model differ");
-        let back = model::load(None, &out, Device::Cpu).unwrap();
+        let back = model::load(None, out, Device::Cpu).unwrap();
         assert_eq!(back.model.config(), loaded.model.config());
         assert_eq!(back.preprocess, loaded.preprocess);
         let again = tch::no_grad(|| back.model.forward(&get(&io(name), "input")));
