@@ -27,6 +27,7 @@ benchmark-data: $(OBJECTS)
 
 $(OBJECTS): $(STAMP)
 	$(VENV)/bin/pip download --quiet --no-deps animal-mnist==0.4 -d target/downloads
+	@touch $@  # pip leaves an already downloaded file's time alone: without this make would ask again each run
 
 test: test-rust test-python
 
