@@ -17,7 +17,7 @@ PYLIB := target/debug/librobustvit_ops.so
 OBJECTS := target/downloads/animal_mnist-0.4-py3-none-any.whl
 
 # The main job on the embedded benchmark: tables in out/compare (4-7 minutes of study on 2 cores after the build;
-# measured 194 s to 435 s on machines of this kind).
+# measured 155 s to 435 s on machines of this kind).
 demo: system-deps $(STAMP) $(OBJECTS)
 	cargo run --quiet --bin harness -- compare --baselines gradmask,rrr --out out/compare
 
