@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use robustvit::atomic_write;
 use robustvit::data::eval_sets::{Kind, Protocol};
 use robustvit::data::imagenet;
-use robustvit::eval::{accuracy, PipelineOptions};
+use robustvit::eval::{accuracy, PipelineOptions, Unreadable, MAX_UNREADABLE};
 use robustvit::report::{self, Subject};
 use robustvit::train::RunManifest;
 
@@ -29,7 +29,8 @@ pub struct Args {
     /// Per-class top-1 accuracy: dataset,class,correct,images,top1.
     #[arg(long)]
     per_class_csv: Option<PathBuf>,
-    /// A `harness finetune` manifest.json: also report accuracy on its finetuning classes and on the others.
+    /// A `harness finetune` manifest.json: also report top-1 and top-5 on the images of its finetuning classes
+    /// and on the others (Tables 10-11; an ObjectNet image belongs to every ImageNet class its label maps to).
     #[arg(long)]
     finetune_manifest: Option<PathBuf>,
     /// Method name for the CSV rows.
@@ -42,6 +43,10 @@ pub struct Args {
     /// Decode threads (default: all cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// The share of a dataset's images that may be unreadable (listed in the log, not scored) before the
+    /// evaluation stops with an error; a dataset of which no image can be read is always an error.
+    #[arg(long, default_value_t = MAX_UNREADABLE)]
+    max_unreadable: f64,
     #[arg(long)]
     quiet: bool,
 }
@@ -86,7 +91,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut per_class = csv::Writer::from_writer(Vec::new());
     per_class.write_record(["dataset", "class", "correct", "images", "top1"])?;
-    let mut unreadable = Vec::new();
+    let log = unreadable_log(args.csv.as_deref(), "eval_unreadable.log");
+    let mut unreadable = Unreadable::new(&log, args.max_unreadable);
     for (kind, dir) in &datasets {
         let r = accuracy::of_dataset(&loaded, *kind, dir, protocol, &opts)?;
         println!(
@@ -102,12 +108,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         row(report::TOP1, r.top1);
         row(report::TOP5, r.top5);
         if let Some(classes) = &classes {
-            let (inside, outside) = accuracy::split_by_classes(&r.per_class, classes);
-            if let Some(v) = inside {
-                row("top1_finetune_classes", v);
-            }
-            if let Some(v) = outside {
-                row("top1_other_classes", v);
+            for (side, counts) in
+                ["finetune_classes", "other_classes"].iter().zip(accuracy::split_by_classes(&r.hits, classes))
+            {
+                if let Some((top1, top5)) = counts.percent() {
+                    row(&format!("top1_{side}"), top1);
+                    row(&format!("top5_{side}"), top5);
+                }
             }
         }
         for (class, (correct, total)) in &r.per_class {
@@ -120,7 +127,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &format!("{top1:.4}"),
             ])?;
         }
-        unreadable.extend(r.unreadable.into_iter().map(|(p, why)| format!("{}\t{}\t{why}", kind.name(), p.display())));
+        let entries: Vec<(String, String)> =
+            r.unreadable.into_iter().map(|(p, why)| (p.display().to_string(), why)).collect();
+        unreadable.add(kind.name(), r.images, &entries)?;
     }
     if let Some(path) = &args.csv {
         report::write_long(path, &rows)?;
@@ -128,17 +137,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.per_class_csv {
         atomic_write::write(path, &per_class.into_inner()?)?;
     }
-    write_unreadable(args.csv.as_deref(), "eval_unreadable.log", &unreadable)
+    Ok(())
 }
 
-/// Lists unreadable images (one tab-separated line each) in `<csv>.unreadable.log`, or in `fallback`
-/// without a CSV; nothing to list writes nothing.
-pub fn write_unreadable(csv: Option<&Path>, fallback: &str, lines: &[String]) -> anyhow::Result<()> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let log = csv.map_or_else(|| PathBuf::from(fallback), |p| p.with_extension("unreadable.log"));
-    atomic_write::write(&log, (lines.join("\n") + "\n").as_bytes())?;
-    eprintln!("{} unreadable images (not scored), listed in {}", lines.len(), log.display());
-    Ok(())
+/// Where unreadable inputs are listed: `<csv>.unreadable.log`, or `fallback` without a CSV.
+pub fn unreadable_log(csv: Option<&Path>, fallback: &str) -> PathBuf {
+    csv.map_or_else(|| PathBuf::from(fallback), |p| p.with_extension("unreadable.log"))
 }

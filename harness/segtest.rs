@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use robustvit::atomic_write;
 use robustvit::eval::imagenet_segmentation::{self, DATASET};
 use robustvit::eval::segmentation::METRICS;
-use robustvit::eval::PipelineOptions;
+use robustvit::eval::{PipelineOptions, Unreadable, MAX_UNREADABLE};
 use robustvit::report::{self, Measurement, Subject};
 
 use crate::model_args::ModelArgs;
@@ -32,6 +32,10 @@ pub struct Args {
     /// Only the first N images.
     #[arg(long)]
     limit: Option<usize>,
+    /// The share of entries that may be unreadable (listed in the log, not scored) before the test stops
+    /// with an error; a file of which no entry can be read is always an error.
+    #[arg(long, default_value_t = MAX_UNREADABLE)]
+    max_unreadable: f64,
     #[arg(long)]
     quiet: bool,
 }
@@ -50,6 +54,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "segmentation: pixel accuracy {pixel:6.2}  mIoU {miou:6.2}  mAP {map:6.2}  ({} images, {} unreadable, {:.1} img/s)",
         m.images(), r.unreadable.len(), r.images_per_second
     );
+    let log = crate::eval::unreadable_log(args.csv.as_deref(), "segtest_unreadable.log");
+    let entries: Vec<(String, String)> =
+        r.unreadable.iter().map(|(i, why)| (format!("{}[{i}]", args.data.display()), why.clone())).collect();
+    Unreadable::new(&log, args.max_unreadable).add(DATASET, m.images() as usize, &entries)?;
     let subject = Subject {
         model: loaded.name.clone(),
         method: args.method.clone(),
@@ -66,7 +74,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         table.write_csv(path)?;
         atomic_write::write(&path.with_extension("md"), table.to_markdown().as_bytes())?;
     }
-    let lines: Vec<String> =
-        r.unreadable.iter().map(|(i, why)| format!("{}\t{i}\t{why}", args.data.display())).collect();
-    crate::eval::write_unreadable(args.csv.as_deref(), "segtest_unreadable.log", &lines)
+    Ok(())
 }

@@ -50,7 +50,7 @@ const IMAGENET_R_INDICES: &str = include_str!("tables/imagenet_r_indices.txt");
 const SI_SCORE_TABLE: &str = include_str!("tables/si_score_label_to_imagenet.json");
 
 /// Number of ImageNet-1k classes, the length `score` expects of its logits.
-const NUM_CLASSES: usize = 1000;
+pub const NUM_CLASSES: usize = 1000;
 
 /// Failure to read an evaluation set.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +130,14 @@ impl Target {
         match self {
             Target::Class(c) => *c,
             Target::ObjectNet { class, .. } => *class,
+        }
+    }
+
+    /// The ImageNet-1k classes the image belongs to: its class, or every class its ObjectNet label maps to.
+    pub fn imagenet(&self) -> &[usize] {
+        match self {
+            Target::Class(c) => std::slice::from_ref(c),
+            Target::ObjectNet { class, classes } => classes.imagenet.get(*class).map_or(&[], Vec::as_slice),
         }
     }
 }

@@ -1,15 +1,16 @@
 //! Top-1/top-5 accuracy: of samples held in memory, and of an evaluation dataset on disk (method.md
 //! section 7), decoded ahead of the model by the pipeline (bounded prefetch), batched no-grad inference,
 //! scored per protocol. Unreadable images are counted and listed, never dropped silently.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::bail;
 use ndarray::Array3;
 use tch::Kind as TchKind;
 
 use super::{progress_bar, PipelineOptions};
-use crate::data::eval_sets::{self, EvalItem, Kind, Protocol};
+use crate::data::eval_sets::{self, EvalItem, Kind, Protocol, Target};
 use crate::data::{pipeline, stack, Batch, Sample};
 use crate::image::{eval_transform, load_rgb, PreprocessConfig};
 use crate::model::{LoadedModel, VisionTransformer};
@@ -27,6 +28,8 @@ pub struct DatasetResult {
     /// Images that could not be read, with the reason; they are not in the accuracies.
     pub unreadable: Vec<(PathBuf, String)>,
     pub per_class: PerClass,
+    /// Every scored image's target with its top-1 and top-5 hit, for the class split of Tables 10-11.
+    pub hits: Vec<(Target, bool, bool)>,
     pub images_per_second: f64,
 }
 
@@ -52,7 +55,22 @@ pub fn of_samples(model: &VisionTransformer, samples: &[Sample], batch_size: usi
     (100.0 * top1 as f64 / n, 100.0 * top5 as f64 / n)
 }
 
-/// Evaluates `loaded` on the dataset `kind` in `dir` under `protocol`.
+/// The preprocessing of `protocol`: the checkpoint's own (standard) or the reference code's.
+pub fn preprocess(loaded: &LoadedModel, protocol: Protocol) -> anyhow::Result<&PreprocessConfig> {
+    match protocol {
+        Protocol::Standard => Ok(&loaded.preprocess),
+        Protocol::Reference if loaded.model.config().img_size == 224 => Ok(&PreprocessConfig::REFERENCE),
+        Protocol::Reference => bail!(
+            "model {} takes {size}x{size} inputs; the reference protocol's transform makes 224x224 ones (use \
+             --protocol standard)",
+            loaded.name,
+            size = loaded.model.config().img_size
+        ),
+    }
+}
+
+/// Evaluates `loaded` on the dataset `kind` in `dir` under `protocol`: the images transformed as the
+/// protocol says, the 1000 ImageNet logits scored. A model of another number of classes is refused.
 pub fn of_dataset(
     loaded: &LoadedModel,
     kind: Kind,
@@ -60,6 +78,15 @@ pub fn of_dataset(
     protocol: Protocol,
     opts: &PipelineOptions,
 ) -> anyhow::Result<DatasetResult> {
+    let classes = loaded.model.config().num_classes;
+    if classes != eval_sets::NUM_CLASSES as i64 {
+        bail!(
+            "model {} has {classes} classes; {kind} is scored on the 1000 ImageNet-1k classes, so it needs a \
+             1000-way checkpoint",
+            loaded.name
+        );
+    }
+    let cfg = preprocess(loaded, protocol)?;
     let items = eval_sets::scan(kind, dir)?;
     let bar = progress_bar(items.len(), kind.name(), opts.quiet);
     let started = Instant::now();
@@ -81,7 +108,6 @@ pub fn of_dataset(
         pending.clear();
         Ok(())
     };
-    let cfg = &loaded.preprocess;
     let work = |item: &EvalItem| decode(&item.path, cfg);
     pipeline::ordered(&items, opts.workers, opts.prefetch, work, |index, decoded| {
         match decoded {
@@ -104,6 +130,7 @@ pub fn of_dataset(
         images: tally.images,
         unreadable: tally.unreadable,
         per_class: tally.per_class,
+        hits: tally.hits,
         images_per_second: items.len() as f64 / started.elapsed().as_secs_f64(),
     })
 }
@@ -115,6 +142,7 @@ struct Tally {
     images: usize,
     unreadable: Vec<(PathBuf, String)>,
     per_class: PerClass,
+    hits: Vec<(Target, bool, bool)>,
 }
 
 impl Tally {
@@ -126,21 +154,36 @@ impl Tally {
         let entry = self.per_class.entry(item.target.class()).or_default();
         entry.0 += top1 as u64;
         entry.1 += 1;
+        self.hits.push((item.target.clone(), top1, top5));
     }
 }
 
-/// Top-1 accuracy (percent) over the classes in `classes` and over the others, from per-class counts:
-/// the paper's finetuning-classes vs other-classes split (Tables 10-11).
-pub fn split_by_classes(
-    per_class: &PerClass,
-    classes: &std::collections::HashSet<usize>,
-) -> (Option<f64>, Option<f64>) {
-    let (mut inside, mut outside) = ((0u64, 0u64), (0u64, 0u64));
-    for (class, (correct, total)) in per_class {
-        let bucket = if classes.contains(class) { &mut inside } else { &mut outside };
-        bucket.0 += correct;
-        bucket.1 += total;
+/// Images and their top-1 and top-5 hits on one side of the class split.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SplitCounts {
+    pub images: u64,
+    pub top1: u64,
+    pub top5: u64,
+}
+
+impl SplitCounts {
+    /// Top-1 and top-5 in percent; None without images.
+    pub fn percent(&self) -> Option<(f64, f64)> {
+        let pct = |hits: u64| 100.0 * hits as f64 / self.images as f64;
+        (self.images > 0).then(|| (pct(self.top1), pct(self.top5)))
     }
-    let pct = |(c, t): (u64, u64)| (t > 0).then(|| 100.0 * c as f64 / t as f64);
-    (pct(inside), pct(outside))
+}
+
+/// The paper's finetuning-classes vs other-classes split (Tables 10-11): `[inside, outside]` counts of
+/// `hits`. An image is inside when one of its ImageNet classes (for ObjectNet: the classes its label maps
+/// to) is among the finetuning classes `classes` (ImageNet indices).
+pub fn split_by_classes(hits: &[(Target, bool, bool)], classes: &HashSet<usize>) -> [SplitCounts; 2] {
+    let mut sides = [SplitCounts::default(); 2];
+    for (target, top1, top5) in hits {
+        let side = &mut sides[usize::from(!target.imagenet().iter().any(|c| classes.contains(c)))];
+        side.images += 1;
+        side.top1 += u64::from(*top1);
+        side.top5 += u64::from(*top5);
+    }
+    sides
 }

@@ -31,6 +31,18 @@ pub struct PreprocessConfig {
     pub std: [f32; 3],
 }
 
+impl PreprocessConfig {
+    /// The reference code's evaluation transform (`--protocol reference`, method.md section 7): the shorter
+    /// side resized to 256 with bilinear filtering, a centre crop of 224, mean = std = 0.5.
+    pub const REFERENCE: PreprocessConfig = PreprocessConfig {
+        input_size: (224, 224),
+        crop_pct: 224.0 / 256.0,
+        interpolation: Interpolation::Bilinear,
+        mean: [0.5; 3],
+        std: [0.5; 3],
+    };
+}
+
 /// Size (width, height) that timm's eval Resize produces for a `width` x
 /// `height` image: torchvision `Resize(int)` when the scale size is square,
 /// timm's `ResizeKeepRatio` otherwise.

@@ -3,10 +3,11 @@
 //! timm's own predictions give under both protocols; unreadable images are listed, never scored.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use robustvit::data::imagenet_s::{MaskResize, MaskSource};
+use robustvit::image::{eval_transform, load_rgb, PreprocessConfig};
 use robustvit::manifest::Provenance;
 use robustvit::model;
 use robustvit::train::imagenet_s::DataSplit;
@@ -89,7 +90,9 @@ fn eval_matches_timm_predictions_in_every_layout_and_protocol() {
     for protocol in ["standard", "reference"] {
         let csv = out.join(format!("{protocol}.csv"));
         let mut cmd = Command::new(HARNESS);
-        cmd.args(["eval", "--quiet", "--batch-size", "3", "--protocol", protocol, "--checkpoint"])
+        // One unreadable image of 9 in imagenet-val: allowed here, refused by the default share (below).
+        cmd.args(["eval", "--quiet", "--batch-size", "3", "--max-unreadable", "0.2", "--protocol", protocol])
+            .arg("--checkpoint")
             .arg(hub("vit_tiny_patch16_224"))
             .arg("--csv")
             .arg(&csv)
@@ -117,13 +120,28 @@ fn eval_matches_timm_predictions_in_every_layout_and_protocol() {
                 assert!((have - want).abs() < 1e-6, "{kind} {protocol} {metric}: harness {have}, timm {want}");
             }
         }
-        assert!(got.contains_key(&("imagenet-val".to_string(), "top1_finetune_classes".to_string())));
-        assert!(got.contains_key(&("imagenet-val".to_string(), "top1_other_classes".to_string())));
+        for metric in robustvit::report::CLASS_SPLIT {
+            assert!(got.contains_key(&("imagenet-val".to_string(), metric.to_string())), "{metric}");
+        }
         let log = std::fs::read_to_string(csv.with_extension("unreadable.log")).unwrap();
         assert!(log.contains("broken.png") && log.lines().count() == 1, "{log}");
         let per_class = std::fs::read_to_string(out.join(format!("{protocol}_per_class.csv"))).unwrap();
         assert!(per_class.starts_with("dataset,class,correct,images,top1\n"));
     }
+    // More unreadable images than the default 1%: an error naming the log, and no CSV.
+    let strict = out.join("strict.csv");
+    let result = Command::new(HARNESS)
+        .args(["eval", "--quiet", "--checkpoint"])
+        .arg(hub("vit_tiny_patch16_224"))
+        .arg("--dataset")
+        .arg(format!("imagenet-val={}", data.join("val").display()))
+        .arg("--csv")
+        .arg(&strict)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success() && stderr.contains("1 of 9 inputs could not be read"), "{stderr}");
+    assert!(stderr.contains("strict.unreadable.log") && !strict.exists(), "{stderr}");
     // A folder that is not a class of the dataset stops with a message naming it.
     let bad = out.join("bad-v2/1234");
     std::fs::create_dir_all(&bad).unwrap();
@@ -155,4 +173,72 @@ fn bench_eval_reports_pipeline_and_model_throughput() {
         line.rsplit(": ").next().unwrap().trim_end_matches(" images/s").parse().unwrap()
     };
     assert!(rate("pipeline alone") > 0.0 && rate("whole evaluation, vit_tiny_patch16_224") > 0.0);
+}
+
+#[test]
+fn reference_transform_equals_torchvision() {
+    let dir = eval_timm().join("reference");
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let png = entry.unwrap().path();
+        if png.extension().is_none_or(|e| e != "png") {
+            continue;
+        }
+        let ours = eval_transform(&load_rgb(&png).unwrap(), &PreprocessConfig::REFERENCE);
+        assert_eq!(ours.shape(), [3, 224, 224], "{}", png.display());
+        let bytes = std::fs::read(png.with_extension("f32")).unwrap();
+        let want: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let worst = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-6, "{}: differs from torchvision by {worst}", png.display());
+        compared += 1;
+    }
+    assert_eq!(compared, 6);
+}
+
+#[test]
+fn eval_refuses_what_it_cannot_score() {
+    let data = eval_timm();
+    let out = scratch("eval-refusals");
+    let eval = |checkpoint: &Path, dataset: &str| {
+        let result = Command::new(HARNESS)
+            .args(["eval", "--quiet", "--checkpoint"])
+            .arg(checkpoint)
+            .args(["--dataset", dataset, "--csv"])
+            .arg(out.join("long.csv"))
+            .output()
+            .unwrap();
+        assert!(!result.status.success());
+        String::from_utf8_lossy(&result.stderr).into_owned()
+    };
+    // A 10-class checkpoint scores nothing right on ImageNet classes: an error, not 0%.
+    let ten = ten_class_hub(&hub("vit_tiny_patch16_224"), &out.join("ten"));
+    let stderr = eval(&ten, &format!("imagenet-val={}", data.join("val").display()));
+    assert!(stderr.contains("has 10 classes") && stderr.contains("1000-way"), "{stderr}");
+    // A dataset of which no image can be read: an error, not top-1 0.00 over 0 images.
+    let wnid = robustvit::data::imagenet::classes()[0].wnid;
+    let unreadable = out.join("unreadable").join(wnid);
+    std::fs::create_dir_all(&unreadable).unwrap();
+    for name in ["a.png", "b.JPEG"] {
+        std::fs::write(unreadable.join(name), b"not an image").unwrap();
+    }
+    let stderr = eval(&hub("vit_tiny_patch16_224"), &format!("imagenet-val={}", out.join("unreadable").display()));
+    assert!(
+        stderr.contains("none of its 2 inputs could be read") && stderr.contains("long.unreadable.log"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(out.join("long.unreadable.log")).unwrap().lines().count(), 2);
+}
+
+/// A copy of the timm hub folder `hub` made 10-way: the head's first 10 rows, num_classes 10 in config.json.
+fn ten_class_hub(hub: &Path, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = std::fs::read_to_string(hub.join("config.json")).unwrap();
+    std::fs::write(dir.join("config.json"), config.replace("\"num_classes\": 1000", "\"num_classes\": 10")).unwrap();
+    let tensors: Vec<(String, tch::Tensor)> = tch::Tensor::read_safetensors(hub.join("model.safetensors"))
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| if k.starts_with("head.") { (k, t.narrow(0, 0, 10)) } else { (k, t) })
+        .collect();
+    tch::Tensor::write_safetensors(&tensors, dir.join("model.safetensors")).unwrap();
+    dir.to_path_buf()
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use robustvit::data::eval_sets::{scan, score, EvalItem, EvalSetError, Kind, Protocol, Target};
 use robustvit::data::imagenet;
+use robustvit::eval::accuracy::{split_by_classes, SplitCounts};
 
 const TABLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../src/data/tables");
 
@@ -337,6 +338,22 @@ fn objectnet_pooled_versus_first_mapped_class() {
     // A pooled class is as strong as its best member: bicycle via tandem (444) beats the alarm clock.
     let l = logits(&[(444, 6.0), (671, -3.0), (530, 5.0)]);
     assert_eq!(score(Kind::ObjectNet, Protocol::Standard, &l, alarm), (false, true));
+}
+
+#[test]
+fn class_split_counts_objectnet_images_by_their_imagenet_classes() {
+    // Alarm clock x2 (409, 530), banana (954), crane (517); ObjectNet class ids 0, 0, 1, 3.
+    let items = scan(Kind::ObjectNet, &objectnet_fixture("on-split")).unwrap();
+    let hits: Vec<(Target, bool, bool)> =
+        items.iter().enumerate().map(|(i, item)| (item.target.clone(), i == 0, i != 3)).collect();
+    let counts = |classes: &[usize]| split_by_classes(&hits, &classes.iter().copied().collect());
+    let side = |images, top1, top5| SplitCounts { images, top1, top5 };
+    // Digital clock (530) among the finetuning classes: both alarm-clock images are inside.
+    assert_eq!(counts(&[530, 7]), [side(2, 1, 2), side(2, 0, 1)]);
+    // ImageNet index 1 (goldfish) is not ObjectNet's class id 1 (banana): nothing is inside.
+    assert_eq!(counts(&[1, 3]), [side(0, 0, 0), side(4, 1, 3)]);
+    assert_eq!(counts(&[954, 517]), [side(2, 0, 1), side(2, 1, 2)]);
+    assert_eq!(counts(&[954]).map(|s| s.percent()), [Some((0.0, 100.0)), Some((100.0 / 3.0, 200.0 / 3.0))]);
 }
 
 #[test]

@@ -28,7 +28,16 @@ fn segtest_matches_the_reference_computation() {
     let csv = out.join("long.csv");
     let table = out.join("table3.csv");
     let result = segtest(
-        &["--batch-size", "2", "--csv", csv.to_str().unwrap(), "--table", table.to_str().unwrap()],
+        &[
+            "--batch-size",
+            "2",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--table",
+            table.to_str().unwrap(),
+            "--max-unreadable",
+            "0.5",
+        ],
         &data.join("gtsegs.mat"),
     );
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
@@ -62,9 +71,16 @@ fn segtest_matches_the_reference_computation() {
     let log = std::fs::read_to_string(csv.with_extension("unreadable.log")).unwrap();
     let broken = expected["unreadable"][0].as_u64().unwrap();
     assert_eq!(log.lines().count(), 1, "{log}");
-    assert!(log.contains(&format!("\t{broken}\t")) && log.contains("shape"), "{log}");
+    assert!(log.contains(&format!("gtsegs.mat[{broken}]\t")) && log.contains("shape"), "{log}");
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(stdout.contains(&format!("({} images, 1 unreadable", expected["images"])), "{stdout}");
+
+    // One unreadable entry in a handful is more than the default 1%: the test stops, naming the log.
+    let strict =
+        segtest(&["--batch-size", "2", "--csv", out.join("strict.csv").to_str().unwrap()], &data.join("gtsegs.mat"));
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert!(!strict.status.success() && stderr.contains("more than the 1.00% allowed"), "{stderr}");
+    assert!(stderr.contains("strict.unreadable.log") && !out.join("strict.csv").exists(), "{stderr}");
 }
 
 #[test]
