@@ -1,8 +1,10 @@
 //! `harness compare`: the main job, end to end.
 use std::path::PathBuf;
 
+use anyhow::bail;
 use robustvit::device;
-use robustvit::study::{self, CompareOptions};
+use robustvit::study::plan::Selection;
+use robustvit::study::{self, embedded, CompareOptions, Study};
 use robustvit::train::methods::MethodKind;
 
 #[derive(clap::Args)]
@@ -17,18 +19,31 @@ pub struct Args {
     /// Seeds of the finetuning data choice and order; tables get mean and std columns when > 1.
     #[arg(long, default_value_t = 1)]
     seeds: usize,
-    /// Also run the ablations of the method (no L_cls, no L_bg, no L_fg, ground-truth class).
+    /// With --data: check the study, list its jobs with a time estimate, and stop.
+    #[arg(long)]
+    plan: bool,
+    /// With --data: run only the jobs I, I + N, I + 2N, ... (numbered from 1 as --plan lists them) into this
+    /// --out; `harness report` merges the shards' folders.
+    #[arg(long, value_name = "I/N", conflicts_with = "job")]
+    shard: Option<String>,
+    /// With --data: run only job K (numbered from 1 as --plan lists them).
+    #[arg(long, value_name = "K")]
+    job: Option<usize>,
+    /// Embedded benchmark: also run the ablations of the method (no L_cls, no L_bg, no L_fg, ground-truth
+    /// class).
     #[arg(long)]
     ablations: bool,
-    /// A small budget for tests and smoke runs (under 2 minutes on 2 cores).
+    /// Embedded benchmark: a small budget for tests and smoke runs (under 2 minutes on 2 cores).
     #[arg(long)]
     quick: bool,
-    /// Tinted-noise backgrounds instead of stripes: a negative control, where no method is expected to help.
+    /// Embedded benchmark: tinted-noise backgrounds instead of stripes, a negative control where no method
+    /// is expected to help.
     #[arg(long)]
     tint: bool,
     #[arg(long, default_value = "out/compare")]
     out: PathBuf,
-    /// The animal-mnist 0.4 wheel (`make benchmark-data` downloads it to target/downloads).
+    /// Embedded benchmark: the animal-mnist 0.4 wheel (`make benchmark-data` downloads it to
+    /// target/downloads).
     #[arg(long)]
     objects: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
@@ -38,21 +53,57 @@ pub struct Args {
     quiet: bool,
 }
 
+/// `I/N` with 1 <= I <= N.
+fn shard(spec: &str) -> anyhow::Result<Selection> {
+    let parsed = spec.split_once('/').and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+    match parsed {
+        Some((index, count)) if (1..=count).contains(&index) => Ok(Selection::Shard { index, count }),
+        _ => bail!("--shard {spec:?}: expected I/N with 1 <= I <= N, e.g. 2/8"),
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.baselines.contains(&MethodKind::Ours) {
-        anyhow::bail!("--baselines ours: the method is always run; name only the baselines");
+        bail!("--baselines ours: the method is always run; name only the baselines");
     }
+    let study = match args.data {
+        Some(file) => {
+            let embedded_only = [
+                ("--ablations", args.ablations),
+                ("--quick", args.quick),
+                ("--tint", args.tint),
+                ("--objects", args.objects.is_some()),
+            ];
+            if let Some((flag, _)) = embedded_only.iter().find(|(_, given)| *given) {
+                bail!("{flag} is for the embedded benchmark and does not apply to --data (a study file)");
+            }
+            let selection = match (&args.shard, args.job) {
+                (Some(spec), _) => shard(spec)?,
+                (None, Some(k)) => Selection::Job(k),
+                (None, None) => Selection::All,
+            };
+            Study::Real { file, plan: args.plan, selection }
+        }
+        None => {
+            let real_only = [("--plan", args.plan), ("--shard", args.shard.is_some()), ("--job", args.job.is_some())];
+            if let Some((flag, _)) = real_only.iter().find(|(_, given)| *given) {
+                bail!("{flag} applies to a study of real data (--data STUDY.toml) only");
+            }
+            Study::Embedded(embedded::Options {
+                ablations: args.ablations,
+                quick: args.quick,
+                tint: args.tint,
+                objects: args.objects.unwrap_or_else(study::default_objects),
+            })
+        }
+    };
     let mut methods = vec![MethodKind::Ours];
     methods.extend(args.baselines);
     let opts = CompareOptions {
         out: args.out,
         methods,
         seeds: args.seeds.max(1),
-        ablations: args.ablations,
-        quick: args.quick,
-        tint: args.tint,
-        objects: args.objects.unwrap_or_else(study::default_objects),
-        data: args.data,
+        study,
         device: device::parse(&args.device)?,
         quiet: args.quiet,
         provenance: crate::provenance(),

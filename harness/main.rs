@@ -6,6 +6,7 @@ mod explain;
 mod finetune;
 mod model_args;
 mod predict;
+mod report;
 mod segtest;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ enum Command {
     Finetune(Box<finetune::Args>),
     /// The whole study: finetune the method and the baselines, evaluate, write paper-shaped tables.
     Compare(compare::Args),
+    /// Rebuild the tables of `compare` output folders from their long files, merging shards.
+    Report(report::Args),
     /// Top-1/top-5 accuracy on the robustness datasets (ImageNet val/A/R/Sketch/v2, ObjectNet, SI-Score).
     Eval(eval::Args),
     /// The ImageNet-segmentation test (paper Table 3): GAE relevance of the predicted class against object masks.
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         Command::Predict(args) => predict::run(args),
         Command::Finetune(args) => finetune::run(*args),
         Command::Compare(args) => compare::run(args),
+        Command::Report(args) => report::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Segtest(args) => segtest::run(args),
         Command::Explain(args) => explain::run(args),

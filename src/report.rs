@@ -12,7 +12,9 @@
 //! measured. With several seeds a cell is the mean over seeds and a `_std` column (sample standard
 //! deviation, n - 1) follows each mean column.
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -66,25 +68,114 @@ impl Subject {
     }
 }
 
-/// Writes `measurements` to `path` (normally `results_long.csv`) atomically, in the given order,
-/// values with four decimals so that reruns give byte-identical files.
-pub fn write_long(path: &Path, measurements: &[Measurement]) -> anyhow::Result<()> {
+/// `measurements` as CSV lines (with the header when `header`), values with four decimals so that
+/// reruns give byte-identical files.
+fn long_bytes(measurements: &[Measurement], header: bool) -> anyhow::Result<Vec<u8>> {
     let mut out = csv::Writer::from_writer(Vec::new());
-    out.write_record(LONG_HEADER)?;
+    if header {
+        out.write_record(LONG_HEADER)?;
+    }
     for m in measurements {
         let seed = m.seed.to_string();
         let value = format!("{:.4}", m.value);
         out.write_record([&m.model, &m.method, &seed, &m.dataset, &m.protocol, &m.metric, &value])?;
     }
-    let bytes = out.into_inner().map_err(|e| e.into_error())?;
-    atomic_write::write(path, &bytes)?;
+    Ok(out.into_inner().map_err(|e| e.into_error())?)
+}
+
+/// Writes `measurements` to `path` (normally `results_long.csv`) atomically, in the given order.
+pub fn write_long(path: &Path, measurements: &[Measurement]) -> anyhow::Result<()> {
+    atomic_write::write(path, &long_bytes(measurements, true)?)?;
     Ok(())
 }
 
-/// Reads a file written by [`write_long`]; the header must be exactly [`LONG_HEADER`], so that a
-/// file with reordered or renamed columns is rejected rather than misread.
+/// A long file that grows as measurements are made: each [`LongLog::append`] is on disk (synced) before it
+/// returns, so a crash loses at most the rows being written, never earlier ones.
+pub struct LongLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl LongLog {
+    /// Opens `path` for appending, creating it with the header, and returns the rows already in it. A
+    /// last line cut off by a crash (no newline) is dropped from the file: its measurement is redone.
+    pub fn open(path: &Path) -> anyhow::Result<(LongLog, Vec<Measurement>)> {
+        let named = |e: std::io::Error| anyhow::anyhow!("{}: {e}", path.display());
+        let mut file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(named)?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).map_err(named)?;
+        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if whole < text.len() {
+            eprintln!("{}: dropping a row cut off by an interrupted run", path.display());
+            file.set_len(whole as u64).map_err(named)?;
+        }
+        let rows = if whole == 0 {
+            file.write_all(&long_bytes(&[], true)?).map_err(named)?;
+            file.sync_data().map_err(named)?;
+            Vec::new()
+        } else {
+            read_long(path)?
+        };
+        Ok((LongLog { path: path.to_path_buf(), file }, rows))
+    }
+
+    /// Appends `rows` and syncs them to disk.
+    pub fn append(&mut self, rows: &[Measurement]) -> anyhow::Result<()> {
+        let named = |e: std::io::Error| anyhow::anyhow!("appending to {}: {e}", self.path.display());
+        self.file.write_all(&long_bytes(rows, false)?).map_err(named)?;
+        self.file.sync_data().map_err(named)
+    }
+}
+
+/// The rows of several long files as one, each measurement once: a measurement found in two files with
+/// the same value is kept once; with different values it is an error naming both files.
+pub fn merge(files: &[(PathBuf, Vec<Measurement>)]) -> anyhow::Result<Vec<Measurement>> {
+    type Key<'a> = (&'a str, &'a str, u64, &'a str, &'a str, &'a str);
+    let mut seen: HashMap<Key, (&Path, &Measurement)> = HashMap::new();
+    let mut merged = Vec::new();
+    for (path, rows) in files {
+        for m in rows {
+            let key = (
+                m.model.as_str(),
+                m.method.as_str(),
+                m.seed,
+                m.dataset.as_str(),
+                m.protocol.as_str(),
+                m.metric.as_str(),
+            );
+            match seen.get(&key) {
+                None => {
+                    seen.insert(key, (path, m));
+                    merged.push(m.clone());
+                }
+                // Values compared as written (four decimals), as every reader sees them.
+                Some((_, first)) if format!("{:.4}", first.value) == format!("{:.4}", m.value) => {}
+                Some((other, first)) => bail!(
+                    "{} and {} disagree on {} {} seed {} {} {} {}: {} vs {}",
+                    other.display(),
+                    path.display(),
+                    m.model,
+                    m.method,
+                    m.seed,
+                    m.dataset,
+                    m.protocol,
+                    m.metric,
+                    first.value,
+                    m.value
+                ),
+            }
+        }
+    }
+    Ok(merged)
+}
+
+/// Reads a file written by [`write_long`] or [`LongLog`]; the header must be exactly [`LONG_HEADER`], so
+/// that a file with reordered or renamed columns is rejected rather than misread. A last line without its
+/// newline (a row being written, or cut off by a crash) is left out: its value may be incomplete.
 pub fn read_long(path: &Path) -> anyhow::Result<Vec<Measurement>> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("opening {}", path.display()))?;
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut reader = csv::Reader::from_reader(&bytes[..whole]);
     let header = reader.headers().with_context(|| format!("reading {}", path.display()))?;
     if header.iter().ne(LONG_HEADER) {
         bail!("{}: header is {:?}, expected {}", path.display(), header, LONG_HEADER.join(","));
@@ -183,6 +274,111 @@ pub fn write_both(table: &Table, dir: &Path, stem: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a study's tables show, in which order. A study records it in its manifest, so that its tables
+/// can be rebuilt from the long file alone (`harness report`) and shards merge into the same bytes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Layout {
+    /// Row order of every table: by model, then by method (`control` and `original` included).
+    pub models: Vec<String>,
+    pub methods: Vec<String>,
+    /// The columns of the accuracy and shift tables.
+    pub datasets: Vec<String>,
+    pub protocol: String,
+    /// The segmentation test's dataset and metrics (Table 3), when the study ran it.
+    pub segmentation: Option<SegmentationColumns>,
+    /// The variants of the ablation table (Table 4), when the study ran them.
+    pub ablations: Option<Vec<String>>,
+    /// Whether the study measured the finetuning-classes vs other-classes split (Tables 10-11).
+    #[serde(default)]
+    pub class_split: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SegmentationColumns {
+    pub dataset: String,
+    pub metrics: Vec<String>,
+}
+
+/// The tables of a study, as written.
+pub struct Tables {
+    pub accuracy: Table,
+    pub shift: Table,
+    pub segmentation: Option<Table>,
+    pub ablation: Option<Table>,
+    pub class_split: Option<Table>,
+}
+
+impl Tables {
+    /// Every table, aligned for a terminal.
+    pub fn to_terminal(&self) -> String {
+        let all = [
+            Some(&self.accuracy),
+            Some(&self.shift),
+            self.segmentation.as_ref(),
+            self.ablation.as_ref(),
+            self.class_split.as_ref(),
+        ];
+        all.into_iter().flatten().map(Table::to_terminal).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Layout {
+    /// Sorts `rows` by model, method, seed, dataset, protocol and metric, names the layout lists first in
+    /// its order and any other after them by name: the order does not depend on which run measured what
+    /// first.
+    pub fn sort(&self, rows: &mut [Measurement]) {
+        let methods: Vec<&String> = self.methods.iter().chain(self.ablations.iter().flatten()).collect();
+        let mut datasets: Vec<&String> = self.datasets.iter().collect();
+        datasets.extend(self.segmentation.iter().map(|s| &s.dataset));
+        fn rank<'a>(list: &[&String], name: &'a str) -> (usize, &'a str) {
+            (list.iter().position(|n| n.as_str() == name).unwrap_or(list.len()), name)
+        }
+        let models: Vec<&String> = self.models.iter().collect();
+        rows.sort_by(|a, b| {
+            rank(&models, &a.model)
+                .cmp(&rank(&models, &b.model))
+                .then_with(|| rank(&methods, &a.method).cmp(&rank(&methods, &b.method)))
+                .then(a.seed.cmp(&b.seed))
+                .then_with(|| rank(&datasets, &a.dataset).cmp(&rank(&datasets, &b.dataset)))
+                .then_with(|| a.protocol.cmp(&b.protocol))
+                .then_with(|| a.metric.cmp(&b.metric))
+        });
+    }
+
+    /// Writes `results_long.csv` (in [`Layout::sort`] order) and every table as CSV and Markdown into
+    /// `dir`. The tables are computed from the rows as the long file holds them (four decimals), so a
+    /// study resumed from its long file and one that ran straight through give the same tables.
+    pub fn write(&self, dir: &Path, mut rows: Vec<Measurement>) -> anyhow::Result<Tables> {
+        self.sort(&mut rows);
+        let long = dir.join("results_long.csv");
+        write_long(&long, &rows)?;
+        let rows = read_long(&long)?;
+        let (datasets, methods, protocol) = (&self.datasets, &self.methods, self.protocol.as_str());
+        let tables = Tables {
+            accuracy: accuracy_table(&rows, datasets, methods, protocol),
+            shift: shift_table(&rows, datasets, methods, protocol),
+            segmentation: self.segmentation.as_ref().map(|s| {
+                let metrics: Vec<&str> = s.metrics.iter().map(String::as_str).collect();
+                segmentation_table(&rows, &s.dataset, &metrics, methods, protocol)
+            }),
+            ablation: self.ablations.as_ref().map(|variants| ablation_table(&rows, datasets, variants, protocol)),
+            class_split: self.class_split.then(|| class_split_table(&rows, datasets, methods, protocol)),
+        };
+        write_both(&tables.accuracy, dir, "table_accuracy")?;
+        write_both(&tables.shift, dir, "table_shift")?;
+        if let Some(t) = &tables.segmentation {
+            write_both(t, dir, "table_segmentation")?;
+        }
+        if let Some(t) = &tables.ablation {
+            write_both(t, dir, "table_ablation")?;
+        }
+        if let Some(t) = &tables.class_split {
+            write_both(t, dir, "table_class_split")?;
+        }
+        Ok(tables)
+    }
+}
+
 /// Paper Table 1: `model,method,<d>_top1,<d>_top5,...` for each dataset in order, the mean over
 /// seeds of each (model, method). With more than one seed in any cell of the table every mean
 /// column is followed by `<column>_std`, the sample standard deviation (n - 1), empty where a
@@ -195,6 +391,21 @@ pub fn accuracy_table<D: AsRef<str>, M: AsRef<str>>(
 ) -> Table {
     let columns = dataset_columns(datasets, &[TOP1, TOP5], "");
     view(measurements, protocol, &columns, methods, Reduce::Mean)
+}
+
+/// The metrics of the finetuning-classes vs other-classes split, as `harness eval` and the study name them.
+pub const CLASS_SPLIT: [&str; 4] =
+    ["top1_finetune_classes", "top1_other_classes", "top5_finetune_classes", "top5_other_classes"];
+
+/// Paper Tables 10-11: like [`accuracy_table`], with top-1 and top-5 on the images of the finetuning
+/// classes and on the others: `<d>_top1_finetune_classes, <d>_top1_other_classes, <d>_top5_...`.
+pub fn class_split_table<D: AsRef<str>, M: AsRef<str>>(
+    measurements: &[Measurement],
+    datasets: &[D],
+    methods: &[M],
+    protocol: &str,
+) -> Table {
+    view(measurements, protocol, &dataset_columns(datasets, &CLASS_SPLIT, ""), methods, Reduce::Mean)
 }
 
 /// Paper Table 2: like [`accuracy_table`], but each value is the method's accuracy minus the

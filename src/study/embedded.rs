@@ -12,12 +12,14 @@ use super::CompareOptions;
 use crate::data::animal_mnist::{self, Objects};
 use crate::data::spurious::{self, Partition, Split, Texture};
 use crate::data::{Batch, Sample};
+use crate::eval::segmentation::METRICS;
 use crate::eval::{accuracy, segmentation};
 use crate::explain;
 use crate::image::{denormalize_chw, heatmap, Interpolation, PreprocessConfig};
 use crate::model::config::HALF;
 use crate::model::{checkpoint, LoadedModel, VisionTransformer, VitConfig};
 use crate::report::{self, Measurement, Subject};
+use crate::report::{Layout, SegmentationColumns};
 use crate::rng::derive_seed;
 use crate::train::methods::{ClsTarget, CrossEntropy, InputGradient, Method, MethodKind, Relevance};
 use crate::train::{self, paper, EpochMetrics, Origin, RunOptions, Selection, TrainConfig, TrainSet};
@@ -40,6 +42,37 @@ const PARTITION_SEED: u64 = 0;
 const RENDER_SEED: u64 = 1000;
 /// Epochs whose validation accuracy falls more than this below the original's are not selected.
 const ACCURACY_MARGIN: f64 = 0.02;
+
+/// The options only the embedded benchmark takes.
+#[derive(Clone, Debug, Serialize)]
+pub struct Options {
+    /// Also run the ablations of the method.
+    pub ablations: bool,
+    /// The test-suite budget.
+    pub quick: bool,
+    /// Coloured-noise backgrounds instead of stripes: a negative control (no method moves it at this scale).
+    pub tint: bool,
+    /// The animal-mnist wheel.
+    pub objects: PathBuf,
+}
+
+/// The rows and columns of the benchmark's tables.
+pub fn layout(e: &Options, methods: &[MethodKind]) -> Layout {
+    let mut names = vec!["control".to_string(), report::ORIGINAL.to_string()];
+    names.extend(methods.iter().map(|m| m.name().to_string()));
+    Layout {
+        models: vec![MODEL.into()],
+        methods: names,
+        datasets: Split::ALL.iter().map(|s| s.name().to_string()).collect(),
+        protocol: "standard".into(),
+        segmentation: Some(SegmentationColumns {
+            dataset: SEGMENTATION.into(),
+            metrics: METRICS.iter().map(|m| m.to_string()).collect(),
+        }),
+        ablations: e.ablations.then(|| ablation_names().into_iter().map(String::from).collect()),
+        class_split: false,
+    }
+}
 
 /// Sizes of the study; `quick` is the test-suite budget.
 #[derive(Clone, Debug, Serialize)]
@@ -142,8 +175,8 @@ impl TrainSet for Fixed {
     }
 }
 
-fn texture(opts: &CompareOptions) -> Texture {
-    if opts.tint {
+fn texture(e: &Options) -> Texture {
+    if e.tint {
         Texture::Tint
     } else {
         Texture::Stripes
@@ -195,6 +228,7 @@ fn originals(
     part: &Partition,
     val: &[Sample],
     budget: &Budget,
+    e: &Options,
     opts: &CompareOptions,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     let models = opts.out.join("models");
@@ -204,7 +238,7 @@ fn originals(
         budget: (budget.pretrain_epochs, budget.bias_epochs, budget.pretrain_per_class),
         partition: (budget.test_per_class, budget.val_per_class, budget.pool_per_class, PARTITION_SEED),
         objects: animal_mnist::WHEEL,
-        tint: opts.tint,
+        tint: e.tint,
         version: 1,
     })?;
     let recipe_path = models.join("recipe.json");
@@ -244,7 +278,7 @@ fn originals(
         };
         let out = models.join(dir);
         fresh_out(&out)?;
-        let set = Rendered { objects, indices: pretrain.clone(), bias, texture: texture(opts) };
+        let set = Rendered { objects, indices: pretrain.clone(), bias, texture: texture(e) };
         train::finetune(&loaded, &set, val, &cfg, &out, &quiet_run(opts, format!("{dir} (bias {bias})")))?;
         Ok(())
     };
@@ -334,7 +368,7 @@ impl SeedRuns<'_> {
     /// Finetunes a fresh copy of the original with each setting; returns the selected run.
     fn finetune_grid(&self, label: &str, settings: Vec<(Method, f64)>) -> anyhow::Result<Finetuned> {
         let SeedRuns { original_dir, set, val, floor, seed, budget, ref out, opts } = *self;
-        let mut chosen: Option<Finetuned> = None;
+        let mut runs = Vec::new();
         for (k, (method, lr)) in settings.into_iter().enumerate() {
             let cfg = TrainConfig {
                 epochs: budget.finetune_epochs,
@@ -347,17 +381,12 @@ impl SeedRuns<'_> {
             let loaded = load(original_dir, opts.device)?;
             eprintln!("seed {seed}: finetuning {label} setting {k} (lr {lr:e})");
             let summary = train::finetune(&loaded, set, val, &cfg, &dir, &quiet_run(opts, format!("{label}-{k}")))?;
-            // Across settings the same rule as across epochs: lowest penalty among runs that keep accuracy.
-            let candidate = Finetuned { best: summary.best, dir: summary.best_dir, cfg };
-            let keep = match &chosen {
-                None => true,
-                Some(c) => train::better(&candidate.cfg, &candidate.best, Some(&c.best)),
-            };
-            if keep {
-                chosen = Some(candidate);
-            }
+            runs.push(Finetuned { best: summary.best, dir: summary.best_dir, cfg });
         }
-        chosen.context("an empty hyperparameter grid")
+        // Across settings the same rule as across epochs: lowest penalty among runs that keep accuracy.
+        let k = train::choose(&runs.iter().map(|r| (&r.cfg, &r.best)).collect::<Vec<_>>())
+            .context("an empty hyperparameter grid")?;
+        Ok(runs.swap_remove(k))
     }
 }
 
@@ -385,9 +414,9 @@ fn measure(
 }
 
 /// Runs the study and returns its measurements.
-pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
-    let budget = Budget::new(opts.quick);
-    let objects = animal_mnist::load(&opts.objects)
+pub fn run(e: &Options, opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
+    let budget = Budget::new(e.quick);
+    let objects = animal_mnist::load(&e.objects)
         .context("loading the embedded benchmark's objects; fetch them with `make benchmark-data` or pass --objects")?;
     eprintln!(
         "objects: {} animal-mnist silhouettes ({} duplicates removed)",
@@ -401,14 +430,14 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
         budget.pool_per_class,
         PARTITION_SEED,
     )?;
-    let val = render_split(&objects, &part.val, Split::Matched, texture(opts), 1);
+    let val = render_split(&objects, &part.val, Split::Matched, texture(e), 1);
     let tests: Vec<(Split, Vec<Sample>)> =
-        Split::ALL.iter().map(|&s| (s, render_split(&objects, &part.test, s, texture(opts), 2))).collect();
+        Split::ALL.iter().map(|&s| (s, render_split(&objects, &part.test, s, texture(e), 2))).collect();
     let shuffled = &tests.iter().find(|(s, _)| *s == Split::Shuffled).expect("shuffled split").1;
     let segmentation: Vec<Sample> = shuffled.iter().take(budget.segmentation_images).cloned().collect();
     let eval = Evaluation { tests: &tests, segmentation: &segmentation };
 
-    let (control_dir, original_dir) = originals(&objects, &part, &val, &budget, opts)?;
+    let (control_dir, original_dir) = originals(&objects, &part, &val, &budget, e, opts)?;
     let original = load(&original_dir, opts.device)?;
     let (_, original_val_accuracy) =
         train::evaluate(&original, &Method::CrossEntropy(CrossEntropy { temperature: 1.0 }), &val, 256)?;
@@ -419,7 +448,7 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
         measure(&control.model, "control", seed, &eval, &mut rows)?;
         measure(&original.model, "original", seed, &eval, &mut rows)?;
         let chosen = spurious::finetune_subset(&part, &objects, budget.finetune_per_class, seed)?;
-        let set = Fixed(render_split(&objects, &chosen, Split::Matched, texture(opts), 100 + seed));
+        let set = Fixed(render_split(&objects, &chosen, Split::Matched, texture(e), 100 + seed));
         let out = opts.out.join("runs").join(format!("seed{seed}"));
         let runs =
             SeedRuns { original_dir: &original_dir, set: &set, val: &val, floor, seed, budget: &budget, out, opts };
@@ -445,7 +474,7 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
             figure(&original.model, &load(dir, opts.device)?.model, shuffled, &path)?;
             eprintln!("relevance figure: {}", path.display());
         }
-        if opts.ablations {
+        if e.ablations {
             for (name, method) in ablations() {
                 let picked = runs.finetune_grid(name, vec![(method, ours_lr)])?;
                 measure(&load(&picked.dir, opts.device)?.model, name, seed, &eval, &mut rows)?;

@@ -1,20 +1,23 @@
 //! `harness compare`: the whole study. Take an original model, finetune it with the method and each
 //! baseline, evaluate everything, and write paper-shaped tables. Without `--data` it runs the embedded
-//! spurious-background benchmark (embedded.rs); with `--data` a TOML study of real checkpoints and
-//! datasets (real.rs).
+//! spurious-background benchmark (embedded.rs); with `--data` a study of real checkpoints and datasets
+//! (config.rs: the file; plan.rs: checks, jobs, settings; real.rs: the run). `harness report` rebuilds the
+//! tables of one or more output folders from their long files ([`report`]).
+pub mod config;
 pub mod embedded;
+pub mod plan;
 pub mod real;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::Serialize;
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::atomic_write;
-use crate::eval::segmentation;
 use crate::manifest::Provenance;
-use crate::report::{self, Measurement, Table};
+use crate::report::{self, Layout, Measurement, Tables};
 use crate::train::methods::MethodKind;
 
 #[derive(Clone, Debug, Serialize)]
@@ -23,13 +26,7 @@ pub struct CompareOptions {
     /// `ours` first, then the baselines.
     pub methods: Vec<MethodKind>,
     pub seeds: usize,
-    pub ablations: bool,
-    pub quick: bool,
-    /// Coloured-noise backgrounds instead of stripes: a negative control (no method moves it at this scale).
-    pub tint: bool,
-    /// The animal-mnist wheel of the embedded benchmark.
-    pub objects: PathBuf,
-    pub data: Option<PathBuf>,
+    pub study: Study,
     #[serde(skip)]
     pub device: Device,
     pub quiet: bool,
@@ -37,15 +34,81 @@ pub struct CompareOptions {
     pub provenance: Provenance,
 }
 
-/// `manifest.json` of a study's output folder.
+/// Which study, with the options that only it takes.
+#[derive(Clone, Debug, Serialize)]
+pub enum Study {
+    Embedded(embedded::Options),
+    Real {
+        /// The study file.
+        file: PathBuf,
+        /// Check and print the plan only.
+        plan: bool,
+        selection: plan::Selection,
+    },
+}
+
+/// `manifest.json` of a study's output folder: what ran, and the layout that `harness report` needs to
+/// rebuild the tables from the long file.
 #[derive(Serialize)]
-pub struct StudyManifest {
+pub struct StudyManifest<'a> {
     #[serde(flatten)]
     pub provenance: Provenance,
-    pub options: CompareOptions,
-    /// The embedded benchmark's sizes (absent for a study of real data).
+    pub options: &'a CompareOptions,
+    pub layout: &'a Layout,
+    /// For a study of real data: what a rerun into the same folder must match.
+    pub identity: Option<&'a real::Identity>,
+    /// The embedded benchmark's sizes.
     pub budget: Option<embedded::Budget>,
-    pub wall_seconds: f64,
+    /// Set when the study finished.
+    pub wall_seconds: Option<f64>,
+}
+
+/// The parts of a manifest that are read back.
+#[derive(Deserialize)]
+struct ManifestRead {
+    layout: Layout,
+    identity: Option<real::Identity>,
+}
+
+pub const MANIFEST: &str = "manifest.json";
+
+impl<'a> StudyManifest<'a> {
+    pub fn started(opts: &'a CompareOptions, layout: &'a Layout, identity: Option<&'a real::Identity>) -> Self {
+        let budget = match &opts.study {
+            Study::Embedded(e) => Some(embedded::Budget::new(e.quick)),
+            Study::Real { .. } => None,
+        };
+        StudyManifest {
+            provenance: opts.provenance.clone(),
+            options: opts,
+            layout,
+            identity,
+            budget,
+            wall_seconds: None,
+        }
+    }
+
+    pub fn write(&self, out: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        atomic_write::write(&out.join(MANIFEST), serde_json::to_string_pretty(self)?.as_bytes())?;
+        Ok(())
+    }
+
+    fn read(out: &Path) -> anyhow::Result<Option<ManifestRead>> {
+        let path = out.join(MANIFEST);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let manifest = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not the manifest of a harness compare folder", path.display()))?;
+        Ok(Some(manifest))
+    }
+
+    /// The identity a real study recorded in `out`, if one did.
+    pub fn read_identity(out: &Path) -> anyhow::Result<Option<real::Identity>> {
+        Ok(Self::read(out)?.and_then(|m| m.identity))
+    }
 }
 
 /// Where `make benchmark-data` puts the animal-mnist wheel.
@@ -53,75 +116,74 @@ pub fn default_objects() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/downloads").join(crate::data::animal_mnist::WHEEL)
 }
 
-/// The tables of a study and where they were written.
-pub struct Tables {
-    pub accuracy: Table,
-    pub shift: Table,
-    pub segmentation: Table,
-    pub ablation: Option<Table>,
-}
-
-fn method_order(opts: &CompareOptions) -> Vec<&'static str> {
-    let mut names = vec!["control", "original"];
-    names.extend(opts.methods.iter().map(|m| m.name()));
-    names
-}
-
-/// Writes `results_long.csv` and every table as CSV and Markdown into `opts.out`; `segmentation` names the
-/// dataset of the segmentation test's rows.
-pub fn write_tables(
-    opts: &CompareOptions,
-    datasets: &[&str],
-    seg_dataset: &str,
-    rows: &[Measurement],
-) -> anyhow::Result<Tables> {
-    let methods = method_order(opts);
-    let protocol = "standard";
-    report::write_long(&opts.out.join("results_long.csv"), rows)?;
-    let tables = Tables {
-        accuracy: report::accuracy_table(rows, datasets, &methods, protocol),
-        shift: report::shift_table(rows, datasets, &methods, protocol),
-        segmentation: report::segmentation_table(rows, seg_dataset, &segmentation::METRICS, &methods, protocol),
-        ablation: opts.ablations.then(|| report::ablation_table(rows, datasets, &embedded::ablation_names(), protocol)),
+/// Runs the study chosen by `opts`, writes its tables and manifest and prints them; `None` after
+/// `--plan`.
+pub fn run(opts: &CompareOptions) -> anyhow::Result<Option<Tables>> {
+    let started = Instant::now();
+    let (layout, rows, identity) = match &opts.study {
+        Study::Embedded(e) => {
+            let layout = embedded::layout(e, &opts.methods);
+            StudyManifest::started(opts, &layout, None).write(&opts.out)?;
+            let rows = embedded::run(e, opts)?;
+            (layout, rows, None)
+        }
+        Study::Real { file, plan, selection } => match real::run(file, *selection, *plan, opts)? {
+            None => return Ok(None),
+            Some((layout, rows)) => {
+                let identity = StudyManifest::read_identity(&opts.out)?;
+                (layout, rows, identity)
+            }
+        },
     };
-    report::write_both(&tables.accuracy, &opts.out, "table_accuracy")?;
-    report::write_both(&tables.shift, &opts.out, "table_shift")?;
-    report::write_both(&tables.segmentation, &opts.out, "table_segmentation")?;
-    if let Some(t) = &tables.ablation {
-        report::write_both(t, &opts.out, "table_ablation")?;
+    let tables = write(&layout, std::slice::from_ref(&opts.out), &opts.out, rows)?;
+    let manifest = StudyManifest {
+        wall_seconds: Some(started.elapsed().as_secs_f64()),
+        ..StudyManifest::started(opts, &layout, identity.as_ref())
+    };
+    manifest.write(&opts.out)?;
+    println!("{}", tables.to_terminal());
+    println!("tables in {} ({:.0} s)", opts.out.display(), started.elapsed().as_secs_f64());
+    Ok(Some(tables))
+}
+
+/// The tables of `rows` in `layout` into `out`, with the settings table of the real-study folders `dirs`.
+fn write(layout: &Layout, dirs: &[PathBuf], out: &Path, rows: Vec<Measurement>) -> anyhow::Result<Tables> {
+    let tables = layout.write(out, rows)?;
+    let settings = real::settings_table(dirs, layout)?;
+    if !settings.rows.is_empty() {
+        report::write_both(&settings, out, "table_settings")?;
     }
     Ok(tables)
 }
 
-/// Runs the study chosen by `opts` and writes its tables and manifest; prints a summary.
-pub fn run(opts: &CompareOptions) -> anyhow::Result<Tables> {
-    std::fs::create_dir_all(&opts.out)?;
-    let started = Instant::now();
-    let (datasets, segmentation, rows): (Vec<&str>, &str, Vec<Measurement>) = match &opts.data {
-        None => (
-            crate::data::spurious::Split::ALL.iter().map(|s| s.name()).collect(),
-            embedded::SEGMENTATION,
-            embedded::run(opts)?,
-        ),
-        Some(config) => {
-            let (datasets, rows) = real::run(config, opts)?;
-            (datasets, crate::eval::imagenet_segmentation::DATASET, rows)
+/// `harness report`: the tables of the study folders `dirs` (one study, or the shards of one) rebuilt from
+/// their long files into `out`. The folders must share one layout; a measurement found in two of them must
+/// agree.
+pub fn report(dirs: &[PathBuf], out: &Path) -> anyhow::Result<Tables> {
+    let mut layout: Option<(Layout, &Path)> = None;
+    let mut files = Vec::new();
+    for dir in dirs {
+        let manifest = StudyManifest::read(dir)?
+            .with_context(|| format!("{}: no {MANIFEST} (is it a harness compare folder?)", dir.display()))?;
+        match &layout {
+            None => layout = Some((manifest.layout, dir)),
+            Some((first, first_dir)) if *first != manifest.layout => bail!(
+                "{} and {} hold different studies (their tables have other models, methods or datasets)",
+                first_dir.display(),
+                dir.display()
+            ),
+            Some(_) => {}
         }
-    };
-    let tables = write_tables(opts, &datasets, segmentation, &rows)?;
-    let manifest = StudyManifest {
-        provenance: opts.provenance.clone(),
-        options: opts.clone(),
-        budget: opts.data.is_none().then(|| embedded::Budget::new(opts.quick)),
-        wall_seconds: started.elapsed().as_secs_f64(),
-    };
-    atomic_write::write(&opts.out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
-    println!("{}", tables.accuracy.to_terminal());
-    println!("{}", tables.shift.to_terminal());
-    println!("{}", tables.segmentation.to_terminal());
-    if let Some(t) = &tables.ablation {
-        println!("{}", t.to_terminal());
+        let long = dir.join("results_long.csv");
+        files.push((long.clone(), report::read_long(&long)?));
     }
-    println!("tables in {} ({:.0} s)", opts.out.display(), started.elapsed().as_secs_f64());
+    let (layout, _) = layout.context("harness report: no folder given")?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let tables = write(&layout, dirs, out, report::merge(&files)?)?;
+    // A new folder gets a manifest of its own, so that it can be reported (and merged) again.
+    if !dirs.iter().any(|d| d == out) {
+        let merged = serde_json::json!({ "layout": layout, "merged_from": dirs });
+        atomic_write::write(&out.join(MANIFEST), serde_json::to_string_pretty(&merged)?.as_bytes())?;
+    }
     Ok(tables)
 }

@@ -1,244 +1,465 @@
-//! `compare --data CONFIG.toml`: the study on real checkpoints and datasets.
+//! `compare --data STUDY.toml`: the study on real checkpoints and datasets (file format: config.rs; jobs,
+//! checks and settings: plan.rs).
 //!
-//! ```toml
-//! [imagenet_s]                       # finetuning data (method.md section 5)
-//! images = "/data/imagenet/train"    # <images>/<wnid>/<name>.JPEG
-//! masks = "/data/ImageNetS919/train-semi-segmentation"
-//! mask_source = "imagenet-s"         # or "binary" (e.g. TokenCut masks)
-//! seed = 0
-//!
-//! [[models]]
-//! name = "vit_base_patch16_224"      # timm name
-//! checkpoint = "/weights/vit_base"   # timm hub folder, .safetensors or .pth
-//! preset = "vit-b"                   # the paper's hyperparameters (default: looked up by name)
-//!
-//! [[datasets]]                        # evaluation (harness eval kinds)
-//! kind = "imagenet-a"
-//! path = "/data/imagenet-a"
-//!
-//! [segmentation]                      # optional: the segmentation test (Table 3)
-//! path = "/data/gtsegs_ijcv.mat"
-//! limit = 500                        # optional: only the first images (default: all 4276)
-//!
-//! [finetune]                          # optional: shorter runs than the paper's (every field optional)
-//! epochs = 10                        # paper: 50
-//! train_classes = 100                # paper: 500
-//! per_class = 3                      # paper: 3
-//! val_per_class = 1                  # paper: 1
-//! ```
-//! Every model is finetuned with the method and each baseline at the paper's settings (runs resume), then
-//! the original and every finetuned model are evaluated on each dataset (standard protocol) for the
-//! accuracy and shift tables, and by the segmentation test for Table 3.
+//! Nothing is lost and nothing is done twice: each measurement is appended to `results_long.csv` and
+//! synced as soon as it is made; a rerun with the same `--out` skips every evaluation already there and
+//! every finished finetuning run, and resumes a run killed mid-epoch from its last checkpoint. The tables
+//! are rebuilt from the long file at the end (and at any time by `harness report`).
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::CompareOptions;
-use crate::data::eval_sets::{Kind, Protocol};
-use crate::data::imagenet_s::{MaskResize, MaskSource, SplitConfig};
-use crate::eval::{accuracy, imagenet_segmentation, PipelineOptions};
-use crate::model;
-use crate::report::{self, Measurement, Subject};
+use super::config::{self, ModelEntry, StudyConfig};
+use super::plan::{self, Checked, Job, JobKind, Selection};
+use super::{CompareOptions, StudyManifest};
+use crate::atomic_write;
+use crate::data::imagenet;
+use crate::data::imagenet_s::MaskResize;
+use crate::eval::segmentation::METRICS;
+use crate::eval::{accuracy, imagenet_segmentation, PipelineOptions, Unreadable};
+use crate::model::{self, LoadedModel};
+use crate::report::{self, Layout, LongLog, Measurement, SegmentationColumns, Subject, Table};
 use crate::train::imagenet_s::{self, DataConfig};
-use crate::train::methods::{InputGradient, Method, MethodKind, Relevance};
-use crate::train::paper;
-use crate::train::{Origin, RunOptions, TrainConfig};
+use crate::train::methods::MethodKind;
+use crate::train::{self, paper, EpochMetrics, Origin, RunManifest, RunOptions, TrainConfig};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StudyConfig {
-    pub imagenet_s: ImagenetS,
-    pub models: Vec<ModelEntry>,
-    #[serde(default)]
-    pub datasets: Vec<DatasetEntry>,
-    pub segmentation: Option<SegmentationEntry>,
-    #[serde(default)]
-    pub finetune: FinetuneOverrides,
+/// What identifies a study's output folder: a rerun must be the same study, or it would mix results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    pub study: StudyConfig,
+    pub methods: Vec<MethodKind>,
+    pub seeds: usize,
+    pub selection: Selection,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImagenetS {
-    pub images: PathBuf,
-    pub masks: PathBuf,
-    #[serde(default = "default_source")]
-    pub mask_source: MaskSource,
-    #[serde(default)]
+/// `selected.json` of a finetuning job: the run kept among its settings, and what it was trained with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Selected {
+    pub model: String,
+    pub method: MethodKind,
     pub seed: u64,
+    /// Which of the job's settings (from 1) was kept, and how many it tried.
+    pub setting: usize,
+    pub of: usize,
+    /// The kept run's folder, relative to the study's output folder.
+    pub run: PathBuf,
+    pub train: TrainConfig,
+    pub best: EpochMetrics,
 }
 
-fn default_source() -> MaskSource {
-    MaskSource::ImagenetS
-}
+pub const SELECTED: &str = "selected.json";
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelEntry {
-    pub name: String,
-    pub checkpoint: PathBuf,
-    pub preset: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatasetEntry {
-    pub kind: Kind,
-    pub path: PathBuf,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SegmentationEntry {
-    pub path: PathBuf,
-    pub limit: Option<usize>,
-}
-
-/// Departures from the paper's finetuning protocol, for shorter runs; unset fields keep the paper's value.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FinetuneOverrides {
-    pub epochs: Option<usize>,
-    pub train_classes: Option<usize>,
-    pub per_class: Option<usize>,
-    pub val_per_class: Option<usize>,
-}
-
-/// Reads and checks a study config; errors name the file and the entry.
-pub fn read(path: &Path) -> anyhow::Result<StudyConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let config: StudyConfig =
-        toml::from_str(&text).with_context(|| format!("{}: not a valid study config", path.display()))?;
-    for p in [&config.imagenet_s.images, &config.imagenet_s.masks] {
-        if !p.is_dir() {
-            bail!("{}: {} is not a folder", path.display(), p.display());
-        }
+/// The rows and columns of the study's tables.
+pub fn layout(config: &StudyConfig, methods: &[MethodKind]) -> Layout {
+    let mut names = vec![report::ORIGINAL.to_string()];
+    names.extend(methods.iter().map(|m| m.name().to_string()));
+    Layout {
+        models: config.models.iter().map(|m| m.name.clone()).collect(),
+        methods: names,
+        datasets: config.datasets.iter().map(|d| d.kind.name().to_string()).collect(),
+        protocol: config.protocol().name().into(),
+        segmentation: config.segmentation.as_ref().map(|_| SegmentationColumns {
+            dataset: imagenet_segmentation::DATASET.into(),
+            metrics: METRICS.iter().map(|m| m.to_string()).collect(),
+        }),
+        ablations: None,
+        class_split: !config.datasets.is_empty(),
     }
-    for m in &config.models {
-        if !m.checkpoint.exists() {
-            bail!("{}: checkpoint {} of model {} does not exist", path.display(), m.checkpoint.display(), m.name);
-        }
-        let preset = m.preset.as_deref().unwrap_or(&m.name);
-        if paper::lookup(preset).is_none() {
-            bail!(
-                "{}: model {} has no paper preset {preset:?}; set preset to one of {}",
-                path.display(),
-                m.name,
-                paper::known()
-            );
-        }
-    }
-    for d in &config.datasets {
-        if !d.path.is_dir() {
-            bail!("{}: dataset folder {} ({}) does not exist", path.display(), d.path.display(), d.kind);
-        }
-    }
-    if let Some(seg) = &config.segmentation {
-        if !seg.path.is_file() {
-            bail!("{}: segmentation file {} does not exist", path.display(), seg.path.display());
-        }
-    }
-    Ok(config)
 }
 
-/// The paper's settings of `kind` for a model.
-fn paper_method(kind: MethodKind, hp: &paper::PaperHparams) -> anyhow::Result<(Method, f64)> {
-    let baseline = |b: Option<paper::BaselineHparams>| {
-        b.map(|b| {
-            (InputGradient { lambda_bg: b.lambda_bg, lambda_cls: b.lambda_cls, temperature: hp.temperature }, b.lr)
-        })
-        .with_context(|| format!("the paper gives no {} settings for {}", kind.name(), hp.alias))
-    };
-    Ok(match kind {
-        MethodKind::Ours => {
-            (Method::Ours(Relevance { temperature: hp.temperature, ..Relevance::default() }), hp.ours_lr)
-        }
-        MethodKind::Gradmask => baseline(hp.gradmask).map(|(b, lr)| (Method::Gradmask(b), lr))?,
-        MethodKind::Rrr => baseline(hp.rrr).map(|(b, lr)| (Method::Rrr(b), lr))?,
-        MethodKind::CrossEntropy => bail!("the paper has no cross-entropy finetuning setting for {}", hp.alias),
-    })
-}
-
-/// Top-1/top-5 of `loaded` on every dataset of the study, and the segmentation test, as measurements.
-fn measure(
-    loaded: &model::LoadedModel,
-    method: &str,
-    seed: u64,
-    config: &StudyConfig,
+/// Checks the study, prints its plan, and (unless `plan_only`) runs the selected jobs into `opts.out`;
+/// returns the layout of its tables and the folder's measurements, `None` for a plan only.
+pub fn run(
+    file: &Path,
+    selection: Selection,
+    plan_only: bool,
     opts: &CompareOptions,
-) -> anyhow::Result<Vec<Measurement>> {
-    let pipeline = PipelineOptions { quiet: opts.quiet, ..PipelineOptions::default() };
-    let subject =
-        Subject { model: loaded.name.clone(), method: method.into(), seed, protocol: Protocol::Standard.name().into() };
-    let mut rows = Vec::new();
-    for d in &config.datasets {
-        let r = accuracy::of_dataset(loaded, d.kind, &d.path, Protocol::Standard, &pipeline)?;
-        rows.push(subject.row(d.kind.name(), report::TOP1, r.top1));
-        rows.push(subject.row(d.kind.name(), report::TOP5, r.top5));
+) -> anyhow::Result<Option<(Layout, Vec<Measurement>)>> {
+    let config = config::read(file)?;
+    let checked = plan::check(file, &config, &opts.methods, opts.seeds, opts.device)?;
+    let jobs = plan::jobs(&config, &opts.methods, opts.seeds);
+    let picked = selection.pick(&jobs)?;
+    print_plan(file, &config, &checked, &jobs, &picked);
+    if plan_only {
+        return Ok(None);
     }
-    if let Some(seg) = &config.segmentation {
-        let seg_opts = PipelineOptions { quiet: opts.quiet, ..imagenet_segmentation::default_pipeline() };
-        let r = imagenet_segmentation::run(loaded, &seg.path, seg.limit, &seg_opts)?;
-        if !r.unreadable.is_empty() {
-            eprintln!(
-                "segmentation test: {} unreadable entries of {} skipped (harness segtest lists them)",
-                r.unreadable.len(),
-                seg.path.display()
-            );
-        }
-        let dataset = imagenet_segmentation::DATASET;
-        rows.extend(r.metrics.percent().into_iter().map(|(metric, value)| subject.row(dataset, metric, value)));
+    let identity = Identity { study: config.clone(), methods: opts.methods.clone(), seeds: opts.seeds, selection };
+    refuse_another_study(&opts.out, &identity)?;
+    let layout = layout(&config, &opts.methods);
+    StudyManifest::started(opts, &layout, Some(&identity)).write(&opts.out)?;
+    let long = opts.out.join("results_long.csv");
+    let (mut log, rows) = LongLog::open(&long)?;
+    let mut study =
+        Study { file, config: &config, opts, log: &mut log, done: Done::of(&rows), train_classes: HashMap::new() };
+    for (k, job) in &picked {
+        eprintln!("job {k} of {}: {}", jobs.len(), job.describe(&config));
+        study.run(job).with_context(|| format!("job {k} ({})", job.describe(&config)))?;
     }
-    Ok(rows)
+    let rows = report::merge(&[(long.clone(), report::read_long(&long)?)])?;
+    Ok(Some((layout, rows)))
 }
 
-/// Finetunes every model with every method (paper settings, seeds varying the data choice) and
-/// evaluates the original and the selected checkpoints; returns the accuracy datasets and the rows.
-pub fn run(path: &Path, opts: &CompareOptions) -> anyhow::Result<(Vec<&'static str>, Vec<Measurement>)> {
-    let config = read(path)?;
-    let source = config.imagenet_s.mask_source;
-    let mut rows = Vec::new();
-    for m in &config.models {
-        let hp = paper::lookup(m.preset.as_deref().unwrap_or(&m.name)).expect("checked by read");
-        let original = model::load(Some(&m.name), &m.checkpoint, opts.device)?;
-        let original_rows = measure(&original, "original", 0, &config, opts)?;
-        for seed in 0..opts.seeds as u64 {
-            rows.extend(original_rows.iter().cloned().map(|r| Measurement { seed, ..r }));
-            for &kind in &opts.methods {
-                let (method, lr) = paper_method(kind, hp)?;
-                let short = &config.finetune;
-                let paper_run = paper::train_config(method, lr, seed);
-                let cfg = TrainConfig { epochs: short.epochs.unwrap_or(paper_run.epochs), ..paper_run };
-                let paper_split = SplitConfig::default();
-                let split = SplitConfig {
-                    seed: config.imagenet_s.seed + seed,
-                    source,
-                    train_classes: short.train_classes.unwrap_or(paper_split.train_classes),
-                    per_class: short.per_class.unwrap_or(paper_split.per_class),
-                    val_per_class: short.val_per_class.unwrap_or(paper_split.val_per_class),
-                    ..paper_split
-                };
-                let data = DataConfig {
-                    images: config.imagenet_s.images.clone(),
-                    masks: config.imagenet_s.masks.clone(),
-                    split,
-                    mask_resize: MaskResize::Nearest,
-                };
-                let loaded = model::load(Some(&m.name), &m.checkpoint, opts.device)?;
-                let out = opts.out.join("runs").join(&m.name).join(format!("seed{seed}")).join(kind.name());
-                let run = RunOptions {
-                    resume: true,
-                    quiet: opts.quiet,
-                    provenance: opts.provenance.clone(),
-                    origin: Origin { study: Some(path.display().to_string()), ..Origin::default() },
-                    data: None,
-                };
-                let summary = imagenet_s::run(&loaded, &data, &cfg, &out, run)?;
-                let best = model::load(Some(&m.name), &summary.best_dir, opts.device)?;
-                rows.extend(measure(&best, kind.name(), seed, &config, opts)?);
+fn print_plan(file: &Path, config: &StudyConfig, checked: &Checked, jobs: &[Job], picked: &[(usize, &Job)]) {
+    let (train, val) = checked.split_images;
+    println!(
+        "{}: {} models, {} datasets ({} images){}, finetuning on {train} images ({val} for validation), {} epochs, \
+         {} setting(s) per method",
+        file.display(),
+        config.models.len(),
+        config.datasets.len(),
+        checked.dataset_images.iter().sum::<usize>(),
+        checked.segmentation_images.map_or(String::new(), |n| format!(", segmentation test ({n} images)")),
+        config.finetune.epochs.unwrap_or(paper::EPOCHS),
+        config.grid().len()
+    );
+    for (entry, facts) in config.models.iter().zip(&checked.models) {
+        println!(
+            "  {}: {} classes; measured a finetuning step of 8 images in {:.2} s, a forward pass in {:.4} s per image",
+            entry.name, facts.num_classes, facts.step_seconds, facts.forward_seconds
+        );
+    }
+    let mut total = 0.0;
+    for (k, job) in picked {
+        let seconds = plan::estimate(job, config, checked);
+        total += seconds;
+        println!("  job {k:>3}  {:<60} about {}", job.describe(config), plan::duration(seconds));
+    }
+    println!(
+        "{} of {} jobs, about {} on this machine (estimated from the measured steps)",
+        picked.len(),
+        jobs.len(),
+        plan::duration(total)
+    );
+}
+
+/// A rerun into a folder of another study would mix results: refuse it.
+fn refuse_another_study(out: &Path, identity: &Identity) -> anyhow::Result<()> {
+    let Some(before) = StudyManifest::read_identity(out)? else { return Ok(()) };
+    if &before != identity {
+        bail!(
+            "{} holds another study (other study file contents, methods, seeds or jobs); rerun the same command \
+             to resume it, or choose another --out",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// The (model, method, seed, dataset) groups already measured.
+struct Done(HashSet<(String, String, u64, String, String)>);
+
+impl Done {
+    fn of(rows: &[Measurement]) -> Done {
+        Done(
+            rows.iter()
+                .map(|m| (m.model.clone(), m.method.clone(), m.seed, m.dataset.clone(), m.metric.clone()))
+                .collect(),
+        )
+    }
+
+    fn has(&self, s: &Subject, dataset: &str, metrics: &[&str]) -> bool {
+        metrics
+            .iter()
+            .all(|m| self.0.contains(&(s.model.clone(), s.method.clone(), s.seed, dataset.into(), m.to_string())))
+    }
+
+    fn add(&mut self, rows: &[Measurement]) {
+        self.0.extend(Done::of(rows).0);
+    }
+}
+
+struct Study<'a> {
+    file: &'a Path,
+    config: &'a StudyConfig,
+    opts: &'a CompareOptions,
+    log: &'a mut LongLog,
+    done: Done,
+    /// The ImageNet indices of each seed's finetuning classes, once drawn.
+    train_classes: HashMap<u64, HashSet<usize>>,
+}
+
+impl Study<'_> {
+    fn run(&mut self, job: &Job) -> anyhow::Result<()> {
+        let entry = &self.config.models[job.model];
+        match job.kind {
+            // The original is measured once and its rows stand for every seed (the shift table pairs by seed).
+            JobKind::Original => {
+                self.evaluate(entry, report::ORIGINAL, &(0..self.opts.seeds as u64).collect::<Vec<_>>(), None)
+            }
+            JobKind::Finetune { method, seed } => {
+                let subject = self.subject(entry, method.name(), seed);
+                if self.all_done(&subject) && self.job_dir(entry, method, seed).join(SELECTED).is_file() {
+                    eprintln!("  done before: skipped");
+                    return Ok(());
+                }
+                let chosen = self.finetune(entry, method, seed)?;
+                self.evaluate(entry, method.name(), &[seed], Some(&chosen))
             }
         }
     }
-    let kinds: Vec<&'static str> = config.datasets.iter().map(|d| d.kind.name()).collect();
-    Ok((kinds, rows))
+
+    fn subject(&self, entry: &ModelEntry, method: &str, seed: u64) -> Subject {
+        Subject {
+            model: entry.name.clone(),
+            method: method.into(),
+            seed,
+            protocol: self.config.protocol().name().into(),
+        }
+    }
+
+    fn all_done(&self, s: &Subject) -> bool {
+        let datasets =
+            self.config.datasets.iter().all(|d| self.done.has(s, d.kind.name(), &[report::TOP1, report::TOP5]));
+        datasets && (self.config.segmentation.is_none() || self.done.has(s, imagenet_segmentation::DATASET, &METRICS))
+    }
+
+    fn job_dir(&self, entry: &ModelEntry, method: MethodKind, seed: u64) -> PathBuf {
+        self.opts.out.join("runs").join(&entry.name).join(format!("seed{seed}")).join(method.name())
+    }
+
+    fn load(&self, entry: &ModelEntry, weights: &Path) -> anyhow::Result<LoadedModel> {
+        Ok(model::load(Some(entry.architecture()), weights, self.opts.device)?)
+    }
+
+    /// Finetunes every setting of the job (skipping finished runs, resuming interrupted ones), keeps one by
+    /// the study's rule and records it in `selected.json`; returns the kept checkpoint.
+    fn finetune(&self, entry: &ModelEntry, method: MethodKind, seed: u64) -> anyhow::Result<PathBuf> {
+        let settings = plan::settings(entry, method, self.config.grid()).map_err(anyhow::Error::msg)?;
+        let data = DataConfig {
+            images: self.config.imagenet_s.images.clone(),
+            masks: self.config.imagenet_s.masks.clone(),
+            split: plan::split_config(self.config, seed),
+            mask_resize: MaskResize::Nearest,
+        };
+        let job_dir = self.job_dir(entry, method, seed);
+        // With a grid, the module rule of plan.rs: guarded penalty across epochs and runs alike.
+        let floor = match settings.len() {
+            1 => None,
+            _ => Some(imagenet_s::val_accuracy(&self.load(entry, &entry.checkpoint)?, &data)? - plan::ACCURACY_MARGIN),
+        };
+        let mut runs = Vec::new();
+        for (k, (method_settings, lr)) in settings.iter().cloned().enumerate() {
+            let paper_run = paper::train_config(method_settings, lr, seed);
+            let cfg = TrainConfig {
+                epochs: self.config.finetune.epochs.unwrap_or(paper_run.epochs),
+                select: if floor.is_some() { train::Selection::GuardedPenalty } else { paper_run.select },
+                accuracy_floor: floor,
+                ..paper_run
+            };
+            let dir = if settings.len() == 1 { job_dir.clone() } else { job_dir.join(format!("setting{}", k + 1)) };
+            let best = match finished(&dir, &cfg) {
+                Some(best) => best,
+                None => {
+                    let opts = RunOptions {
+                        resume: true,
+                        quiet: self.opts.quiet,
+                        provenance: self.opts.provenance.clone(),
+                        origin: Origin { study: Some(self.file.display().to_string()), ..Origin::default() },
+                        data: None,
+                    };
+                    imagenet_s::run(&self.load(entry, &entry.checkpoint)?, &data, &cfg, &dir, opts)?.best
+                }
+            };
+            runs.push((cfg, best, dir));
+        }
+        let k = train::choose(&runs.iter().map(|(cfg, best, _)| (cfg, best)).collect::<Vec<_>>())
+            .context("a job without settings")?;
+        let (train, best, dir) = runs.swap_remove(k);
+        let run = dir.strip_prefix(&self.opts.out).unwrap_or(&dir).to_path_buf();
+        let selected =
+            Selected { model: entry.name.clone(), method, seed, setting: k + 1, of: settings.len(), run, train, best };
+        atomic_write::write(&job_dir.join(SELECTED), serde_json::to_string_pretty(&selected)?.as_bytes())?;
+        Ok(dir.join("best"))
+    }
+
+    /// Measures the model (`checkpoint`, or the entry's own) on every dataset and the segmentation test,
+    /// skipping what the long file holds; its rows are written for each of `seeds`.
+    fn evaluate(
+        &mut self,
+        entry: &ModelEntry,
+        method: &str,
+        seeds: &[u64],
+        checkpoint: Option<&Path>,
+    ) -> anyhow::Result<()> {
+        let subjects: Vec<Subject> = seeds.iter().map(|&s| self.subject(entry, method, s)).collect();
+        let mut loaded = None;
+        let max_share = self.config.max_unreadable();
+        for d in &self.config.datasets {
+            // The split rows go before top-1/top-5 in the long file, so a group whose top-1 and top-5 are there
+            // (a killed run cuts the file's end) is whole.
+            if subjects.iter().all(|s| self.done.has(s, d.kind.name(), &[report::TOP1, report::TOP5])) {
+                continue;
+            }
+            let model = match &loaded {
+                Some(m) => m,
+                None => loaded.insert(self.load(entry, checkpoint.unwrap_or(&entry.checkpoint))?),
+            };
+            let pipeline = PipelineOptions { quiet: self.opts.quiet, ..PipelineOptions::default() };
+            let r = accuracy::of_dataset(model, d.kind, &d.path, self.config.protocol(), &pipeline)?;
+            let entries: Vec<(String, String)> =
+                r.unreadable.iter().map(|(p, why)| (p.display().to_string(), why.clone())).collect();
+            Unreadable::new(&self.unreadable_log(&subjects[0], d.kind.name()), max_share).add(
+                d.kind.name(),
+                r.images,
+                &entries,
+            )?;
+            let mut rows = Vec::new();
+            for s in &subjects {
+                let sides = accuracy::split_by_classes(&r.hits, self.train_classes(s.seed)?);
+                for (k, counts) in sides.iter().enumerate() {
+                    if let Some((top1, top5)) = counts.percent() {
+                        rows.push(s.row(d.kind.name(), report::CLASS_SPLIT[k], top1));
+                        rows.push(s.row(d.kind.name(), report::CLASS_SPLIT[k + 2], top5));
+                    }
+                }
+            }
+            for s in &subjects {
+                rows.extend([s.row(d.kind.name(), report::TOP1, r.top1), s.row(d.kind.name(), report::TOP5, r.top5)]);
+            }
+            self.record(&rows)?;
+        }
+        if let Some(seg) = &self.config.segmentation {
+            let dataset = imagenet_segmentation::DATASET;
+            if !self.done.has(&subjects[0], dataset, &METRICS) {
+                let model = match &loaded {
+                    Some(m) => m,
+                    None => loaded.insert(self.load(entry, checkpoint.unwrap_or(&entry.checkpoint))?),
+                };
+                let pipeline = PipelineOptions { quiet: self.opts.quiet, ..imagenet_segmentation::default_pipeline() };
+                let r = imagenet_segmentation::run(model, &seg.path, seg.limit, &pipeline)?;
+                let entries: Vec<(String, String)> =
+                    r.unreadable.iter().map(|(i, why)| (format!("{}[{i}]", seg.path.display()), why.clone())).collect();
+                Unreadable::new(&self.unreadable_log(&subjects[0], dataset), max_share).add(
+                    dataset,
+                    r.metrics.images() as usize,
+                    &entries,
+                )?;
+                let percent = r.metrics.percent();
+                let rows: Vec<Measurement> = subjects
+                    .iter()
+                    .flat_map(|s| percent.iter().map(|&(metric, value)| s.row(dataset, metric, value)))
+                    .collect();
+                self.record(&rows)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ImageNet indices of the finetuning classes the split of `seed` draws.
+    fn train_classes(&mut self, seed: u64) -> anyhow::Result<&HashSet<usize>> {
+        if !self.train_classes.contains_key(&seed) {
+            let s = &self.config.imagenet_s;
+            let split = crate::data::imagenet_s::split(&s.images, &s.masks, &plan::split_config(self.config, seed))?;
+            let classes = split
+                .train_wnids
+                .iter()
+                .map(|w| {
+                    imagenet::index_of(w).with_context(|| format!("{}: {w} is not an ImageNet wnid", s.masks.display()))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            self.train_classes.insert(seed, classes);
+        }
+        Ok(&self.train_classes[&seed])
+    }
+
+    fn unreadable_log(&self, s: &Subject, dataset: &str) -> PathBuf {
+        self.opts.out.join("unreadable").join(format!("{}.{}.seed{}.{dataset}.log", s.model, s.method, s.seed))
+    }
+
+    fn record(&mut self, rows: &[Measurement]) -> anyhow::Result<()> {
+        self.log.append(rows)?;
+        self.done.add(rows);
+        Ok(())
+    }
+}
+
+/// The selected epoch of a run in `dir` that finished with the settings `cfg`.
+fn finished(dir: &Path, cfg: &TrainConfig) -> Option<EpochMetrics> {
+    let manifest = RunManifest::read(&dir.join(RunManifest::FILE)).ok()?;
+    (manifest.train == *cfg && dir.join("best").is_dir()).then_some(manifest.best).flatten()
+}
+
+/// The settings table of the studies in `dirs`: one row per finetuning job, the kept setting and how it
+/// was trained, in the layout's order.
+pub fn settings_table(dirs: &[PathBuf], layout: &Layout) -> anyhow::Result<Table> {
+    let mut selected = Vec::new();
+    for dir in dirs {
+        let runs = dir.join("runs");
+        for model in read_dirs(&runs)? {
+            for seed in read_dirs(&model)? {
+                for method in read_dirs(&seed)? {
+                    let path = method.join(SELECTED);
+                    if path.is_file() {
+                        let text =
+                            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                        let s: Selected =
+                            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+                        if !selected
+                            .iter()
+                            .any(|t: &Selected| (&t.model, t.method, t.seed) == (&s.model, s.method, s.seed))
+                        {
+                            selected.push(s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let rank = |list: &[String], name: &str| list.iter().position(|n| n == name).unwrap_or(list.len());
+    selected.sort_by_key(|s| (rank(&layout.models, &s.model), rank(&layout.methods, s.method.name()), s.seed));
+    let header = [
+        "model",
+        "method",
+        "seed",
+        "setting",
+        "of",
+        "lr",
+        "lambda_bg",
+        "lambda_cls",
+        "temperature",
+        "epochs",
+        "selection",
+        "best_epoch",
+        "val_accuracy",
+    ];
+    let rows = selected
+        .iter()
+        .map(|s| {
+            let (lambda_bg, lambda_cls, temperature) = s.train.method.weights();
+            vec![
+                s.model.clone(),
+                s.method.name().into(),
+                s.seed.to_string(),
+                s.setting.to_string(),
+                s.of.to_string(),
+                format!("{:e}", s.train.lr),
+                lambda_bg.map_or(String::new(), |v| format!("{v:e}")),
+                lambda_cls.map_or(String::new(), |v| format!("{v:e}")),
+                format!("{}", temperature),
+                s.train.epochs.to_string(),
+                s.train.select.name().into(),
+                s.best.epoch.to_string(),
+                format!("{:.4}", s.best.val_accuracy),
+            ]
+        })
+        .collect();
+    Ok(Table { header: header.map(String::from).to_vec(), rows })
+}
+
+/// The sub-folders of `dir`, sorted; none when it does not exist.
+fn read_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry.with_context(|| format!("listing {}", dir.display()))?.path();
+        if path.is_dir() {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::imagenet_s::{self, Item, MaskResize, MaskSource, Pair, SplitConfig, TransformConfig};
 use crate::data::Sample;
 use crate::model::LoadedModel;
+use crate::train::methods::{CrossEntropy, Method};
 use crate::train::{self, RunOptions, Summary, TrainConfig, TrainSet};
 
 /// Where the data is and how to read it.
@@ -66,6 +67,34 @@ impl TrainSet for ImagenetSTrain {
     }
 }
 
+/// The validation images with their masks, decoded on all cores with the evaluation transform.
+fn val_samples(items: &[Item], source: MaskSource, transform: &TransformConfig) -> anyhow::Result<Vec<Sample>> {
+    items
+        .par_iter()
+        .map(|item| Ok(imagenet_s::eval_sample(&imagenet_s::load_pair(item, source)?, item.label, transform)))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("loading validation data")
+}
+
+/// The transform of `loaded` for its finetuning data.
+fn transform(loaded: &LoadedModel, data: &DataConfig) -> TransformConfig {
+    TransformConfig {
+        size: loaded.model.config().img_size as u32,
+        mean: loaded.preprocess.mean,
+        std: loaded.preprocess.std,
+        mask_resize: data.mask_resize,
+    }
+}
+
+/// The top-1 accuracy (a fraction) of `loaded` on the validation split of `data`, as the training loop
+/// measures it: what a run must stay close to under an accuracy floor.
+pub fn val_accuracy(loaded: &LoadedModel, data: &DataConfig) -> anyhow::Result<f64> {
+    let split = imagenet_s::split(&data.images, &data.masks, &data.split)?;
+    let val = val_samples(&split.val, data.split.source, &transform(loaded, data))?;
+    let plain = Method::CrossEntropy(CrossEntropy { temperature: 1.0 });
+    Ok(train::evaluate(loaded, &plain, &val, 8)?.1)
+}
+
 /// Runs the whole job; the run manifest records the split.
 pub fn run(
     loaded: &LoadedModel,
@@ -75,13 +104,7 @@ pub fn run(
     mut opts: RunOptions,
 ) -> anyhow::Result<Summary> {
     let split = imagenet_s::split(&data.images, &data.masks, &data.split)?;
-    let size = loaded.model.config().img_size as u32;
-    let transform = TransformConfig {
-        size,
-        mean: loaded.preprocess.mean,
-        std: loaded.preprocess.std,
-        mask_resize: data.mask_resize,
-    };
+    let transform = transform(loaded, data);
     eprintln!(
         "data: {} training images from {} classes, {} validation images from {} classes{}",
         split.train.len(),
@@ -96,12 +119,7 @@ pub fn run(
     );
     let source = data.split.source;
     let train_set = ImagenetSTrain::load(&split.train, source, &transform)?;
-    let val = split
-        .val
-        .par_iter()
-        .map(|item| Ok(imagenet_s::eval_sample(&imagenet_s::load_pair(item, source)?, item.label, &transform)))
-        .collect::<anyhow::Result<Vec<_>>>()
-        .context("loading validation data")?;
+    let val = val_samples(&split.val, source, &transform)?;
     opts.data = Some(DataSplit {
         images: data.images.clone(),
         masks: data.masks.clone(),

@@ -117,6 +117,16 @@ impl Method {
         self.kind().name()
     }
 
+    /// `(lambda_bg, lambda_cls, temperature)`: the background weight and the classification weight where the
+    /// method has them, for tables of settings.
+    pub fn weights(&self) -> (Option<f64>, Option<f64>, f64) {
+        match self {
+            Method::Ours(m) => (Some(m.lambda_bg), Some(m.lambda_cls), m.temperature),
+            Method::Gradmask(b) | Method::Rrr(b) => (Some(b.lambda_bg), Some(b.lambda_cls), b.temperature),
+            Method::CrossEntropy(c) => (None, None, c.temperature),
+        }
+    }
+
     /// The term the method exists to lower (the relevance loss, the input-gradient penalty); model
     /// selection across epochs and settings compares it.
     pub fn penalty_term(&self) -> &'static str {

@@ -210,6 +210,18 @@ pub fn better(cfg: &TrainConfig, candidate: &EpochMetrics, best: Option<&EpochMe
     }
 }
 
+/// The run to keep among finished runs of one method, each given by its config and selected epoch: across
+/// runs the same rule as across epochs. `None` for no runs.
+pub fn choose(runs: &[(&TrainConfig, &EpochMetrics)]) -> Option<usize> {
+    let mut chosen: Option<usize> = None;
+    for (i, (cfg, best)) in runs.iter().enumerate() {
+        if better(cfg, best, chosen.map(|c| runs[c].1)) {
+            chosen = Some(i);
+        }
+    }
+    chosen
+}
+
 fn progress(quiet: bool, batches: usize, epoch: usize, epochs: usize) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();

@@ -3,8 +3,11 @@
 use super::methods::Method;
 use super::{Selection, TrainConfig};
 
+/// The paper's number of finetuning epochs.
+pub const EPOCHS: usize = 50;
+
 /// The paper's training protocol (method.md section 5) for `method` at `lr`: AdamW with weight decay 1e-4,
-/// the LR times 0.85 every 2 epochs, batch 8, 50 epochs, the epoch of lowest validation loss kept.
+/// the LR times 0.85 every 2 epochs, batch 8, [`EPOCHS`] epochs, the epoch of lowest validation loss kept.
 pub fn train_config(method: Method, lr: f64, seed: u64) -> TrainConfig {
     TrainConfig {
         method,
@@ -12,7 +15,7 @@ pub fn train_config(method: Method, lr: f64, seed: u64) -> TrainConfig {
         weight_decay: 1e-4,
         lr_decay: 0.85,
         decay_every: 2,
-        epochs: 50,
+        epochs: EPOCHS,
         batch_size: 8,
         seed,
         select: Selection::ValLoss,

@@ -1,11 +1,14 @@
 //! `harness compare --data STUDY.toml` end to end on tiny real-layout data: an ImageNet-S fixture for
 //! finetuning (its images double as an `imagenet-val` folder), the gtsegs fixture for the segmentation
 //! test, the timm-made vit_tiny as the original. Every table is written with one row per method, the
-//! original's segmentation row equals the reference computation of python/fixtures/segtest.py, and every
-//! finetuned model differs from the original.
+//! original's segmentation row equals the reference computation of python/fixtures/segtest.py, every
+//! finetuned model differs from the original; three shards merged by `harness report`, and a run killed
+//! mid-way and rerun, give the same bytes as the run straight through; a study that cannot run stops before
+//! any training, naming every problem.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::support::imagenet_s::write_imagenet_s;
 use crate::support::{hub, max_weight_change, scratch, segtest, HARNESS};
@@ -15,35 +18,78 @@ fn csv(path: &Path) -> Vec<Vec<String>> {
     text.lines().map(|l| l.split(',').map(str::to_string).collect()).collect()
 }
 
-#[test]
-fn study_finetunes_evaluates_and_writes_every_table() {
-    let root = scratch("compare-study");
+/// `harness compare --baselines gradmask --quiet --data STUDY --out OUT ARGS...`, not yet run.
+fn compare(study: &Path, out: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(HARNESS);
+    cmd.args(["compare", "--baselines", "gradmask", "--quiet", "--data"]).arg(study).arg("--out").arg(out).args(args);
+    cmd
+}
+
+fn succeeded(output: Output) -> Output {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// The study of these tests: vit_tiny (the paper's ViT-B settings), imagenet-val and the segmentation
+/// test, 2 epochs on 2 classes; the gtsegs fixture's one broken entry is allowed.
+fn write_study(root: &Path) -> PathBuf {
     write_imagenet_s(&root.join("imagenet-s"), 3, 3);
-    let seg = segtest::segtest_fixture();
-    let expected = segtest::expected(&seg);
     let study = root.join("study.toml");
     let text = format!(
-        "[imagenet_s]\nimages = {images:?}\nmasks = {masks:?}\n\n\
+        "max_unreadable = 0.5\n\n\
+         [imagenet_s]\nimages = {images:?}\nmasks = {masks:?}\n\n\
          [[models]]\nname = \"vit_tiny_patch16_224\"\ncheckpoint = {hub:?}\npreset = \"vit-b\"\n\n\
          [[datasets]]\nkind = \"imagenet-val\"\npath = {images:?}\n\n\
          [segmentation]\npath = {mat:?}\n\n\
-         [finetune]\nepochs = 1\ntrain_classes = 2\nper_class = 3\nval_per_class = 1\n",
+         [finetune]\nepochs = 2\ntrain_classes = 2\nper_class = 3\nval_per_class = 1\n",
         images = root.join("imagenet-s/images"),
         masks = root.join("imagenet-s/masks"),
         hub = hub("vit_tiny_patch16_224"),
-        mat = seg.join("gtsegs.mat"),
+        mat = segtest::segtest_fixture().join("gtsegs.mat"),
     );
     std::fs::write(&study, text).unwrap();
-    let out = root.join("out");
-    let result = Command::new(HARNESS)
-        .args(["compare", "--baselines", "gradmask", "--quiet", "--data"])
-        .arg(&study)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    study
+}
 
+/// The long file and every table of a study folder, by name.
+fn tables(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|name| name == "results_long.csv" || name.starts_with("table_"))
+        .map(|name| (name.clone(), std::fs::read(dir.join(&name)).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+fn assert_same_tables(want: &Path, have: &Path, what: &str) {
+    let (want, have) = (tables(want), tables(have));
+    let names = |t: &[(String, Vec<u8>)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&want), names(&have), "{what}: other files");
+    for ((name, a), (_, b)) in want.iter().zip(&have) {
+        assert!(a == b, "{what}: {name} differs\n{}\n---\n{}", String::from_utf8_lossy(a), String::from_utf8_lossy(b));
+    }
+}
+
+#[test]
+fn study_finetunes_evaluates_and_writes_every_table_sharded_and_resumed_alike() {
+    let root = scratch("compare-study");
+    let study = write_study(&root);
+    let seg = segtest::segtest_fixture();
+    let expected = segtest::expected(&seg);
+
+    let plan = succeeded(compare(&study, &root.join("plan"), &["--plan"]).output().unwrap());
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    for job in ["job   1  vit_tiny_patch16_224 original", "job   3  vit_tiny_patch16_224 gradmask seed 0"] {
+        assert!(plan.contains(job), "{plan}");
+    }
+    assert!(plan.contains("3 of 3 jobs, about") && !root.join("plan/runs").exists(), "{plan}");
+
+    let out = root.join("out");
+    succeeded(compare(&study, &out, &[]).output().unwrap());
     let accuracy = csv(&out.join("table_accuracy.csv"));
     assert_eq!(accuracy[0], ["model", "method", "imagenet-val_top1", "imagenet-val_top5"]);
     let methods: Vec<&str> = accuracy[1..].iter().map(|r| r[1].as_str()).collect();
@@ -51,6 +97,11 @@ fn study_finetunes_evaluates_and_writes_every_table() {
     let shift = csv(&out.join("table_shift.csv"));
     assert_eq!(shift[0][2], "imagenet-val_top1_delta");
     assert_eq!(shift.len(), 3, "ours and gradmask against the original");
+    let split = csv(&out.join("table_class_split.csv"));
+    assert_eq!(split[0][2..4], ["imagenet-val_top1_finetune_classes", "imagenet-val_top1_other_classes"]);
+    assert_eq!(split.len(), 4, "{split:?}");
+    let settings = csv(&out.join("table_settings.csv"));
+    assert_eq!(settings.iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), ["method", "ours", "gradmask"]);
 
     let table3 = csv(&out.join("table_segmentation.csv"));
     assert_eq!(table3[0], ["model", "method", "pixel_accuracy", "miou", "map"]);
@@ -75,5 +126,87 @@ fn study_finetunes_evaluates_and_writes_every_table() {
         assert!(moved > 0.0, "{method}: the finetuned weights equal the original's");
         let manifest = robustvit::train::RunManifest::read(&run.join("manifest.json")).unwrap();
         assert_eq!(manifest.data.unwrap().train_classes.len(), 2);
+    }
+    // Rerun into the same folder: everything is found done, nothing changes.
+    let before = tables(&out);
+    let rerun = succeeded(compare(&study, &out, &[]).output().unwrap());
+    assert_eq!(String::from_utf8_lossy(&rerun.stderr).matches("done before: skipped").count(), 2);
+    assert!(tables(&out) == before, "a rerun changed the tables");
+
+    // Three shards, each its own process and folder, merged.
+    let shards: Vec<PathBuf> = (1..=3).map(|i| root.join(format!("shard-{i}"))).collect();
+    let running: Vec<_> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let mut cmd = compare(&study, dir, &["--shard", &format!("{}/3", i + 1)]);
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for child in running {
+        succeeded(child.wait_with_output().unwrap());
+    }
+    let merged = root.join("merged");
+    let mut report = Command::new(HARNESS);
+    report.arg("report").args(&shards).arg("--out").arg(&merged);
+    succeeded(report.output().unwrap());
+    assert_same_tables(&out, &merged, "3 shards merged");
+
+    // Killed during the method's second epoch (its first is saved), then the same command again.
+    let killed = root.join("killed");
+    let first_epoch = killed.join("runs/vit_tiny_patch16_224/seed0/ours/last/state.json");
+    let mut child = compare(&study, &killed, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let started = Instant::now();
+    while !first_epoch.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the study ended before its first epoch was saved");
+        assert!(started.elapsed() < Duration::from_secs(300), "no epoch saved in 5 minutes");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("runs/vit_tiny_patch16_224/seed0/gradmask/selected.json").exists());
+    succeeded(compare(&study, &killed, &[]).output().unwrap());
+    assert_same_tables(&out, &killed, "killed and rerun");
+}
+
+#[test]
+fn a_study_that_cannot_run_stops_before_training_naming_every_problem() {
+    let root = scratch("compare-study-refused");
+    let study = write_study(&root);
+    let text = std::fs::read_to_string(&study).unwrap();
+    // The paper gives no GradMask setting for ViT-L; a config.json with a model_args key this ViT lacks.
+    let no_baseline = text.replace("preset = \"vit-b\"", "preset = \"vit-l\"");
+    let unknown = root.join("unknown-arg");
+    std::fs::create_dir_all(&unknown).unwrap();
+    let config = std::fs::read_to_string(hub("vit_tiny_patch16_224").join("config.json")).unwrap();
+    std::fs::write(unknown.join("config.json"), config.replace("\"in_chans\": 3,", "\"in_chans\": 3, \"foo\": 1,"))
+        .unwrap();
+    std::fs::copy(hub("vit_tiny_patch16_224").join("model.safetensors"), unknown.join("model.safetensors")).unwrap();
+    let second = format!(
+        "[[models]]\nname = \"second\"\narchitecture = \"vit_tiny_patch16_224\"\ncheckpoint = {unknown:?}\npreset = \"vit-b\"\n\n\
+         [[models]]\nname = \"third\"\narchitecture = \"vit_tiny_patch16_224\"\ncheckpoint = {:?}\npreset = \"vit-b\"\n\n[[datasets]]",
+        hub("vit_tiny_patch16_224")
+    );
+    std::fs::write(&study, no_baseline.replacen("[[datasets]]", &second, 1)).unwrap();
+    let out = root.join("out");
+    let result = compare(&study, &out, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success(), "{stderr}");
+    assert!(stderr.contains("study.toml: the study cannot start"), "{stderr}");
+    assert!(stderr.contains("no gradmask setting for vit-l") && stderr.contains("add `gradmask = {"), "{stderr}");
+    assert!(stderr.contains("model second") && stderr.contains("foo"), "{stderr}");
+    assert!(stderr.contains("models vit_tiny_patch16_224 and third hold the same weights"), "{stderr}");
+    assert!(!out.join("runs").exists() && !out.join("results_long.csv").exists());
+
+    // Flags of the embedded benchmark are refused with a study, and the study's flags without one.
+    for (args, flag) in [(&["--quick"][..], "--quick"), (&["--tint"], "--tint"), (&["--ablations"], "--ablations")] {
+        let result = compare(&study, &out, args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success() && stderr.contains(flag) && stderr.contains("does not apply"), "{stderr}");
+    }
+    for flag in ["--plan", "--job=1", "--shard=1/2"] {
+        let result = Command::new(HARNESS).args(["compare", flag, "--out"]).arg(&out).output().unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success() && stderr.contains("--data"), "{flag}: {stderr}");
     }
 }
