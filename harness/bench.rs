@@ -9,6 +9,7 @@ use image::{Rgb, RgbImage};
 use robustvit::data::eval_sets::{Kind, Protocol};
 use robustvit::data::{imagenet, pipeline};
 use robustvit::eval::{accuracy, PipelineOptions};
+use robustvit::image::save_jpeg;
 use robustvit::model::{self, LoadedModel, VisionTransformer};
 use tch::{nn, Device};
 
@@ -35,7 +36,7 @@ fn write_images(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
             let v = ((x * 7 + y * 13 + k as u32 * 31) % 256) as u8;
             Rgb([v, v.wrapping_mul(3), 255 - v])
         });
-        img.save(class.join(format!("{k}.JPEG")))?;
+        save_jpeg(&img, &class.join(format!("{k}.JPEG")), 75)?;
     }
     Ok(())
 }

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# System libraries the Rust build links: libhdf5 (ImageNet-segmentation's gtsegs_ijcv.mat is HDF5).
-# Installs Debian's libhdf5-dev when pkg-config cannot find HDF5; a no-op otherwise.
+# System libraries the Rust build links: libhdf5 (ImageNet-segmentation's gtsegs_ijcv.mat is HDF5) and
+# libturbojpeg (libjpeg-turbo, the JPEG decoder PIL uses). Installs the Debian packages of those pkg-config
+# cannot find, in one apt-get call; a no-op when both are there.
 set -euo pipefail
-if pkg-config --exists hdf5 2>/dev/null; then
+missing=()
+pkg-config --exists hdf5 2>/dev/null || missing+=(libhdf5-dev)
+pkg-config --exists libturbojpeg 2>/dev/null || missing+=(libturbojpeg0-dev)
+if [ ${#missing[@]} = 0 ]; then
   exit 0
 fi
 if ! command -v apt-get >/dev/null; then
-  echo "system-deps: HDF5 not found and no apt-get; install the HDF5 C library (1.10-1.14) with headers, or set HDF5_DIR" >&2
+  echo "system-deps: ${missing[*]} not found and no apt-get; install the HDF5 C library (1.10-1.14) and" \
+    "libjpeg-turbo's TurboJPEG library (2.x) with headers, or set HDF5_DIR / PKG_CONFIG_PATH" >&2
   exit 1
 fi
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
-echo "system-deps: installing libhdf5-dev and pkg-config (apt-get)"
+echo "system-deps: installing ${missing[*]} and pkg-config (apt-get)"
 $sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libhdf5-dev pkg-config >/dev/null
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" pkg-config >/dev/null

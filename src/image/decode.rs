@@ -1,8 +1,11 @@
 //! Decoding image files into RGB8 exactly as PIL's `Image.open(path).convert('RGB')` does, including
-//! the quirks that decide whether a file is readable at all (a cut-off JPEG, a PNG without IEND).
+//! the quirks that decide whether a file is readable at all (a cut-off JPEG, a PNG without IEND). JPEGs go
+//! through libjpeg-turbo as in PIL (jpeg.rs), PNGs through the png crate.
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageReader, RgbImage};
+use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+
+use super::jpeg::{self, JpegError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -18,36 +21,38 @@ pub enum DecodeError {
         #[source]
         source: image::ImageError,
     },
-    #[error("image file {} is truncated (JPEG scan data has no end-of-image marker)", path.display())]
+    #[error("image file {} is truncated (JPEG data ends before the end-of-image marker)", path.display())]
     Truncated { path: PathBuf },
     #[error("cannot decode image file {}: {reason}", path.display())]
-    BrokenPng { path: PathBuf, reason: String },
+    Broken { path: PathBuf, reason: String },
 }
 
-/// Decodes a JPEG/PNG (format sniffed from the content) into RGB8 the way
+/// Decodes a JPEG/PNG (format sniffed from the content, as PIL does) into RGB8 the way
 /// PIL's `Image.open(path).convert('RGB')` does: alpha is dropped (not
-/// composited), grey is replicated, 16-bit colour keeps the high byte and
+/// composited), grey is replicated, CMYK converted with PIL's formula, 16-bit colour keeps the high byte and
 /// 16-bit grey is clipped to 255 (PIL's `I;16` -> `RGB` rule). EXIF
 /// orientation is ignored, as in PIL without `exif_transpose`.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, DecodeError> {
-    let mut bytes = std::fs::read(path).map_err(|source| DecodeError::Io { path: path.to_path_buf(), source })?;
-    // The JPEG decoder pads a cut-off scan silently; PIL raises instead.
-    if jpeg_is_truncated(&bytes) {
-        return Err(DecodeError::Truncated { path: path.to_path_buf() });
+    let bytes = std::fs::read(path).map_err(|source| DecodeError::Io { path: path.to_path_buf(), source })?;
+    let broken = |reason| DecodeError::Broken { path: path.to_path_buf(), reason };
+    if bytes.starts_with(JPEG_SIGNATURE) {
+        return jpeg::decode(&bytes).map_err(|e| match e {
+            JpegError::Truncated => DecodeError::Truncated { path: path.to_path_buf() },
+            JpegError::Broken(reason) => broken(reason),
+        });
     }
-    if bytes.starts_with(PNG_SIGNATURE) {
-        bytes = png_as_pil_reads_it(&bytes)
-            .map_err(|reason| DecodeError::BrokenPng { path: path.to_path_buf(), reason })?;
+    if !bytes.starts_with(PNG_SIGNATURE) {
+        return Err(broken("neither a JPEG nor a PNG file".into()));
     }
-    let decode_err = |source| DecodeError::Decode { path: path.to_path_buf(), source };
-    let decoded = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| decode_err(image::ImageError::IoError(e)))?
+    let png = png_as_pil_reads_it(&bytes).map_err(broken)?;
+    let decoded = ImageReader::with_format(std::io::Cursor::new(png), ImageFormat::Png)
         .decode()
-        .map_err(decode_err)?;
+        .map_err(|source| DecodeError::Decode { path: path.to_path_buf(), source })?;
     Ok(to_rgb8_like_pil(decoded))
 }
 
+/// What PIL's JPEG plugin accepts as the start of a JPEG file: SOI and the first byte of the next marker.
+const JPEG_SIGNATURE: &[u8] = b"\xFF\xD8\xFF";
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 /// The IEND chunk: zero length, type, CRC.
 const PNG_IEND: &[u8] = b"\0\0\0\0IEND\xAE\x42\x60\x82";
@@ -148,42 +153,7 @@ fn png_as_pil_reads_it(bytes: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// True for a JPEG whose headers or scan data end before the EOI marker
-/// (what PIL reports as "image file is truncated"). Header segments are
-/// skipped by length so an EXIF thumbnail's own EOI does not count.
-fn jpeg_is_truncated(bytes: &[u8]) -> bool {
-    if !bytes.starts_with(&[0xFF, 0xD8]) {
-        return false;
-    }
-    let mut pos = 2;
-    loop {
-        // Markers may be preceded by any number of 0xFF fill bytes.
-        while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
-            pos += 1;
-        }
-        let marker = match bytes.get(pos..pos + 2) {
-            Some([0xFF, m]) => *m,
-            // Not a marker: corrupt rather than cut off; the decoder reports it.
-            Some(_) => return false,
-            None => return true,
-        };
-        pos += 2;
-        match marker {
-            0xDA => break,
-            0xD9 => return false,
-            0x01 | 0xD0..=0xD7 => {}
-            _ => match bytes.get(pos..pos + 2) {
-                Some(len) => pos += usize::from(u16::from_be_bytes([len[0], len[1]])),
-                None => return true,
-            },
-        }
-    }
-    // Inside entropy-coded data 0xFF is always stuffed or an RST marker, so
-    // FF D9 there is the real end of image.
-    !bytes[pos.min(bytes.len())..].windows(2).any(|w| w == [0xFF, 0xD9])
-}
-
-/// PIL's `.convert('RGB')` for each colour type the PNG/JPEG decoders produce.
+/// PIL's `.convert('RGB')` for each colour type the PNG decoder produces.
 fn to_rgb8_like_pil(img: DynamicImage) -> RgbImage {
     fn map<P: image::Pixel>(
         src: &image::ImageBuffer<P, Vec<P::Subpixel>>,
@@ -203,7 +173,7 @@ fn to_rgb8_like_pil(img: DynamicImage) -> RgbImage {
         DynamicImage::ImageLumaA16(src) => map(&src, |p| [hi(p[0]); 3]),
         DynamicImage::ImageRgb16(src) => map(&src, |p| [hi(p[0]), hi(p[1]), hi(p[2])]),
         DynamicImage::ImageRgba16(src) => map(&src, |p| [hi(p[0]), hi(p[1]), hi(p[2])]),
-        // Float images never come from the JPEG/PNG decoders.
+        // Float images never come from the PNG decoder.
         other => other.to_rgb8(),
     }
 }

@@ -1,11 +1,13 @@
-//! Pixels, with no model and no dataset in sight: decoding files as PIL does, PIL-exact resampling, timm's
-//! evaluation transform, and the pictures (heatmaps, captions, grids).
+//! Pixels, with no model and no dataset in sight: decoding files as PIL does (JPEGs with PIL's libjpeg-turbo),
+//! PIL-exact resampling, timm's evaluation transform, and the pictures (heatmaps, captions, grids).
 pub mod decode;
 pub mod heatmap;
+mod jpeg;
 pub mod resample;
 pub mod transform;
 
 pub use decode::{load_rgb, DecodeError};
+pub use jpeg::save_jpeg;
 pub use resample::{resize_exact, Interpolation};
 pub use transform::{
     center_crop, denormalize_chw, eval_resize_dims, eval_transform, gray_view, normalize_chw, on_mask,

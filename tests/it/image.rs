@@ -1,7 +1,8 @@
 //! The image code against PIL and timm (python/fixtures/pil_goldens.py, run once into target/fixtures/pil-goldens):
 //! `resize_exact` byte for byte against `Image.resize` for BILINEAR, NEAREST and BICUBIC, masks resized as PIL
-//! resizes mode L, `load_rgb`'s verdict (loads / errors) and pixels against `Image.open(p).convert('RGB')`, and
-//! `eval_transform` against timm's eval transform for bilinear and nearest interpolation.
+//! resizes mode L, `load_rgb`'s verdict (loads / errors) and pixels against `Image.open(p).convert('RGB')`, JPEGs
+//! of every kind PIL writes decoded byte for byte as PIL decodes them, and `eval_transform` against timm's eval
+//! transform for bilinear and nearest interpolation.
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,9 +16,11 @@ use crate::support::fixture;
 #[derive(Deserialize)]
 struct Index {
     pillow: String,
+    libjpeg_turbo: String,
     resize: Vec<ResizeCase>,
     mask: Vec<ResizeCase>,
     decode: Vec<DecodeCase>,
+    jpeg: Vec<JpegCase>,
     eval: Vec<EvalCase>,
 }
 
@@ -38,9 +41,20 @@ struct DecodeCase {
     /// "loads" or "raises".
     pil: String,
     error: Option<String>,
-    /// PIL's RGB pixels (loadable PNGs only).
+    /// PIL's RGB pixels (loadable files only).
     pixels: Option<String>,
     size: Option<(u32, u32)>,
+}
+
+#[derive(Deserialize)]
+struct JpegCase {
+    file: String,
+    /// The kind of JPEG ("baseline 4:2:0", "CMYK", ...), to count cases by.
+    family: String,
+    what: String,
+    /// PIL's size and RGB pixels.
+    size: (u32, u32),
+    pixels: String,
 }
 
 #[derive(Deserialize)]
@@ -141,7 +155,6 @@ fn load_rgb_reads_what_pil_reads_with_pils_pixels() {
         let mut fail = |why: String| writeln!(failures, "{} ({}): {why}", case.file, case.what).unwrap();
         match (case.pil.as_str(), ours) {
             ("loads", Ok(img)) => {
-                // JPEG decoders differ in pixels (libjpeg-turbo vs the image crate); only PNG pixels are compared.
                 if let (Some(pixels), Some(size)) = (&case.pixels, case.size) {
                     let theirs = read(&dir, pixels);
                     if img.dimensions() != size {
@@ -165,15 +178,67 @@ fn load_rgb_reads_what_pil_reads_with_pils_pixels() {
         }
     }
     println!("{table}");
-    // Both verdicts, for both formats, and PNG pixels: a fixture that lost its cases must not pass.
+    // Both verdicts, for both formats, and pixels: a fixture that lost its cases must not pass.
     for ext in [".png", ".jpg"] {
         for verdict in ["loads", "raises"] {
             let n = index.decode.iter().filter(|c| c.file.ends_with(ext) && c.pil == verdict).count();
             assert!(n >= 3, "only {n} {ext} cases that PIL {verdict}");
         }
     }
-    assert!(index.decode.iter().filter(|c| c.pixels.is_some()).count() >= 20, "too few PNG pixel goldens");
+    assert!(index.decode.iter().filter(|c| c.pixels.is_some()).count() >= 20, "too few pixel goldens");
     assert!(failures.is_empty(), "load_rgb disagrees with PIL:\n{failures}");
+}
+
+#[test]
+fn jpegs_decode_to_pils_pixels_byte_for_byte() {
+    let (dir, index) = goldens();
+    let mut failures = String::new();
+    let mut families: HashMap<&str, (usize, usize)> = HashMap::new();
+    for case in &index.jpeg {
+        let count = families.entry(&case.family).or_default();
+        count.0 += 1;
+        let failure = match load_rgb(&dir.join(&case.file)) {
+            Err(e) => Some(format!("PIL loads it, load_rgb fails: {e}")),
+            Ok(img) if img.dimensions() != case.size => {
+                Some(format!("size {:?}, PIL {:?}", img.dimensions(), case.size))
+            }
+            Ok(img) => {
+                let theirs = read(&dir, &case.pixels);
+                (img.as_raw() != &theirs).then(|| {
+                    let (n, max) = diff(img.as_raw(), &theirs);
+                    format!("{n} of {} bytes differ from PIL's, by up to {max}", theirs.len())
+                })
+            }
+        };
+        if let Some(why) = failure {
+            count.1 += 1;
+            writeln!(failures, "{} ({}, {}): {why}", case.file, case.family, case.what).unwrap();
+        }
+    }
+    let mut names: Vec<_> = families.keys().copied().collect();
+    names.sort_unstable();
+    for family in &names {
+        let (n, failed) = families[family];
+        println!(
+            "Pillow {} (libjpeg-turbo {}) {family}: {n} cases, {failed} differ",
+            index.pillow, index.libjpeg_turbo
+        );
+    }
+    // Every kind the datasets hold must have been compared, not passed with nothing.
+    for family in [
+        "baseline 4:2:0",
+        "baseline 4:2:2",
+        "baseline 4:4:4",
+        "progressive 4:2:0",
+        "progressive 4:2:2",
+        "progressive 4:4:4",
+        "greyscale",
+        "CMYK",
+        "restart markers",
+    ] {
+        assert!(families.get(family).is_some_and(|c| c.0 >= 2), "too few {family} JPEG cases in the index");
+    }
+    assert!(failures.is_empty(), "JPEGs decode differently from PIL:\n{failures}");
 }
 
 #[test]

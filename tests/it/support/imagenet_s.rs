@@ -3,6 +3,7 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 use robustvit::data::imagenet;
+use robustvit::image::save_jpeg;
 
 /// `<dir>/images/<wnid>/<name>.JPEG` and `<dir>/masks/<wnid>/<name>.png` for the first `classes` ImageNet
 /// classes (labels 0..classes), `per_class` images each: a coloured box on a striped background, its mask
@@ -32,11 +33,13 @@ pub fn write_imagenet_s(dir: &Path, classes: usize, per_class: usize) {
                 };
                 Rgb([(v % 256) as u8, (v / 256) as u8, 0])
             });
-            for (kind, ext, img) in [("images", "JPEG", &image), ("masks", "png", &mask)] {
+            let folder = |kind: &str| {
                 let folder = dir.join(kind).join(class.wnid);
                 std::fs::create_dir_all(&folder).unwrap();
-                img.save(folder.join(format!("img{k}.{ext}"))).unwrap();
-            }
+                folder
+            };
+            save_jpeg(&image, &folder("images").join(format!("img{k}.JPEG")), 75).unwrap();
+            mask.save(folder("masks").join(format!("img{k}.png"))).unwrap();
         }
     }
 }
