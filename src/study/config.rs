@@ -157,13 +157,17 @@ impl StudyConfig {
     }
 }
 
+/// The study file `text` (read from `path`) as written, without looking at any path it names.
+pub fn parse(text: &str, path: &Path) -> anyhow::Result<StudyConfig> {
+    toml::from_str(text).with_context(|| format!("{}: not a valid study file", path.display()))
+}
+
 /// Reads a study file and checks what the file alone can say (paths exist, names are unique, numbers
 /// make sense); everything that needs the models or the data is checked by [`super::plan::check`].
 /// Errors name the file and the entry.
 pub fn read(path: &Path) -> anyhow::Result<StudyConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let config: StudyConfig =
-        toml::from_str(&text).with_context(|| format!("{}: not a valid study file", path.display()))?;
+    let config = parse(&text, path)?;
     let at = path.display();
     for p in [&config.imagenet_s.images, &config.imagenet_s.masks] {
         if !p.is_dir() {

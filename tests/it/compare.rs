@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use robustvit::train::methods::MethodKind;
+
 use crate::support::{max_weight_change, root, HARNESS};
 
 fn objects() -> PathBuf {
@@ -111,6 +113,18 @@ fn study_configs_parse_and_bad_entries_name_the_file() {
     let example = root().join("scripts/studies/paper.toml");
     let err = robustvit::study::config::read(&example).unwrap_err().to_string();
     assert!(err.contains("paper.toml") && err.contains("/data/imagenet/train"), "{err}");
+    // Every model of the shipped study has a weight tag and settings for every method; it evaluates as the
+    // reference code does.
+    let paper = robustvit::study::config::parse(&std::fs::read_to_string(&example).unwrap(), &example).unwrap();
+    assert_eq!(paper.models.len(), 7);
+    assert_eq!(paper.protocol(), robustvit::data::eval_sets::Protocol::Reference);
+    for entry in &paper.models {
+        assert!(entry.name.contains('.'), "{}: no weight tag", entry.name);
+        for kind in [MethodKind::Ours, MethodKind::Gradmask, MethodKind::Rrr] {
+            let settings = robustvit::study::plan::settings(entry, kind, paper.grid());
+            assert!(settings.is_ok_and(|s| s.len() == 1), "{} {kind}", entry.name);
+        }
+    }
     let dir = root().join("target/test-tmp/study");
     std::fs::create_dir_all(dir.join("images")).unwrap();
     std::fs::create_dir_all(dir.join("masks")).unwrap();

@@ -133,24 +133,25 @@ fn study_finetunes_evaluates_and_writes_every_table_sharded_and_resumed_alike() 
     assert_eq!(String::from_utf8_lossy(&rerun.stderr).matches("done before: skipped").count(), 2);
     assert!(tables(&out) == before, "a rerun changed the tables");
 
-    // Three shards, each its own process and folder, merged.
-    let shards: Vec<PathBuf> = (1..=3).map(|i| root.join(format!("shard-{i}"))).collect();
-    let running: Vec<_> = shards
-        .iter()
-        .enumerate()
-        .map(|(i, dir)| {
-            let mut cmd = compare(&study, dir, &["--shard", &format!("{}/3", i + 1)]);
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
-        })
-        .collect();
-    for child in running {
-        succeeded(child.wait_with_output().unwrap());
+    // Three shards, each its own process and folder, merged: as scripts/cluster/slurm-study.sh submits them
+    // (sbatch here runs each array task at once, in turn).
+    let cluster = root.join("cluster");
+    let path = format!("{}:{}", crate::support::root().join("tests/it/support/fake-slurm").display(), env!("PATH"));
+    let slurm = Command::new(crate::support::root().join("scripts/cluster/slurm-study.sh"))
+        .arg(&study)
+        .arg(&cluster)
+        .arg("3")
+        .env("PATH", path)
+        .env("HARNESS", HARNESS)
+        .env("COMPARE_ARGS", "--baselines gradmask")
+        .output()
+        .unwrap();
+    succeeded(slurm);
+    for i in 1..=3 {
+        let shard = csv(&cluster.join(format!("shard-{i}/results_long.csv")));
+        assert!(shard.len() > 1, "shard {i} measured nothing");
     }
-    let merged = root.join("merged");
-    let mut report = Command::new(HARNESS);
-    report.arg("report").args(&shards).arg("--out").arg(&merged);
-    succeeded(report.output().unwrap());
-    assert_same_tables(&out, &merged, "3 shards merged");
+    assert_same_tables(&out, &cluster.join("merged"), "3 shards merged");
 
     // Killed during the method's second epoch (its first is saved), then the same command again.
     let killed = root.join("killed");
