@@ -3,9 +3,9 @@
 //! Sources: a timm hub folder (`model.safetensors` + `config.json` with `pretrained_cfg`), a bare
 //! `.safetensors` file, or a PyTorch pickle (`.pth`/`.pt`/`.bin`: a flat state dict, or nested under `model`
 //! or `state_dict`, keys with or without `module.`). Loading is strict: every key of the model present with
-//! its shape and nothing else, or one error listing all offenders. Saving writes the timm hub layout
-//! atomically, so timm loads it back.
-use std::collections::{BTreeMap, HashMap};
+//! its shape and nothing else, or one short error that counts and shows the offenders. Saving writes the timm
+//! hub layout atomically, so timm loads it back.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -128,8 +128,12 @@ fn unsupported_variant(keys: &[&str]) -> Option<String> {
     None
 }
 
-/// Copies `tensors` into the variables of `vs`, strictly: the same key set and shapes, or an error listing
-/// missing keys, unexpected keys and shape mismatches with both shapes.
+/// Mismatches a load error shows of each kind; the header counts them all.
+const SHOWN: usize = 5;
+
+/// Copies `tensors` into the variables of `vs`, strictly: the same key set and shapes, or an error that counts
+/// missing keys, unexpected keys and shape mismatches, shows the first few (with both shapes), and names the
+/// presets the weights fit when the checkpoint is simply another size.
 pub fn load_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>, path: &Path) -> Result<()> {
     let keys: Vec<&str> = tensors.iter().map(|(k, _)| k.as_str()).collect();
     if let Some(what) = unsupported_variant(&keys) {
@@ -147,17 +151,35 @@ pub fn load_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>, path: &Path)
         })
         .collect();
     if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
-        let mut details = String::from("checkpoint does not match the model");
-        for (label, items) in [
-            ("missing keys", missing.join(", ")),
-            ("unexpected keys", unexpected.join(", ")),
-            ("shape mismatches", mismatched.join("; ")),
-        ] {
-            if !items.is_empty() {
-                details.push_str(&format!("\n  {label}: {items}"));
+        let mut lines = vec![format!(
+            "checkpoint does not fit the model: {} missing, {} unexpected and {} mismatched keys",
+            missing.len(),
+            unexpected.len(),
+            mismatched.len()
+        )];
+        for (label, names) in [("missing keys", &missing), ("unexpected keys", &unexpected)] {
+            if !names.is_empty() {
+                let more = if names.len() > SHOWN { ", ..." } else { "" };
+                lines.push(format!("  {label}: {}{more}", names[..names.len().min(SHOWN)].join(", ")));
             }
         }
-        return Err(CheckpointError::Mismatch { path: path.to_path_buf(), details });
+        lines.extend(mismatched.iter().take(SHOWN).map(|m| format!("  {m}")));
+        let theirs = WeightSizes::of(&tensors.iter().map(|(k, t)| (k.as_str(), t.size())).collect());
+        let ours = WeightSizes::of(&vars.iter().map(|(k, v)| (k.as_str(), v.size())).collect());
+        if let Some(theirs) = theirs.filter(|t| Some(t) != ours.as_ref()) {
+            let fits: Vec<&str> =
+                config::presets().filter(|p| WeightSizes::from(&p.config) == theirs).map(|p| p.name).collect();
+            match fits.as_slice() {
+                [] => {}
+                [one] => lines.push(format!("  these weights fit {one} (use --model {one})")),
+                several => lines.push(format!(
+                    "  these weights fit {}: use --model with the one they were trained as (their preprocessing \
+                     differs)",
+                    several.join(" or ")
+                )),
+            }
+        }
+        return Err(CheckpointError::Mismatch { path: path.to_path_buf(), details: lines.join("\n") });
     }
     tch::no_grad(|| {
         for (k, var) in &vars {
@@ -166,6 +188,55 @@ pub fn load_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>, path: &Path)
         }
     });
     Ok(())
+}
+
+/// What timm ViT weights show of their architecture: every size but num_heads (which no shape holds).
+#[derive(PartialEq)]
+struct WeightSizes {
+    img_size: i64,
+    patch_size: i64,
+    in_chans: i64,
+    embed_dim: i64,
+    depth: usize,
+    mlp_hidden: i64,
+    num_classes: i64,
+}
+
+impl WeightSizes {
+    /// Read from `patch_embed.proj.weight` `[D, C, p, p]`, `pos_embed` `[1, 1 + g*g, D]`, the `blocks.<i>`
+    /// indices, `blocks.0.mlp.fc1.weight` `[H, D]` and `head.weight` `[N, D]`; None when one is missing or odd.
+    fn of(shapes: &HashMap<&str, Vec<i64>>) -> Option<WeightSizes> {
+        let (&[embed_dim, in_chans, patch_size, p2], &[1, tokens, _], &[mlp_hidden, _], &[num_classes, _]) = (
+            shapes.get("patch_embed.proj.weight")?.as_slice(),
+            shapes.get("pos_embed")?.as_slice(),
+            shapes.get("blocks.0.mlp.fc1.weight")?.as_slice(),
+            shapes.get("head.weight")?.as_slice(),
+        ) else {
+            return None;
+        };
+        let grid = ((tokens - 1) as f64).sqrt().round() as i64;
+        if p2 != patch_size || grid * grid != tokens - 1 {
+            return None;
+        }
+        let blocks: BTreeSet<&str> =
+            shapes.keys().filter_map(|k| k.strip_prefix("blocks.")?.split('.').next()).collect();
+        let img_size = grid * patch_size;
+        Some(WeightSizes { img_size, patch_size, in_chans, embed_dim, depth: blocks.len(), mlp_hidden, num_classes })
+    }
+}
+
+impl From<&VitConfig> for WeightSizes {
+    fn from(c: &VitConfig) -> Self {
+        WeightSizes {
+            img_size: c.img_size,
+            patch_size: c.patch_size,
+            in_chans: c.in_chans,
+            embed_dim: c.embed_dim,
+            depth: c.depth as usize,
+            mlp_hidden: c.mlp_hidden(),
+            num_classes: c.num_classes,
+        }
+    }
 }
 
 /// The parts of a timm config.json this project uses.

@@ -174,6 +174,28 @@ fn bad_checkpoints_fail_with_errors_naming_file_and_keys() {
 }
 
 #[test]
+fn wrong_size_checkpoint_says_in_a_few_lines_which_presets_it_fits() {
+    let result = Command::new(HARNESS)
+        .args(["predict", "--model", "vit_small_patch16_224", "--checkpoint"])
+        .arg(hub("vit_tiny_patch16_224"))
+        .arg(timm().join("photo.jpg"))
+        .env_remove("RUST_BACKTRACE") // as most users run it: anyhow would add a backtrace
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.lines().count() <= 15 && stderr.len() < 2000, "too long:\n{stderr}");
+    for expected in [
+        "checkpoint does not fit the model: 0 missing, 0 unexpected and 151 mismatched keys",
+        "blocks.0.attn.proj.bias: checkpoint [192], model [384]",
+        "these weights fit vit_tiny_patch16_224 or deit_tiny_patch16_224",
+    ] {
+        assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
+    }
+}
+
+#[test]
 fn predict_cli_writes_topk_csv_matching_timm() {
     let out = scratch("predict");
     let csv = out.join("pred.csv");
