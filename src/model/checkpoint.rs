@@ -2,10 +2,11 @@
 //!
 //! Sources: a timm hub folder (`model.safetensors` + `config.json` with `pretrained_cfg`), a bare
 //! `.safetensors` file, or a PyTorch pickle (`.pth`/`.pt`/`.bin`: a flat state dict, or nested under `model`
-//! or `state_dict`, keys with or without `module.`). Loading is strict: every key of the model present with
-//! its shape and nothing else, or one error listing all offenders. Saving writes the timm hub layout
-//! atomically, so timm loads it back.
-use std::collections::{BTreeMap, HashMap};
+//! or `state_dict`, keys with or without `module.`). Loading is strict: a config.json describing another
+//! network than vit.rs's is refused naming each key that does, and the weights must hold every key of the
+//! model with its shape and nothing else, or one short error counts and shows the offenders. Saving writes
+//! the timm hub layout atomically, so timm loads it back.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -34,7 +35,10 @@ pub enum CheckpointError {
     Unsupported { path: PathBuf, what: String },
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
-    #[error("unknown model {name:?}: use one of {known}, or a checkpoint folder whose config.json has model_args")]
+    #[error(
+        "unknown model {name:?}: use one of {known}, or a checkpoint folder whose config.json model_args give \
+         patch_size, embed_dim, depth and num_heads"
+    )]
     UnknownModel { name: String, known: String },
     #[error("{0}")]
     Write(#[from] std::io::Error),
@@ -128,8 +132,12 @@ fn unsupported_variant(keys: &[&str]) -> Option<String> {
     None
 }
 
-/// Copies `tensors` into the variables of `vs`, strictly: the same key set and shapes, or an error listing
-/// missing keys, unexpected keys and shape mismatches with both shapes.
+/// Mismatches a load error shows of each kind; the header counts them all.
+const SHOWN: usize = 5;
+
+/// Copies `tensors` into the variables of `vs`, strictly: the same key set and shapes, or an error that counts
+/// missing keys, unexpected keys and shape mismatches, shows the first few (with both shapes), and names the
+/// presets the weights fit when the checkpoint is simply another size.
 pub fn load_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>, path: &Path) -> Result<()> {
     let keys: Vec<&str> = tensors.iter().map(|(k, _)| k.as_str()).collect();
     if let Some(what) = unsupported_variant(&keys) {
@@ -147,17 +155,35 @@ pub fn load_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>, path: &Path)
         })
         .collect();
     if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
-        let mut details = String::from("checkpoint does not match the model");
-        for (label, items) in [
-            ("missing keys", missing.join(", ")),
-            ("unexpected keys", unexpected.join(", ")),
-            ("shape mismatches", mismatched.join("; ")),
-        ] {
-            if !items.is_empty() {
-                details.push_str(&format!("\n  {label}: {items}"));
+        let mut lines = vec![format!(
+            "checkpoint does not fit the model: {} missing, {} unexpected and {} mismatched keys",
+            missing.len(),
+            unexpected.len(),
+            mismatched.len()
+        )];
+        for (label, names) in [("missing keys", &missing), ("unexpected keys", &unexpected)] {
+            if !names.is_empty() {
+                let more = if names.len() > SHOWN { ", ..." } else { "" };
+                lines.push(format!("  {label}: {}{more}", names[..names.len().min(SHOWN)].join(", ")));
             }
         }
-        return Err(CheckpointError::Mismatch { path: path.to_path_buf(), details });
+        lines.extend(mismatched.iter().take(SHOWN).map(|m| format!("  {m}")));
+        let theirs = WeightSizes::of(&tensors.iter().map(|(k, t)| (k.as_str(), t.size())).collect());
+        let ours = WeightSizes::of(&vars.iter().map(|(k, v)| (k.as_str(), v.size())).collect());
+        if let Some(theirs) = theirs.filter(|t| Some(t) != ours.as_ref()) {
+            let fits: Vec<&str> =
+                config::presets().filter(|p| WeightSizes::from(&p.config) == theirs).map(|p| p.name).collect();
+            match fits.as_slice() {
+                [] => {}
+                [one] => lines.push(format!("  these weights fit {one} (use --model {one})")),
+                several => lines.push(format!(
+                    "  these weights fit {}: use --model with the one they were trained as (their preprocessing \
+                     differs)",
+                    several.join(" or ")
+                )),
+            }
+        }
+        return Err(CheckpointError::Mismatch { path: path.to_path_buf(), details: lines.join("\n") });
     }
     tch::no_grad(|| {
         for (k, var) in &vars {
@@ -168,28 +194,168 @@ pub fn load_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>, path: &Path)
     Ok(())
 }
 
-/// The parts of a timm config.json this project uses.
+/// What timm ViT weights show of their architecture: every size but num_heads (which no shape holds).
+#[derive(PartialEq)]
+struct WeightSizes {
+    img_size: i64,
+    patch_size: i64,
+    in_chans: i64,
+    embed_dim: i64,
+    depth: usize,
+    mlp_hidden: i64,
+    num_classes: i64,
+}
+
+impl WeightSizes {
+    /// Read from `patch_embed.proj.weight` `[D, C, p, p]`, `pos_embed` `[1, 1 + g*g, D]`, the `blocks.<i>`
+    /// indices, `blocks.0.mlp.fc1.weight` `[H, D]` and `head.weight` `[N, D]`; None when one is missing or odd.
+    fn of(shapes: &HashMap<&str, Vec<i64>>) -> Option<WeightSizes> {
+        let (&[embed_dim, in_chans, patch_size, p2], &[1, tokens, _], &[mlp_hidden, _], &[num_classes, _]) = (
+            shapes.get("patch_embed.proj.weight")?.as_slice(),
+            shapes.get("pos_embed")?.as_slice(),
+            shapes.get("blocks.0.mlp.fc1.weight")?.as_slice(),
+            shapes.get("head.weight")?.as_slice(),
+        ) else {
+            return None;
+        };
+        let grid = ((tokens - 1) as f64).sqrt().round() as i64;
+        if p2 != patch_size || grid * grid != tokens - 1 {
+            return None;
+        }
+        let blocks: BTreeSet<&str> =
+            shapes.keys().filter_map(|k| k.strip_prefix("blocks.")?.split('.').next()).collect();
+        let img_size = grid * patch_size;
+        Some(WeightSizes { img_size, patch_size, in_chans, embed_dim, depth: blocks.len(), mlp_hidden, num_classes })
+    }
+}
+
+impl From<&VitConfig> for WeightSizes {
+    fn from(c: &VitConfig) -> Self {
+        WeightSizes {
+            img_size: c.img_size,
+            patch_size: c.patch_size,
+            in_chans: c.in_chans,
+            embed_dim: c.embed_dim,
+            depth: c.depth as usize,
+            mlp_hidden: c.mlp_hidden(),
+            num_classes: c.num_classes,
+        }
+    }
+}
+
+/// A timm config.json: `model_args` (the arguments timm passes to `VisionTransformer.__init__`),
+/// `pretrained_cfg` (preprocessing) and the top-level keys timm writes for information (`num_classes`,
+/// `global_pool`; `num_features` too, which the weights show).
 #[derive(Default)]
 struct HubConfig {
     architecture: Option<String>,
     model_args: serde_json::Map<String, Value>,
     pretrained_cfg: serde_json::Map<String, Value>,
+    top: serde_json::Map<String, Value>,
 }
 
 fn read_hub_config(path: &Path) -> Result<HubConfig> {
     let err = |message: String| CheckpointError::Config { path: path.to_path_buf(), message };
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let value: Value = serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?;
-    let object = |key: &str| value.get(key).and_then(Value::as_object).cloned().unwrap_or_default();
-    let mut pretrained_cfg = object("pretrained_cfg");
-    if let Some(n) = value.get("num_classes") {
-        pretrained_cfg.entry("num_classes").or_insert(n.clone());
-    }
+    let top = value.as_object().cloned().ok_or_else(|| err("not a JSON object".into()))?;
+    let object = |key: &str| top.get(key).and_then(Value::as_object).cloned().unwrap_or_default();
+    // Older timm wrote one flat object, which timm reads as the pretrained_cfg itself.
+    let pretrained_cfg = if top.contains_key("pretrained_cfg") { object("pretrained_cfg") } else { top.clone() };
     Ok(HubConfig {
-        architecture: value.get("architecture").and_then(Value::as_str).map(str::to_string),
+        architecture: top.get("architecture").and_then(Value::as_str).map(str::to_string),
         model_args: object("model_args"),
         pretrained_cfg,
+        top,
     })
+}
+
+/// The `VisionTransformer.__init__` arguments (timm 1.0.31) that size the network; `resolve` reads them.
+const SIZES: [&str; 8] =
+    ["img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes"];
+
+/// What `model_args` may give for one of the other `VisionTransformer.__init__` arguments.
+enum Accept {
+    /// Only these values (JSON text): the ones that build the network vit.rs computes, which the text names.
+    OneOf(&'static [&'static str], &'static str),
+    /// A dropout rate: any number, as evaluation runs without dropout (and this project's finetuning too).
+    Rate,
+    /// Any value: weight initialisation (every weight is then loaded) or where the weights are created.
+    Any,
+}
+
+/// Every other argument of timm 1.0.31's `VisionTransformer.__init__` but three: `embed_layer`, `block_fn` and
+/// `mlp_layer` take only Python classes, which a config can only give to replace timm's, so any value of them
+/// is refused like an unknown key.
+const SETTINGS: [(&str, Accept); 31] = [
+    ("global_pool", Accept::OneOf(&["\"token\""], "a head on the class token")),
+    ("fc_norm", Accept::OneOf(&["null", "false"], "the final norm on every token, before the class token is taken")),
+    ("class_token", Accept::OneOf(&["true"], "a class token")),
+    ("qkv_bias", Accept::OneOf(&["true"], "a bias in the qkv projection")),
+    ("qk_norm", Accept::OneOf(&["false"], "no q/k normalisation")),
+    ("scale_attn_norm", Accept::OneOf(&["false"], "no norm inside attention")),
+    ("scale_mlp_norm", Accept::OneOf(&["false"], "no norm inside the MLP")),
+    ("proj_bias", Accept::OneOf(&["true"], "a bias in the attention output projection")),
+    ("init_values", Accept::OneOf(&["null"], "no layer scale")),
+    ("pos_embed", Accept::OneOf(&["\"learn\""], "a learned position embedding")),
+    ("no_embed_class", Accept::OneOf(&["false"], "a position embedding for the class token too")),
+    ("reg_tokens", Accept::OneOf(&["0"], "no register tokens")),
+    ("pre_norm", Accept::OneOf(&["false"], "no norm before the blocks")),
+    ("final_norm", Accept::OneOf(&["true"], "a norm after the blocks")),
+    ("pool_include_prefix", Accept::OneOf(&["false"], "plain class-token pooling")),
+    ("dynamic_img_size", Accept::OneOf(&["false"], "a fixed input size")),
+    ("dynamic_img_pad", Accept::OneOf(&["false"], "no input padding")),
+    ("embed_norm_layer", Accept::OneOf(&["null"], "no norm in the patch embedding")),
+    ("norm_layer", Accept::OneOf(&["null", "\"layernorm\""], "LayerNorm with eps 1e-6")),
+    ("act_layer", Accept::OneOf(&["null", "\"gelu\""], "exact GELU")),
+    // timm's ATTN_LAYERS names; "diff" is differential attention.
+    ("attn_layer", Accept::OneOf(&["\"attn\"", "\"\""], "plain softmax attention")),
+    ("dtype", Accept::OneOf(&["null"], "float32 weights")),
+    ("drop_rate", Accept::Rate),
+    ("pos_drop_rate", Accept::Rate),
+    ("patch_drop_rate", Accept::Rate),
+    ("proj_drop_rate", Accept::Rate),
+    ("attn_drop_rate", Accept::Rate),
+    ("drop_path_rate", Accept::Rate),
+    ("weight_init", Accept::Any),
+    ("fix_init", Accept::Any),
+    ("device", Accept::Any),
+];
+
+/// Why `value` of the setting `key` describes another network than vit.rs, or None when it does not.
+fn refusal(key: &str, value: &Value) -> Option<String> {
+    let Some((_, accept)) = SETTINGS.iter().find(|(k, _)| *k == key) else {
+        return Some(format!("{key} = {value}: not one of timm's VisionTransformer arguments this ViT implements"));
+    };
+    match accept {
+        Accept::OneOf(allowed, what) => {
+            let ok = allowed.iter().any(|a| serde_json::from_str::<Value>(a).is_ok_and(|a| a == *value));
+            (!ok).then(|| format!("{key} = {value}: this ViT has {what} ({key} = {})", allowed.join(" or ")))
+        }
+        Accept::Rate => (!value.is_number()).then(|| format!("{key} = {value}: a dropout rate must be a number")),
+        Accept::Any => None,
+    }
+}
+
+/// Every model_args key this ViT does not implement and every top-level key that contradicts the model, one
+/// line each, or nothing; the sizes themselves are read by `resolve`.
+fn check_settings(hub: &HubConfig) -> Vec<String> {
+    let mut problems: Vec<String> = hub
+        .model_args
+        .iter()
+        .filter(|(key, _)| !SIZES.contains(&key.as_str()))
+        .filter_map(|(key, value)| refusal(key, value))
+        .collect();
+    // timm writes the top-level global_pool for information only, but it describes the saved model.
+    if let Some(pool) = hub.top.get("global_pool").filter(|p| p.as_str() != Some("token")) {
+        problems.push(format!("top-level global_pool = {pool}: this ViT has a head on the class token (\"token\")"));
+    }
+    let known = |k: &str| SIZES.contains(&k) || SETTINGS.iter().any(|(s, _)| *s == k);
+    if hub.model_args.keys().any(|k| !known(k)) {
+        let settings: Vec<&str> = SETTINGS.iter().map(|(k, _)| *k).collect();
+        problems.push(format!("(model_args this ViT reads: {}, {})", SIZES.join(", "), settings.join(", ")));
+    }
+    problems
 }
 
 fn int_field(map: &serde_json::Map<String, Value>, key: &str, path: &Path) -> Result<Option<i64>> {
@@ -216,58 +382,89 @@ fn triple(map: &serde_json::Map<String, Value>, key: &str, path: &Path) -> Resul
     }
 }
 
-/// timm writes `img_size` as `224` or `[224, 224]`; this model is square.
-fn square_size(v: &Value) -> Option<i64> {
-    match v {
+/// timm writes `img_size` and `patch_size` as `16` or `[16, 16]`; this model is square.
+fn square_field(map: &serde_json::Map<String, Value>, key: &str, path: &Path) -> Result<Option<i64>> {
+    let Some(v) = map.get(key) else { return Ok(None) };
+    let size = match v {
         Value::Array(hw) if hw.len() == 2 && hw[0] == hw[1] => hw[0].as_i64(),
         other => other.as_i64(),
-    }
+    };
+    size.map(Some).ok_or_else(|| CheckpointError::Config {
+        path: path.to_path_buf(),
+        message: format!("model_args {key} must be an integer or a square [h, w], got {v}"),
+    })
 }
 
+/// The sizes a `model_args` must give when its architecture is not a preset: timm's factory for that name
+/// may set any of them, and num_heads is not visible in the weights.
+const UNKNOWN_ARCHITECTURE_SIZES: [&str; 4] = ["patch_size", "embed_dim", "depth", "num_heads"];
+
 /// The architecture and preprocessing of `name` (a preset, or the config's architecture) with the config's
-/// `model_args` and `pretrained_cfg` applied on top.
+/// `model_args` and `pretrained_cfg` applied on top; a config describing another network than vit.rs's is
+/// refused, naming every key that does.
 fn resolve(name: Option<&str>, hub: &HubConfig, config_path: &Path) -> Result<(String, VitConfig, PreprocessConfig)> {
-    let name =
-        name.map(str::to_string).or_else(|| hub.architecture.clone()).ok_or_else(|| CheckpointError::Config {
-            path: config_path.to_path_buf(),
-            message: "no model name given and config.json names no architecture".into(),
-        })?;
-    let known = || config::preset_names().collect::<Vec<_>>().join(", ");
+    let config_err = |message: String| CheckpointError::Config { path: config_path.to_path_buf(), message };
+    let problems = check_settings(hub);
+    if !problems.is_empty() {
+        return Err(config_err(format!(
+            "describes a ViT this one does not implement (src/model/vit.rs: a plain timm ViT/DeiT):\n  {}",
+            problems.join("\n  ")
+        )));
+    }
+    let name = name
+        .map(str::to_string)
+        .or_else(|| hub.architecture.clone())
+        .ok_or_else(|| config_err("no model name given and config.json names no architecture".into()))?;
+    let args = &hub.model_args;
     let (mut vit, mut pre) = match config::preset(&name) {
         Some(p) => (p.config, p.preprocess),
-        None if hub.model_args.contains_key("embed_dim") => {
+        // timm's VisionTransformer defaults are ViT-B/16's, for the sizes that the weights then check.
+        None if UNKNOWN_ARCHITECTURE_SIZES.iter().all(|k| args.contains_key(*k)) => {
             let base = config::preset("vit_base_patch16_224").expect("built-in preset");
             (base.config, base.preprocess)
         }
-        None => return Err(CheckpointError::UnknownModel { name, known: known() }),
+        None => {
+            return Err(CheckpointError::UnknownModel {
+                name,
+                known: config::preset_names().collect::<Vec<_>>().join(", "),
+            })
+        }
     };
-    let args = &hub.model_args;
-    if let Some(size) = args.get("img_size") {
-        vit.img_size = square_size(size).ok_or_else(|| CheckpointError::Config {
-            path: config_path.to_path_buf(),
-            message: format!("img_size must be an integer or a square [h, w], got {size}"),
-        })?;
+    for (key, field) in [("img_size", &mut vit.img_size), ("patch_size", &mut vit.patch_size)] {
+        if let Some(v) = square_field(args, key, config_path)? {
+            *field = v;
+        }
     }
     for (key, field) in [
-        ("patch_size", &mut vit.patch_size),
         ("in_chans", &mut vit.in_chans),
         ("embed_dim", &mut vit.embed_dim),
         ("depth", &mut vit.depth),
         ("num_heads", &mut vit.num_heads),
-        ("num_classes", &mut vit.num_classes),
     ] {
         if let Some(v) = int_field(args, key, config_path)? {
             *field = v;
         }
     }
-    if let Some(r) = args.get("mlp_ratio").and_then(Value::as_f64) {
-        vit.mlp_ratio = r;
+    if let Some(r) = args.get("mlp_ratio") {
+        vit.mlp_ratio =
+            r.as_f64().ok_or_else(|| config_err(format!("model_args mlp_ratio must be a number, got {r}")))?;
     }
+    // timm writes the class count three times; they must agree, or which one timm builds is unclear.
     let cfg = &hub.pretrained_cfg;
-    if !args.contains_key("num_classes") {
-        if let Some(n) = int_field(cfg, "num_classes", config_path)? {
-            vit.num_classes = n;
+    let counts = [("model_args", args), ("top-level", &hub.top), ("pretrained_cfg", cfg)]
+        .into_iter()
+        .filter_map(|(place, map)| {
+            int_field(map, "num_classes", config_path).map(|n| n.map(|n| (place, n))).transpose()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(&(_, n)) = counts.first() {
+        if let Some((place, other)) = counts.iter().find(|(_, m)| *m != n) {
+            return Err(config_err(format!(
+                "num_classes {n} in {} contradicts num_classes {other} in {place}",
+                counts[0].0
+            )));
         }
+        vit.num_classes = n;
     }
     pre.input_size = (vit.img_size as u32, vit.img_size as u32);
     if let Some(m) = triple(cfg, "mean", config_path)? {
@@ -279,13 +476,15 @@ fn resolve(name: Option<&str>, hub: &HubConfig, config_path: &Path) -> Result<(S
     if let Some(c) = cfg.get("crop_pct").and_then(Value::as_f64) {
         pre.crop_pct = c;
     }
-    if let Some(i) = cfg.get("interpolation").and_then(Value::as_str) {
-        pre.interpolation = i.parse().map_err(|e: UnknownName| CheckpointError::Config {
-            path: config_path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    if let Some(mode) = cfg.get("crop_mode").filter(|m| m.as_str() != Some("center")) {
+        return Err(config_err(format!(
+            "pretrained_cfg crop_mode = {mode}: this project's eval transform crops the centre (\"center\")"
+        )));
     }
-    vit.validate().map_err(|message| CheckpointError::Config { path: config_path.to_path_buf(), message })?;
+    if let Some(i) = cfg.get("interpolation").and_then(Value::as_str) {
+        pre.interpolation = i.parse().map_err(|e: UnknownName| config_err(e.to_string()))?;
+    }
+    vit.validate().map_err(config_err)?;
     Ok((name, vit, pre))
 }
 

@@ -108,11 +108,9 @@ pub fn preset_names() -> impl Iterator<Item = &'static str> {
     PRESETS.iter().map(|p| p.name)
 }
 
-/// The preset of a timm model name, e.g. `vit_base_patch16_224` or
-/// `vit_small_patch16_224.augreg_in21k_ft_in1k` (all these tags share one architecture and preprocessing).
-pub fn preset(name: &str) -> Option<Preset> {
-    let arch = name.split('.').next().unwrap_or(name);
-    PRESETS.iter().find(|p| p.name == arch).map(|&Row { name, embed_dim, depth, num_heads, mean, std }| Preset {
+/// Every preset, in table order.
+pub fn presets() -> impl Iterator<Item = Preset> {
+    PRESETS.iter().map(|&Row { name, embed_dim, depth, num_heads, mean, std }| Preset {
         name,
         config: VitConfig {
             img_size: 224,
@@ -132,4 +130,11 @@ pub fn preset(name: &str) -> Option<Preset> {
             std,
         },
     })
+}
+
+/// The preset of a timm model name, e.g. `vit_base_patch16_224` or
+/// `vit_small_patch16_224.augreg_in21k_ft_in1k` (all these tags share one architecture and preprocessing).
+pub fn preset(name: &str) -> Option<Preset> {
+    let arch = name.split('.').next().unwrap_or(name);
+    presets().find(|p| p.name == arch)
 }

@@ -1,13 +1,16 @@
 //! The ViT against timm itself: checkpoints made by the .venv's timm (python/fixtures/timm_models.py, run once
 //! per build into target/fixtures/timm) load in every layout and reproduce timm's logits and attention;
 //! preprocessing matches timm's eval transform; harness-saved checkpoints load back in timm; bad checkpoints
-//! fail with errors naming the file and the offending keys; `harness predict` writes the documented CSV.
+//! and config.json keys describing another network fail with errors naming the file and the offending keys;
+//! `harness predict` writes the documented CSV.
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use robustvit::eval::predict;
 use robustvit::model::checkpoint::{self, CheckpointError};
 use robustvit::model::{self, VisionTransformer, VitConfig};
+use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::support::{hub, python, root, scratch, timm, HARNESS};
@@ -171,6 +174,94 @@ fn bad_checkpoints_fail_with_errors_naming_file_and_keys() {
     }
     let err = model::load(Some("vit_huge_patch99"), &timm().join("vit_tiny_patch16_224/nested.pth"), Device::Cpu);
     assert!(matches!(err, Err(CheckpointError::UnknownModel { .. })));
+}
+
+/// A copy of the custom fixture's hub folder, in `target/test-tmp/<name>`, with `patch` merged into `section`
+/// of its config.json (`""`: the top level).
+fn custom_hub_with(name: &str, section: &str, patch: &Value) -> PathBuf {
+    let dir = scratch(name);
+    for file in [checkpoint::WEIGHTS_FILE, checkpoint::CONFIG_FILE] {
+        fs::copy(hub("custom").join(file), dir.join(file)).unwrap();
+    }
+    let path = dir.join(checkpoint::CONFIG_FILE);
+    let mut config: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let target = if section.is_empty() { &mut config } else { &mut config[section] };
+    target.as_object_mut().unwrap().extend(patch.as_object().unwrap().clone());
+    fs::write(&path, config.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn config_json_keys_are_understood_or_refused_by_name() {
+    let refused = [
+        ("model_args", json!({"foo": 1}), "foo = 1: not one of timm's VisionTransformer arguments this ViT implements"),
+        ("model_args", json!({"act_layer": "relu"}), r#"act_layer = "relu": this ViT has exact GELU"#),
+        ("model_args", json!({"global_pool": "avg", "fc_norm": false}), r#"global_pool = "avg": this ViT has a head"#),
+        ("model_args", json!({"class_token": false}), "class_token = false: this ViT has a class token"),
+        ("model_args", json!({"attn_layer": "diff"}), r#"attn_layer = "diff""#),
+        ("model_args", json!({"embed_layer": "PatchEmbed"}), r#"embed_layer = "PatchEmbed": not one of"#),
+        ("", json!({"global_pool": "avg"}), r#"top-level global_pool = "avg""#),
+        ("", json!({"num_classes": 5}), "num_classes 10 in model_args contradicts num_classes 5 in top-level"),
+        ("pretrained_cfg", json!({"crop_mode": "squash"}), r#"crop_mode = "squash""#),
+    ];
+    for (i, (section, patch, expected)) in refused.iter().enumerate() {
+        let dir = custom_hub_with(&format!("config-refused-{i}"), section, patch);
+        let Err(e) = model::load(None, &dir, Device::Cpu) else { panic!("{section} {patch} loaded but should not") };
+        let message = e.to_string();
+        assert!(message.contains(&dir.join(checkpoint::CONFIG_FILE).display().to_string()), "{message}");
+        assert!(message.contains(expected), "{section} {patch}: expected {expected:?} in {message:?}");
+    }
+    // Values that build the same network: dropout (off in evaluation), the spelled-out defaults.
+    let same = json!({"drop_path_rate": 0.1, "act_layer": "gelu", "global_pool": "token", "fc_norm": null,
+        "norm_layer": "layernorm", "attn_layer": "attn", "weight_init": "jax"});
+    let loaded = model::load(None, &custom_hub_with("config-accepted", "model_args", &same), Device::Cpu).unwrap();
+    assert_matches_timm(&loaded.model, "custom", "hub with spelled-out model_args");
+}
+
+/// Every argument of the installed timm's `VisionTransformer.__init__` that is not a size, at its default,
+/// loads: the arguments checkpoint.rs knows are this timm's. Those whose default is a Python class (which a
+/// config.json cannot hold) are the ones it expects.
+#[test]
+fn model_args_at_the_installed_timms_defaults_load() {
+    let script = "import inspect, json, timm\n\
+        sizes = {'img_size', 'patch_size', 'in_chans', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio', 'num_classes'}\n\
+        params = list(inspect.signature(timm.models.vision_transformer.VisionTransformer.__init__).parameters.values())\n\
+        args, classes = {}, []\n\
+        for p in params[1:]:\n\
+        \x20   try:\n\
+        \x20       args[p.name] = json.loads(json.dumps(p.default))\n\
+        \x20   except TypeError:\n\
+        \x20       classes.append(p.name)\n\
+        print(json.dumps({'args': {k: v for k, v in args.items() if k not in sizes}, 'classes': classes}))";
+    let out = Command::new(python()).args(["-c", script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let timm: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(timm["classes"], json!(["embed_layer", "block_fn", "mlp_layer", "attn_layer"]));
+    assert!(timm["args"].as_object().unwrap().len() >= 30, "{timm}");
+    let dir = custom_hub_with("config-timm-defaults", "model_args", &timm["args"]);
+    model::load(None, &dir, Device::Cpu).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn wrong_size_checkpoint_says_in_a_few_lines_which_presets_it_fits() {
+    let result = Command::new(HARNESS)
+        .args(["predict", "--model", "vit_small_patch16_224", "--checkpoint"])
+        .arg(hub("vit_tiny_patch16_224"))
+        .arg(timm().join("photo.jpg"))
+        .env_remove("RUST_BACKTRACE") // as most users run it: anyhow would add a backtrace
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.lines().count() <= 15 && stderr.len() < 2000, "too long:\n{stderr}");
+    for expected in [
+        "checkpoint does not fit the model: 0 missing, 0 unexpected and 151 mismatched keys",
+        "blocks.0.attn.proj.bias: checkpoint [192], model [384]",
+        "these weights fit vit_tiny_patch16_224 or deit_tiny_patch16_224",
+    ] {
+        assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
+    }
 }
 
 #[test]
