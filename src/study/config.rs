@@ -133,9 +133,6 @@ pub struct FinetuneOverrides {
     pub grid: Option<Vec<f64>>,
 }
 
-/// The default share of a dataset's images that may be unreadable.
-pub const MAX_UNREADABLE: f64 = 0.01;
-
 impl ModelEntry {
     /// The timm name the checkpoint is loaded as.
     pub fn architecture(&self) -> &str {
@@ -149,7 +146,7 @@ impl StudyConfig {
     }
 
     pub fn max_unreadable(&self) -> f64 {
-        self.max_unreadable.unwrap_or(MAX_UNREADABLE)
+        self.max_unreadable.unwrap_or(crate::eval::MAX_UNREADABLE)
     }
 
     pub fn grid(&self) -> &[f64] {

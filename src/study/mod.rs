@@ -61,6 +61,9 @@ pub struct StudyManifest<'a> {
     pub budget: Option<embedded::Budget>,
     /// Set when the study finished.
     pub wall_seconds: Option<f64>,
+    /// For a study of real data: the setting each finetuning job kept (also `table_settings.csv`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<real::Selected>,
 }
 
 /// The parts of a manifest that are read back.
@@ -85,6 +88,7 @@ impl<'a> StudyManifest<'a> {
             identity,
             budget,
             wall_seconds: None,
+            settings: Vec::new(),
         }
     }
 
@@ -135,9 +139,10 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Option<Tables>> {
             }
         },
     };
-    let tables = write(&layout, std::slice::from_ref(&opts.out), &opts.out, rows)?;
+    let (tables, settings) = write(&layout, std::slice::from_ref(&opts.out), &opts.out, rows)?;
     let manifest = StudyManifest {
         wall_seconds: Some(started.elapsed().as_secs_f64()),
+        settings,
         ..StudyManifest::started(opts, &layout, identity.as_ref())
     };
     manifest.write(&opts.out)?;
@@ -146,29 +151,37 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Option<Tables>> {
     Ok(Some(tables))
 }
 
-/// The tables of `rows` in `layout` into `out`, with the settings table of the real-study folders `dirs`.
-fn write(layout: &Layout, dirs: &[PathBuf], out: &Path, rows: Vec<Measurement>) -> anyhow::Result<Tables> {
+/// The tables of `rows` in `layout` into `out`, with the settings table of the real-study folders `dirs`;
+/// returns the tables and those settings.
+fn write(
+    layout: &Layout,
+    dirs: &[PathBuf],
+    out: &Path,
+    rows: Vec<Measurement>,
+) -> anyhow::Result<(Tables, Vec<real::Selected>)> {
     let tables = layout.write(out, rows)?;
-    let settings = real::settings_table(dirs, layout)?;
-    if !settings.rows.is_empty() {
-        report::write_both(&settings, out, "table_settings")?;
+    let selected = real::selections(dirs, layout)?;
+    if !selected.is_empty() {
+        report::write_both(&real::settings_table(&selected), out, "table_settings")?;
     }
-    Ok(tables)
+    Ok((tables, selected))
 }
 
 /// `harness report`: the tables of the study folders `dirs` (one study, or the shards of one) rebuilt from
 /// their long files into `out`. The folders must share one layout; a measurement found in two of them must
-/// agree.
+/// agree, and shards of a real study must come from the same study file, methods and seeds.
 pub fn report(dirs: &[PathBuf], out: &Path) -> anyhow::Result<Tables> {
-    let mut layout: Option<(Layout, &Path)> = None;
+    let mut first: Option<(ManifestRead, &Path)> = None;
     let mut files = Vec::new();
     for dir in dirs {
         let manifest = StudyManifest::read(dir)?
             .with_context(|| format!("{}: no {MANIFEST} (is it a harness compare folder?)", dir.display()))?;
-        match &layout {
-            None => layout = Some((manifest.layout, dir)),
-            Some((first, first_dir)) if *first != manifest.layout => bail!(
-                "{} and {} hold different studies (their tables have other models, methods or datasets)",
+        let study = |m: &ManifestRead| m.identity.as_ref().map(|i| (i.study.clone(), i.methods.clone(), i.seeds));
+        match &first {
+            None => first = Some((manifest, dir)),
+            Some((f, first_dir)) if f.layout != manifest.layout || study(f) != study(&manifest) => bail!(
+                "{} and {} hold different studies (other study files, methods, seeds, or tables); merge only the \
+                 shards of one study",
                 first_dir.display(),
                 dir.display()
             ),
@@ -177,12 +190,12 @@ pub fn report(dirs: &[PathBuf], out: &Path) -> anyhow::Result<Tables> {
         let long = dir.join("results_long.csv");
         files.push((long.clone(), report::read_long(&long)?));
     }
-    let (layout, _) = layout.context("harness report: no folder given")?;
+    let layout = first.context("harness report: no folder given")?.0.layout;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let tables = write(&layout, dirs, out, report::merge(&files)?)?;
+    let (tables, settings) = write(&layout, dirs, out, report::merge(&files)?)?;
     // A new folder gets a manifest of its own, so that it can be reported (and merged) again.
     if !dirs.iter().any(|d| d == out) {
-        let merged = serde_json::json!({ "layout": layout, "merged_from": dirs });
+        let merged = serde_json::json!({ "layout": layout, "merged_from": dirs, "settings": settings });
         atomic_write::write(&out.join(MANIFEST), serde_json::to_string_pretty(&merged)?.as_bytes())?;
     }
     Ok(tables)

@@ -381,9 +381,9 @@ fn finished(dir: &Path, cfg: &TrainConfig) -> Option<EpochMetrics> {
     (manifest.train == *cfg && dir.join("best").is_dir()).then_some(manifest.best).flatten()
 }
 
-/// The settings table of the studies in `dirs`: one row per finetuning job, the kept setting and how it
-/// was trained, in the layout's order.
-pub fn settings_table(dirs: &[PathBuf], layout: &Layout) -> anyhow::Result<Table> {
+/// The kept setting of every finetuning job of the studies in `dirs` (their `selected.json`), in the
+/// layout's order; a job found in two folders counts once.
+pub fn selections(dirs: &[PathBuf], layout: &Layout) -> anyhow::Result<Vec<Selected>> {
     let mut selected = Vec::new();
     for dir in dirs {
         let runs = dir.join("runs");
@@ -409,6 +409,11 @@ pub fn settings_table(dirs: &[PathBuf], layout: &Layout) -> anyhow::Result<Table
     }
     let rank = |list: &[String], name: &str| list.iter().position(|n| n == name).unwrap_or(list.len());
     selected.sort_by_key(|s| (rank(&layout.models, &s.model), rank(&layout.methods, s.method.name()), s.seed));
+    Ok(selected)
+}
+
+/// The settings table of `selected`: one row per finetuning job, the kept setting and how it was trained.
+pub fn settings_table(selected: &[Selected]) -> Table {
     let header = [
         "model",
         "method",
@@ -445,7 +450,7 @@ pub fn settings_table(dirs: &[PathBuf], layout: &Layout) -> anyhow::Result<Table
             ]
         })
         .collect();
-    Ok(Table { header: header.map(String::from).to_vec(), rows })
+    Table { header: header.map(String::from).to_vec(), rows }
 }
 
 /// The sub-folders of `dir`, sorted; none when it does not exist.

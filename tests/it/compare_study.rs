@@ -30,8 +30,8 @@ fn succeeded(output: Output) -> Output {
     output
 }
 
-/// The study of these tests: vit_tiny (the paper's ViT-B settings), imagenet-val and the segmentation
-/// test, 2 epochs on 2 classes; the gtsegs fixture's one broken entry is allowed.
+/// The study of these tests: vit_tiny (the paper's ViT-B settings and twice them), imagenet-val and the
+/// segmentation test, 2 epochs on 2 classes; the gtsegs fixture's one broken entry is allowed.
 fn write_study(root: &Path) -> PathBuf {
     write_imagenet_s(&root.join("imagenet-s"), 3, 3);
     let study = root.join("study.toml");
@@ -41,7 +41,7 @@ fn write_study(root: &Path) -> PathBuf {
          [[models]]\nname = \"vit_tiny_patch16_224\"\ncheckpoint = {hub:?}\npreset = \"vit-b\"\n\n\
          [[datasets]]\nkind = \"imagenet-val\"\npath = {images:?}\n\n\
          [segmentation]\npath = {mat:?}\n\n\
-         [finetune]\nepochs = 2\ntrain_classes = 2\nper_class = 3\nval_per_class = 1\n",
+         [finetune]\nepochs = 2\ntrain_classes = 2\nper_class = 3\nval_per_class = 1\ngrid = [1.0, 2.0]\n",
         images = root.join("imagenet-s/images"),
         masks = root.join("imagenet-s/masks"),
         hub = hub("vit_tiny_patch16_224"),
@@ -102,6 +102,10 @@ fn study_finetunes_evaluates_and_writes_every_table_sharded_and_resumed_alike() 
     assert_eq!(split.len(), 4, "{split:?}");
     let settings = csv(&out.join("table_settings.csv"));
     assert_eq!(settings.iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), ["method", "ours", "gradmask"]);
+    assert!(settings[1..].iter().all(|r| r[4] == "2" && r[10] == "guarded-penalty"), "{settings:?}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["settings"].as_array().map(Vec::len), Some(2), "{manifest}");
 
     let table3 = csv(&out.join("table_segmentation.csv"));
     assert_eq!(table3[0], ["model", "method", "pixel_accuracy", "miou", "map"]);
@@ -118,7 +122,11 @@ fn study_finetunes_evaluates_and_writes_every_table_sharded_and_resumed_alike() 
     let long = std::fs::read_to_string(out.join("results_long.csv")).unwrap();
     assert_eq!(long.lines().filter(|l| l.contains(",imagenet-segmentation,")).count(), 9);
     for method in ["ours", "gradmask"] {
-        let run = out.join("runs/vit_tiny_patch16_224/seed0").join(method);
+        let job = out.join("runs/vit_tiny_patch16_224/seed0").join(method);
+        let selected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(job.join("selected.json")).unwrap()).unwrap();
+        let run = out.join(selected["run"].as_str().unwrap());
+        assert!(run.starts_with(&job) && run.ends_with(format!("setting{}", selected["setting"])), "{selected}");
         let moved = max_weight_change(
             &hub("vit_tiny_patch16_224").join("model.safetensors"),
             &run.join("best/model.safetensors"),
@@ -155,7 +163,7 @@ fn study_finetunes_evaluates_and_writes_every_table_sharded_and_resumed_alike() 
 
     // Killed during the method's second epoch (its first is saved), then the same command again.
     let killed = root.join("killed");
-    let first_epoch = killed.join("runs/vit_tiny_patch16_224/seed0/ours/last/state.json");
+    let first_epoch = killed.join("runs/vit_tiny_patch16_224/seed0/ours/setting1/last/state.json");
     let mut child = compare(&study, &killed, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let started = Instant::now();
     while !first_epoch.exists() {
@@ -168,6 +176,17 @@ fn study_finetunes_evaluates_and_writes_every_table_sharded_and_resumed_alike() 
     assert!(!killed.join("runs/vit_tiny_patch16_224/seed0/gradmask/selected.json").exists());
     succeeded(compare(&study, &killed, &[]).output().unwrap());
     assert_same_tables(&out, &killed, "killed and rerun");
+
+    // Folders of another study (here: other seeds) are not merged.
+    let other = root.join("other-seeds");
+    std::fs::create_dir_all(&other).unwrap();
+    let manifest = std::fs::read_to_string(killed.join("manifest.json")).unwrap();
+    std::fs::write(other.join("manifest.json"), manifest.replace("\"seeds\": 1", "\"seeds\": 2")).unwrap();
+    std::fs::copy(killed.join("results_long.csv"), other.join("results_long.csv")).unwrap();
+    let result =
+        Command::new(HARNESS).arg("report").arg(&killed).arg(&other).arg("--out").arg(root.join("mixed")).output();
+    let stderr = String::from_utf8_lossy(&result.as_ref().unwrap().stderr).into_owned();
+    assert!(!result.unwrap().status.success() && stderr.contains("hold different studies"), "{stderr}");
 }
 
 #[test]
