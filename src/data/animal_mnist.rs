@@ -171,7 +171,7 @@ fn expect_array(
 
 /// Keeps the first occurrence of every distinct image; an image whose copies disagree on the label is
 /// dropped with all its copies, since no label for it can be trusted.
-fn deduplicate(images: &[u8], labels: &Array1<i64>) -> Objects {
+pub(crate) fn deduplicate(images: &[u8], labels: &Array1<i64>) -> Objects {
     let mut copies: HashMap<&[u8], Vec<usize>> = HashMap::new();
     for (i, image) in images.chunks_exact(PIXELS).enumerate() {
         copies.entry(image).or_default().push(i);

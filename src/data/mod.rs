@@ -1,8 +1,9 @@
 //! Data for the model: samples and batches, the one ordered pipeline that decodes ahead of its consumer,
 //! and the dataset layouts (ImageNet-S with masks, the evaluation sets, ImageNet-segmentation's gtsegs
-//! file, and the embedded benchmark's objects and backgrounds).
+//! file, and the embedded benchmark's objects (Animal-MNIST, Fashion-MNIST) and backgrounds).
 pub mod animal_mnist;
 pub mod eval_sets;
+pub mod fashion_mnist;
 pub mod gtsegs;
 pub mod imagenet;
 pub mod imagenet_s;
