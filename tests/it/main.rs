@@ -1,5 +1,5 @@
 //! The integration tests, one binary (one link against libtorch): the library against independent
-//! references (timm, scikit-learn, PIL, plain PyTorch) and the harness command line end to end.
+//! references (timm, scikit-learn, PIL, numpy, plain PyTorch) and the harness command line end to end.
 mod support;
 
 mod compare;
@@ -7,6 +7,7 @@ mod compare_study;
 mod eval;
 mod eval_sets;
 mod explain;
+mod fashion_mnist;
 mod finetune;
 mod fixtures;
 mod image;
