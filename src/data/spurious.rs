@@ -34,9 +34,14 @@ const NOISE_SIGMA: f64 = 0.04;
 const TINT_SATURATION: f64 = 0.5;
 const TINT_VALUE: f64 = 0.6;
 const TINT_NOISE_SIGMA: f64 = 0.08;
-/// Tags that keep the partition's and the finetuning subset's draws apart when they share a seed.
+/// Tags that keep independent draws apart when they share a seed: the partition, the finetuning subset,
+/// and per sample whether its background matches the label, which other class it shows, and the rendering
+/// (period, phase, contrast, noise). Changing one draw never shifts another.
 const PARTITION_STREAM: u64 = 1;
 const SUBSET_STREAM: u64 = 2;
+const MATCH_STREAM: u64 = 3;
+const CLASS_STREAM: u64 = 4;
+const RENDER_STREAM: u64 = 5;
 
 /// What lies behind the object.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,24 +58,28 @@ pub enum Background {
     TintOnly(usize),
 }
 
-/// The evaluation splits.
+/// The splits: the biased training distribution and the four test splits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
-    /// Biased like the training data: the label's background with probability `bias`.
+    /// Like the training data: the label's background with probability `bias` (validation, finetuning).
+    Biased,
+    /// The label's background for every image.
     Matched,
     /// Background class drawn independently of the label.
     Shuffled,
     /// Objects on black: shape alone.
     Black,
-    /// Backgrounds without objects: what the background alone predicts.
+    /// Backgrounds without objects: what the background alone predicts (lower is better).
     BgOnly,
 }
 
 impl Split {
-    pub const ALL: [Split; 4] = [Split::Matched, Split::Shuffled, Split::Black, Split::BgOnly];
+    /// The test splits, in table order.
+    pub const TESTS: [Split; 4] = [Split::Matched, Split::Shuffled, Split::Black, Split::BgOnly];
 
     pub fn name(self) -> &'static str {
         match self {
+            Split::Biased => "biased",
             Split::Matched => "matched",
             Split::Shuffled => "shuffled",
             Split::Black => "black",
@@ -272,27 +281,47 @@ pub fn render(objects: &Objects, index: usize, background: Background, size: u32
     }
 }
 
-/// The background of a sample of `split` with label `label`; `bias` only matters for `Matched`.
+/// Object `index` of `objects` as a sample of `split` (`bias` only matters for `Biased`): its background
+/// drawn and rendered from `seed`, each draw from its own stream.
+pub fn sample(objects: &Objects, index: usize, split: Split, bias: f64, texture: Texture, seed: u64) -> Sample {
+    let background = background_for(split, objects.labels[index] as usize, bias, texture, seed);
+    render(objects, index, background, SIZE, derive_seed(seed, &[RENDER_STREAM]))
+}
+
+/// The background of a sample of `split` with label `label`; `bias` only matters for `Biased`.
 pub fn background_for(split: Split, label: usize, bias: f64, texture: Texture, seed: u64) -> Background {
-    let mut rng = SplitMix64(seed);
+    let any_class = || SplitMix64(derive_seed(seed, &[CLASS_STREAM])).below(CLASSES as u64) as usize;
     match split {
-        Split::Matched => biased(label, bias, texture, seed),
-        Split::Shuffled => texture.behind(rng.below(CLASSES as u64) as usize),
+        Split::Biased => biased(label, bias, texture, seed),
+        Split::Matched => texture.behind(label),
+        Split::Shuffled => texture.behind(any_class()),
         Split::Black => Background::Black,
-        Split::BgOnly => texture.alone(rng.below(CLASSES as u64) as usize),
+        Split::BgOnly => texture.alone(any_class()),
     }
 }
 
 /// The label's background with probability `bias`, otherwise a uniformly drawn other class's; used for
 /// training data too (`bias` = 1 / CLASSES = 0.1 makes the background independent of the label).
 pub fn biased(label: usize, bias: f64, texture: Texture, seed: u64) -> Background {
-    let mut rng = SplitMix64(seed);
-    if uniform(&mut rng) < bias {
+    if uniform(&mut SplitMix64(derive_seed(seed, &[MATCH_STREAM]))) < bias {
         return texture.behind(label);
     }
     // Draw from the CLASSES - 1 others by skipping over the label.
-    let other = rng.below(CLASSES as u64 - 1) as usize;
+    let other = SplitMix64(derive_seed(seed, &[CLASS_STREAM])).below(CLASSES as u64 - 1) as usize;
     texture.behind(if other >= label { other + 1 } else { other })
+}
+
+/// The first `per_class` positions of each class in `labels` (in order), sorted: a fixed sample that holds
+/// every class.
+pub fn stratified(labels: &[i64], per_class: usize) -> Vec<usize> {
+    let mut taken = [0usize; CLASSES];
+    (0..labels.len())
+        .filter(|&i| {
+            let count = &mut taken[labels[i] as usize % CLASSES];
+            *count += 1;
+            *count <= per_class
+        })
+        .collect()
 }
 
 /// Disjoint index sets of the objects, stratified by class.
@@ -477,9 +506,10 @@ mod tests {
                 .count() as f64
                 / trials as f64
         };
-        assert!((count(Split::Matched, 0.95) - 0.95).abs() < 0.01);
-        assert!((count(Split::Matched, 0.1) - 0.1).abs() < 0.01);
+        assert!((count(Split::Biased, 0.95) - 0.95).abs() < 0.01);
+        assert!((count(Split::Biased, 0.1) - 0.1).abs() < 0.01);
         assert!((count(Split::Shuffled, 0.95) - 0.1).abs() < 0.01);
+        assert_eq!(count(Split::Matched, 0.1), 1.0);
         // The unmatched draws spread over the other nine classes.
         let mut hist = [0usize; CLASSES];
         for i in 0..trials {
@@ -492,6 +522,45 @@ mod tests {
         assert_eq!(background_for(Split::Black, 4, 0.9, Texture::Tint, 3), Background::Black);
         assert!(matches!(background_for(Split::BgOnly, 4, 0.9, Texture::Tint, 3), Background::TintOnly(_)));
         assert!(matches!(background_for(Split::Matched, 4, 1.0, Texture::Tint, 3), Background::Tint(4)));
+    }
+
+    #[test]
+    fn the_background_choice_does_not_shift_the_rendering() {
+        // Samples whose background is the label's in both draws render identically whatever decided that:
+        // the match draw, the other-class draw and the rendering are separate streams.
+        let o = objects(2);
+        let label = o.labels[5] as usize;
+        let mut compared = 0;
+        for seed in 0..200u64 {
+            let a = sample(&o, 5, Split::Biased, 0.5, Texture::Stripes, seed);
+            let matched =
+                background_for(Split::Biased, label, 0.5, Texture::Stripes, seed) == Background::Stripes(label);
+            // Same sample seed, other bias: the match draw compares against another threshold.
+            let b = sample(&o, 5, Split::Biased, 0.9, Texture::Stripes, seed);
+            if matched {
+                assert_eq!(a, b, "seed {seed}");
+                assert_eq!(a, sample(&o, 5, Split::Matched, 0.0, Texture::Stripes, seed));
+                compared += 1;
+            }
+        }
+        assert!(compared > 50, "{compared}");
+        // The rendering does vary with the sample seed.
+        assert_ne!(
+            sample(&o, 5, Split::Matched, 0.0, Texture::Stripes, 1),
+            sample(&o, 5, Split::Matched, 0.0, Texture::Stripes, 2)
+        );
+    }
+
+    #[test]
+    fn stratified_sample_holds_every_class() {
+        // Sorted by class, as the objects are: a plain prefix would hold the first classes only.
+        let labels: Vec<i64> = (0..CLASSES as i64).flat_map(|c| [c; 40]).collect();
+        let picked = stratified(&labels, 30);
+        assert_eq!(picked.len(), 300);
+        for c in 0..CLASSES as i64 {
+            assert_eq!(picked.iter().filter(|&&i| labels[i] == c).count(), 30);
+        }
+        assert!(picked.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
