@@ -69,6 +69,19 @@ pub fn preprocess(loaded: &LoadedModel, protocol: Protocol) -> anyhow::Result<&P
     }
 }
 
+/// Whether each of `samples` held in memory is right at top-1.
+pub fn top1_hits(model: &VisionTransformer, samples: &[Sample], batch_size: usize) -> Vec<bool> {
+    let mut hits = Vec::with_capacity(samples.len());
+    for chunk in samples.chunks(batch_size.max(1)) {
+        let b = Batch::new(chunk, model.device());
+        let predicted = tch::no_grad(|| model.forward(&b.images)).argmax(-1, false);
+        let right = Vec::<bool>::try_from(predicted.eq_tensor(&b.labels).to_device(tch::Device::Cpu))
+            .expect("a bool vector of the batch");
+        hits.extend(right);
+    }
+    hits
+}
+
 /// Evaluates `loaded` on the dataset `kind` in `dir` under `protocol`: the images transformed as the
 /// protocol says, the 1000 ImageNet logits scored. A model of another number of classes is refused.
 pub fn of_dataset(

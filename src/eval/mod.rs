@@ -1,10 +1,12 @@
 //! Measuring models: top-1/top-5 accuracy (of samples in memory, and of dataset folders decoded by the
 //! pipeline and scored per protocol), the segmentation test (relevance read as a foreground mask: its
-//! metrics, on samples, and ImageNet-segmentation's Table 3 test), and top-k prediction of image files.
+//! metrics, on samples, and ImageNet-segmentation's Table 3 test), top-k prediction of image files, and
+//! paired significance of one method against another.
 pub mod accuracy;
 pub mod imagenet_segmentation;
 pub mod predict;
 pub mod segmentation;
+pub mod significance;
 
 use std::path::{Path, PathBuf};
 

@@ -98,6 +98,18 @@ impl SegmentationMetrics {
     }
 
     /// Number of images added.
+    /// Adds the totals of `other` (images measured apart, e.g. one class at a time).
+    pub fn merge(&mut self, other: &SegmentationMetrics) {
+        self.correct += other.correct;
+        self.labelled += other.labelled;
+        for k in 0..2 {
+            self.intersection[k] += other.intersection[k];
+            self.union[k] += other.union[k];
+        }
+        self.ap_sum += other.ap_sum;
+        self.images += other.images;
+    }
+
     pub fn images(&self) -> u64 {
         self.images
     }
