@@ -1,10 +1,12 @@
 //! `harness compare`: the main job, end to end.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
+use robustvit::data::fashion_mnist;
 use robustvit::device;
+use robustvit::study::embedded::{self, ObjectSet};
 use robustvit::study::plan::Selection;
-use robustvit::study::{self, embedded, CompareOptions, Study};
+use robustvit::study::{self, CompareOptions, Study};
 use robustvit::train::methods::MethodKind;
 
 #[derive(clap::Args)]
@@ -42,10 +44,12 @@ pub struct Args {
     tint: bool,
     #[arg(long, default_value = "out/compare")]
     out: PathBuf,
-    /// Embedded benchmark: the animal-mnist 0.4 wheel (`make benchmark-data` downloads it to
-    /// target/downloads).
+    /// Embedded benchmark: the objects, `animal-mnist` (default; the 0.4 wheel `make benchmark-data`
+    /// downloads to target/downloads), `fashion-mnist` (Debian's dataset-fashion-mnist, which
+    /// scripts/system-deps.sh installs), or a path: an animal-mnist wheel, or a folder of Fashion-MNIST's
+    /// gzip'd IDX files.
     #[arg(long)]
-    objects: Option<PathBuf>,
+    objects: Option<String>,
     #[arg(long, default_value = "cpu")]
     device: String,
     /// No progress bars; one log line per epoch.
@@ -59,6 +63,16 @@ fn shard(spec: &str) -> anyhow::Result<Selection> {
     match parsed {
         Some((index, count)) if (1..=count).contains(&index) => Ok(Selection::Shard { index, count }),
         _ => bail!("--shard {spec:?}: expected I/N with 1 <= I <= N, e.g. 2/8"),
+    }
+}
+
+/// The object set `--objects` names.
+fn objects(spec: Option<&str>) -> ObjectSet {
+    match spec {
+        None | Some("animal-mnist") => ObjectSet::AnimalMnist(study::default_objects()),
+        Some("fashion-mnist") => ObjectSet::FashionMnist(fashion_mnist::DIR.into()),
+        Some(path) if Path::new(path).is_dir() => ObjectSet::FashionMnist(path.into()),
+        Some(path) => ObjectSet::AnimalMnist(path.into()),
     }
 }
 
@@ -93,7 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 ablations: args.ablations,
                 quick: args.quick,
                 tint: args.tint,
-                objects: args.objects.unwrap_or_else(study::default_objects),
+                objects: objects(args.objects.as_deref()),
             })
         }
     };

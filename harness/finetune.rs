@@ -13,7 +13,7 @@ use crate::named;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// ours (the relevance method), gradmask, rrr, or cross-entropy (the labels alone).
+    /// ours (the relevance method), gradmask, rrr, or ce (cross-entropy on the labels alone).
     #[arg(long, value_parser = named::<MethodKind>(MethodKind::NAMES))]
     method: MethodKind,
     #[command(flatten)]
@@ -123,9 +123,9 @@ fn method_and_lr(args: &Args) -> anyhow::Result<(Method, f64)> {
     }
     if args.method == MethodKind::CrossEntropy {
         if args.lambda_bg.is_some() || args.lambda_cls.is_some() {
-            bail!("--lambda-bg and --lambda-cls do not apply to --method cross-entropy (it has no other term)");
+            bail!("--lambda-bg and --lambda-cls do not apply to --method ce (it has no other term)");
         }
-        let lr = args.lr.context("give --lr for --method cross-entropy (the paper has no setting for it)")?;
+        let lr = args.lr.context("give --lr for --method ce (the paper has no setting for it)")?;
         return Ok((Method::CrossEntropy(CrossEntropy { temperature }), lr));
     }
     if args.method == MethodKind::Ours {
@@ -202,6 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             study: None,
         },
         data: None,
+        probe: None,
     };
     let summary = imagenet_s::run(&loaded, &data, &cfg, &args.out, opts)?;
     println!(

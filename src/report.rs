@@ -291,6 +291,15 @@ pub struct Layout {
     /// Whether the study measured the finetuning-classes vs other-classes split (Tables 10-11).
     #[serde(default)]
     pub class_split: bool,
+    /// Datasets where a lower accuracy is better (the embedded `bg_only`): marked in the Markdown tables.
+    #[serde(default)]
+    pub lower_is_better: Vec<String>,
+    /// The selection rules of the selection table (the embedded benchmark's), when the study reports them.
+    #[serde(default)]
+    pub selection_rules: Option<Vec<String>>,
+    /// Whether the study compared the method with each other method for significance.
+    #[serde(default)]
+    pub significance: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -306,6 +315,8 @@ pub struct Tables {
     pub segmentation: Option<Table>,
     pub ablation: Option<Table>,
     pub class_split: Option<Table>,
+    pub selection: Option<Table>,
+    pub significance: Option<Table>,
 }
 
 impl Tables {
@@ -317,6 +328,8 @@ impl Tables {
             self.segmentation.as_ref(),
             self.ablation.as_ref(),
             self.class_split.as_ref(),
+            self.selection.as_ref(),
+            self.significance.as_ref(),
         ];
         all.into_iter().flatten().map(Table::to_terminal).collect::<Vec<_>>().join("\n")
     }
@@ -363,19 +376,41 @@ impl Layout {
             }),
             ablation: self.ablations.as_ref().map(|variants| ablation_table(&rows, datasets, variants, protocol)),
             class_split: self.class_split.then(|| class_split_table(&rows, datasets, methods, protocol)),
+            selection: self.selection_rules.as_ref().map(|rules| selection_table(&rows, rules, methods, protocol)),
+            significance: self.significance.then(|| significance_table(&rows, methods, protocol)),
         };
-        write_both(&tables.accuracy, dir, "table_accuracy")?;
-        write_both(&tables.shift, dir, "table_shift")?;
+        let both = |table: &Table, stem: &str| self.write_marked(table, dir, stem);
+        both(&tables.accuracy, "table_accuracy")?;
+        both(&tables.shift, "table_shift")?;
         if let Some(t) = &tables.segmentation {
-            write_both(t, dir, "table_segmentation")?;
+            both(t, "table_segmentation")?;
         }
         if let Some(t) = &tables.ablation {
-            write_both(t, dir, "table_ablation")?;
+            both(t, "table_ablation")?;
         }
         if let Some(t) = &tables.class_split {
-            write_both(t, dir, "table_class_split")?;
+            both(t, "table_class_split")?;
+        }
+        if let Some(t) = &tables.selection {
+            both(t, "table_selection")?;
+        }
+        if let Some(t) = &tables.significance {
+            both(t, "table_significance")?;
         }
         Ok(tables)
+    }
+
+    /// [`write_both`], the Markdown's columns of [`Layout::lower_is_better`] datasets marked as such.
+    fn write_marked(&self, table: &Table, dir: &Path, stem: &str) -> anyhow::Result<()> {
+        write_both(table, dir, stem)?;
+        let mut marked = table.clone();
+        for column in &mut marked.header {
+            if self.lower_is_better.iter().any(|d| column.starts_with(&format!("{d}_"))) {
+                column.push_str(" (lower is better)");
+            }
+        }
+        atomic_write::write(&dir.join(format!("{stem}.md")), marked.to_markdown().as_bytes())?;
+        Ok(())
     }
 }
 
@@ -406,6 +441,41 @@ pub fn class_split_table<D: AsRef<str>, M: AsRef<str>>(
     protocol: &str,
 ) -> Table {
     view(measurements, protocol, &dataset_columns(datasets, &CLASS_SPLIT, ""), methods, Reduce::Mean)
+}
+
+/// The dataset of the selection rows: per method, the top-1 that the epoch each selection rule keeps has on
+/// the study's probe split (the metric is the rule's name).
+pub const SELECTION: &str = "selection";
+
+/// Whether the ranking of the methods depends on the selection rule: `model,method,<rule>,...`, the mean
+/// over seeds (and `_std`) of the [`SELECTION`] rows.
+pub fn selection_table<R: AsRef<str>, M: AsRef<str>>(
+    measurements: &[Measurement],
+    rules: &[R],
+    methods: &[M],
+    protocol: &str,
+) -> Table {
+    let columns: Vec<Column> = rules
+        .iter()
+        .map(|r| Column { dataset: SELECTION.into(), metric: r.as_ref().into(), label: r.as_ref().into() })
+        .collect();
+    view(measurements, protocol, &columns, methods, Reduce::Mean)
+}
+
+/// The dataset of the significance rows: one row per method compared with `ours` (seed 0 holds the
+/// statistics over all seeds), metrics [`SIGNIFICANCE_METRICS`].
+pub const SIGNIFICANCE: &str = "significance_vs_ours";
+/// `ours` minus the method in shuffled-background top-1: the mean paired difference over seeds, its
+/// standard error (more than one seed), and the bootstrap 95% interval over test images.
+pub const SIGNIFICANCE_METRICS: [&str; 4] = ["mean_difference", "se", "ci95_low", "ci95_high"];
+
+/// `model,method,mean_difference,se,ci95_low,ci95_high`: `ours` against each method.
+pub fn significance_table<M: AsRef<str>>(measurements: &[Measurement], methods: &[M], protocol: &str) -> Table {
+    let columns: Vec<Column> = SIGNIFICANCE_METRICS
+        .iter()
+        .map(|m| Column { dataset: SIGNIFICANCE.into(), metric: m.to_string(), label: m.to_string() })
+        .collect();
+    view(measurements, protocol, &columns, methods, Reduce::Mean)
 }
 
 /// Paper Table 2: like [`accuracy_table`], but each value is the method's accuracy minus the

@@ -3,6 +3,7 @@
 //! of every class, all evaluated on matched, shuffled, black and background-only test splits and on the
 //! segmentation test. Settings follow ../shared/benchmark-notes.md.
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -10,10 +11,11 @@ use tch::{nn, Device};
 
 use super::CompareOptions;
 use crate::data::animal_mnist::{self, Objects};
+use crate::data::fashion_mnist;
 use crate::data::spurious::{self, Partition, Split, Texture};
 use crate::data::{Batch, Sample};
 use crate::eval::segmentation::METRICS;
-use crate::eval::{accuracy, segmentation};
+use crate::eval::{accuracy, segmentation, significance};
 use crate::explain;
 use crate::image::{denormalize_chw, heatmap, Interpolation, PreprocessConfig};
 use crate::model::config::HALF;
@@ -42,6 +44,11 @@ const PARTITION_SEED: u64 = 0;
 const RENDER_SEED: u64 = 1000;
 /// Epochs whose validation accuracy falls more than this below the original's are not selected.
 const ACCURACY_MARGIN: f64 = 0.02;
+/// The selection rules `table_selection.csv` compares, over every setting and epoch of a method: the
+/// paper's lowest validation loss, and the lowest penalty among those within 1, 2 (this benchmark's rule)
+/// and 5 points of the original's validation accuracy.
+const RULES: [(&str, Option<f64>); 4] =
+    [("val_loss", None), ("guard_1", Some(0.01)), ("guard_2", Some(ACCURACY_MARGIN)), ("guard_5", Some(0.05))];
 
 /// The options only the embedded benchmark takes.
 #[derive(Clone, Debug, Serialize)]
@@ -52,18 +59,71 @@ pub struct Options {
     pub quick: bool,
     /// Coloured-noise backgrounds instead of stripes: a negative control (no method moves it at this scale).
     pub tint: bool,
-    /// The animal-mnist wheel.
-    pub objects: PathBuf,
+    pub objects: ObjectSet,
+}
+
+/// The objects the benchmark puts on its backgrounds.
+#[derive(Clone, Debug, Serialize)]
+pub enum ObjectSet {
+    /// Animal-MNIST, from its wheel (the default).
+    AnimalMnist(PathBuf),
+    /// Fashion-MNIST, from the folder of its IDX files: the first [`FASHION_PER_CLASS`] images of each class,
+    /// so that it has animal-mnist's size and the same budget fits.
+    FashionMnist(PathBuf),
+}
+
+/// Fashion-MNIST images kept per class: animal-mnist has about 1000.
+const FASHION_PER_CLASS: usize = 1000;
+
+impl ObjectSet {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ObjectSet::AnimalMnist(_) => "animal-mnist",
+            ObjectSet::FashionMnist(_) => "fashion-mnist",
+        }
+    }
+
+    fn class_names(&self) -> [&'static str; animal_mnist::CLASSES] {
+        match self {
+            ObjectSet::AnimalMnist(_) => animal_mnist::CLASS_NAMES,
+            ObjectSet::FashionMnist(_) => fashion_mnist::CLASS_NAMES,
+        }
+    }
+
+    fn load(&self) -> anyhow::Result<Objects> {
+        match self {
+            ObjectSet::AnimalMnist(wheel) => animal_mnist::load(wheel)
+                .context("loading animal-mnist; fetch it with `make benchmark-data` or pass --objects"),
+            ObjectSet::FashionMnist(dir) => {
+                let all = fashion_mnist::load(dir)?;
+                let keep =
+                    spurious::stratified(all.labels.as_slice().expect("a contiguous label array"), FASHION_PER_CLASS);
+                Ok(Objects {
+                    images: all.images.select(ndarray::Axis(0), &keep),
+                    labels: all.labels.select(ndarray::Axis(0), &keep),
+                    ..all
+                })
+            }
+        }
+    }
+}
+
+/// The methods the benchmark finetunes: `ce` (the same images and budget, labels only: what the penalties
+/// add is measured against it), then the requested ones.
+fn methods(requested: &[MethodKind]) -> Vec<MethodKind> {
+    let mut all = vec![MethodKind::CrossEntropy];
+    all.extend(requested.iter().filter(|&&m| m != MethodKind::CrossEntropy));
+    all
 }
 
 /// The rows and columns of the benchmark's tables.
-pub fn layout(e: &Options, methods: &[MethodKind]) -> Layout {
+pub fn layout(e: &Options, requested: &[MethodKind]) -> Layout {
     let mut names = vec!["control".to_string(), report::ORIGINAL.to_string()];
-    names.extend(methods.iter().map(|m| m.name().to_string()));
+    names.extend(methods(requested).iter().map(|m| m.name().to_string()));
     Layout {
         models: vec![MODEL.into()],
         methods: names,
-        datasets: Split::ALL.iter().map(|s| s.name().to_string()).collect(),
+        datasets: Split::TESTS.iter().map(|s| s.name().to_string()).collect(),
         protocol: "standard".into(),
         segmentation: Some(SegmentationColumns {
             dataset: SEGMENTATION.into(),
@@ -71,6 +131,9 @@ pub fn layout(e: &Options, methods: &[MethodKind]) -> Layout {
         }),
         ablations: e.ablations.then(|| ablation_names().into_iter().map(String::from).collect()),
         class_split: false,
+        lower_is_better: vec![Split::BgOnly.name().into()],
+        selection_rules: Some(RULES.iter().map(|(name, _)| name.to_string()).collect()),
+        significance: true,
     }
 }
 
@@ -157,9 +220,7 @@ impl TrainSet for Rendered<'_> {
         self.indices.len()
     }
     fn sample(&self, index: usize, seed: u64) -> anyhow::Result<Sample> {
-        let i = self.indices[index];
-        let background = spurious::biased(self.objects.labels[i] as usize, self.bias, self.texture, seed);
-        Ok(spurious::render(self.objects, i, background, SIZE, seed))
+        Ok(spurious::sample(self.objects, self.indices[index], Split::Biased, self.bias, self.texture, seed))
     }
 }
 
@@ -186,11 +247,7 @@ fn texture(e: &Options) -> Texture {
 fn render_split(objects: &Objects, indices: &[usize], split: Split, texture: Texture, salt: u64) -> Vec<Sample> {
     indices
         .iter()
-        .map(|&i| {
-            let seed = derive_seed(RENDER_SEED, &[salt, i as u64]);
-            let background = spurious::background_for(split, objects.labels[i] as usize, BIAS, texture, seed);
-            spurious::render(objects, i, background, SIZE, seed)
-        })
+        .map(|&i| spurious::sample(objects, i, split, BIAS, texture, derive_seed(RENDER_SEED, &[salt, i as u64])))
         .collect()
 }
 
@@ -237,9 +294,9 @@ fn originals(
         model: vit_config(),
         budget: (budget.pretrain_epochs, budget.bias_epochs, budget.pretrain_per_class),
         partition: (budget.test_per_class, budget.val_per_class, budget.pool_per_class, PARTITION_SEED),
-        objects: animal_mnist::WHEEL,
+        objects: e.objects.name(),
         tint: e.tint,
-        version: 1,
+        version: 2,
     })?;
     let recipe_path = models.join("recipe.json");
     if std::fs::read_to_string(&recipe_path).ok().as_deref() == Some(recipe.as_str())
@@ -349,6 +406,34 @@ struct Finetuned {
     best: EpochMetrics,
     dir: PathBuf,
     cfg: TrainConfig,
+    /// Every epoch of every setting, for the selection table.
+    histories: Vec<(TrainConfig, Vec<EpochMetrics>)>,
+    /// `lowest` or `highest` when the kept setting lies at that edge of a grid of several.
+    edge: Option<&'static str>,
+}
+
+impl Finetuned {
+    /// The shuffled-background top-1 (the runs' probe) of the epoch each of [`RULES`] keeps.
+    fn by_rule(&self, original_val_accuracy: f64) -> Vec<(&'static str, f64)> {
+        RULES
+            .iter()
+            .filter_map(|&(name, margin)| {
+                let rule = |cfg: &TrainConfig| TrainConfig {
+                    select: if margin.is_some() { Selection::GuardedPenalty } else { Selection::ValLoss },
+                    accuracy_floor: margin.map(|m| original_val_accuracy - m),
+                    ..cfg.clone()
+                };
+                let configs: Vec<TrainConfig> = self.histories.iter().map(|(cfg, _)| rule(cfg)).collect();
+                let candidates: Vec<(&TrainConfig, &EpochMetrics)> = configs
+                    .iter()
+                    .zip(&self.histories)
+                    .flat_map(|(cfg, (_, history))| history.iter().map(move |epoch| (cfg, epoch)))
+                    .collect();
+                let kept = train::choose(&candidates)?;
+                candidates[kept].1.probe.map(|top1| (name, top1))
+            })
+            .collect()
+    }
 }
 
 /// What every finetuning run of one seed shares: the original to start from, the finetuning and
@@ -362,12 +447,14 @@ struct SeedRuns<'a> {
     budget: &'a Budget,
     out: PathBuf,
     opts: &'a CompareOptions,
+    /// The shuffled-background test images, scored after every epoch for the selection table.
+    probe: Arc<Vec<Sample>>,
 }
 
 impl SeedRuns<'_> {
     /// Finetunes a fresh copy of the original with each setting; returns the selected run.
     fn finetune_grid(&self, label: &str, settings: Vec<(Method, f64)>) -> anyhow::Result<Finetuned> {
-        let SeedRuns { original_dir, set, val, floor, seed, budget, ref out, opts } = *self;
+        let SeedRuns { original_dir, set, val, floor, seed, budget, ref out, opts, ref probe } = *self;
         let mut runs = Vec::new();
         for (k, (method, lr)) in settings.into_iter().enumerate() {
             let cfg = TrainConfig {
@@ -380,47 +467,73 @@ impl SeedRuns<'_> {
             fresh_out(&dir)?;
             let loaded = load(original_dir, opts.device)?;
             eprintln!("seed {seed}: finetuning {label} setting {k} (lr {lr:e})");
-            let summary = train::finetune(&loaded, set, val, &cfg, &dir, &quiet_run(opts, format!("{label}-{k}")))?;
-            runs.push(Finetuned { best: summary.best, dir: summary.best_dir, cfg });
+            let run_opts = RunOptions { probe: Some(probe.clone()), ..quiet_run(opts, format!("{label}-{k}")) };
+            let summary = train::finetune(&loaded, set, val, &cfg, &dir, &run_opts)?;
+            runs.push((summary, cfg));
         }
         // Across settings the same rule as across epochs: lowest penalty among runs that keep accuracy.
-        let k = train::choose(&runs.iter().map(|r| (&r.cfg, &r.best)).collect::<Vec<_>>())
+        let k = train::choose(&runs.iter().map(|(summary, cfg)| (cfg, &summary.best)).collect::<Vec<_>>())
             .context("an empty hyperparameter grid")?;
-        Ok(runs.swap_remove(k))
+        let edge = match (runs.len(), k) {
+            (1, _) => None,
+            (_, 0) => Some("lowest"),
+            (n, k) if k + 1 == n => Some("highest"),
+            _ => None,
+        };
+        let histories = runs.iter().map(|(summary, cfg)| (cfg.clone(), summary.history.clone())).collect();
+        let (summary, cfg) = runs.swap_remove(k);
+        Ok(Finetuned { best: summary.best, dir: summary.best_dir, cfg, histories, edge })
     }
 }
 
 struct Evaluation<'a> {
     tests: &'a [(Split, Vec<Sample>)],
-    segmentation: &'a [Sample],
+    /// The segmentation test's images of each class.
+    segmentation: &'a [Vec<Sample>],
+    class_names: [&'static str; animal_mnist::CLASSES],
 }
 
+impl Evaluation<'_> {
+    fn shuffled(&self) -> &[Sample] {
+        &self.tests.iter().find(|(s, _)| *s == Split::Shuffled).expect("a shuffled test split").1
+    }
+}
+
+/// Measures `model` on every test split and the segmentation test into `rows`; returns which shuffled
+/// test images it gets right (for the significance table).
 fn measure(
     model: &VisionTransformer,
     method: &str,
     seed: u64,
     eval: &Evaluation,
     rows: &mut Vec<Measurement>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<bool>> {
     let subject = Subject { model: MODEL.into(), method: method.into(), seed, protocol: "standard".into() };
     for (split, samples) in eval.tests {
         let (top1, top5) = accuracy::of_samples(model, samples, 256);
         rows.push(subject.row(split.name(), report::TOP1, top1));
         rows.push(subject.row(split.name(), report::TOP5, top5));
     }
-    let seg = segmentation::of_samples(model, eval.segmentation, 64)?;
-    rows.extend(seg.percent().into_iter().map(|(metric, value)| subject.row(SEGMENTATION, metric, value)));
-    Ok(())
+    // Each class's rows (`segmentation_<class>`), then the whole test's from the same totals.
+    let mut all = segmentation::SegmentationMetrics::new();
+    for (class, samples) in eval.segmentation.iter().enumerate() {
+        let seg = segmentation::of_samples(model, samples, 64)?;
+        let dataset = format!("{SEGMENTATION}_{}", eval.class_names[class]);
+        rows.extend(seg.percent().into_iter().map(|(metric, value)| subject.row(&dataset, metric, value)));
+        all.merge(&seg);
+    }
+    rows.extend(all.percent().into_iter().map(|(metric, value)| subject.row(SEGMENTATION, metric, value)));
+    Ok(accuracy::top1_hits(model, eval.shuffled(), 256))
 }
 
 /// Runs the study and returns its measurements.
 pub fn run(e: &Options, opts: &CompareOptions) -> anyhow::Result<Vec<Measurement>> {
     let budget = Budget::new(e.quick);
-    let objects = animal_mnist::load(&e.objects)
-        .context("loading the embedded benchmark's objects; fetch them with `make benchmark-data` or pass --objects")?;
+    let objects = e.objects.load()?;
     eprintln!(
-        "objects: {} animal-mnist silhouettes ({} duplicates removed)",
+        "objects: {} {} images ({} duplicates removed)",
         objects.len(),
+        e.objects.name(),
         objects.duplicates_removed + objects.conflicting_removed
     );
     let part = spurious::partition(
@@ -430,12 +543,22 @@ pub fn run(e: &Options, opts: &CompareOptions) -> anyhow::Result<Vec<Measurement
         budget.pool_per_class,
         PARTITION_SEED,
     )?;
-    let val = render_split(&objects, &part.val, Split::Matched, texture(e), 1);
+    let val = render_split(&objects, &part.val, Split::Biased, texture(e), 1);
     let tests: Vec<(Split, Vec<Sample>)> =
-        Split::ALL.iter().map(|&s| (s, render_split(&objects, &part.test, s, texture(e), 2))).collect();
-    let shuffled = &tests.iter().find(|(s, _)| *s == Split::Shuffled).expect("shuffled split").1;
-    let segmentation: Vec<Sample> = shuffled.iter().take(budget.segmentation_images).cloned().collect();
-    let eval = Evaluation { tests: &tests, segmentation: &segmentation };
+        Split::TESTS.iter().map(|&s| (s, render_split(&objects, &part.test, s, texture(e), 2))).collect();
+    let shuffled = Arc::new(tests.iter().find(|(s, _)| *s == Split::Shuffled).expect("shuffled split").1.clone());
+    // A fixed sample of every class (the test split is sorted by object, the objects by class).
+    let labels: Vec<i64> = shuffled.iter().map(|s| s.label).collect();
+    let segmentation: Vec<Vec<Sample>> = {
+        let picked = spurious::stratified(&labels, budget.segmentation_images / animal_mnist::CLASSES);
+        let mut by_class = vec![Vec::new(); animal_mnist::CLASSES];
+        for i in picked {
+            by_class[shuffled[i].label as usize].push(shuffled[i].clone());
+        }
+        by_class
+    };
+    let class_names = e.objects.class_names();
+    let eval = Evaluation { tests: &tests, segmentation: &segmentation, class_names };
 
     let (control_dir, original_dir) = originals(&objects, &part, &val, &budget, e, opts)?;
     let original = load(&original_dir, opts.device)?;
@@ -444,17 +567,33 @@ pub fn run(e: &Options, opts: &CompareOptions) -> anyhow::Result<Vec<Measurement
     let floor = original_val_accuracy - ACCURACY_MARGIN;
     let mut rows = Vec::new();
     let control = load(&control_dir, opts.device)?;
+    // Per method, which shuffled test images each seed's model gets right; and the grid-edge notes.
+    let mut hits: Vec<(String, Vec<Vec<bool>>)> = Vec::new();
+    let mut record = |method: &str, seed_hits: Vec<bool>| match hits.iter_mut().find(|(m, _)| m == method) {
+        Some((_, seeds)) => seeds.push(seed_hits),
+        None => hits.push((method.to_string(), vec![seed_hits])),
+    };
+    let mut edges = Vec::new();
     for seed in 0..opts.seeds as u64 {
-        measure(&control.model, "control", seed, &eval, &mut rows)?;
-        measure(&original.model, "original", seed, &eval, &mut rows)?;
+        record("control", measure(&control.model, "control", seed, &eval, &mut rows)?);
+        record(report::ORIGINAL, measure(&original.model, report::ORIGINAL, seed, &eval, &mut rows)?);
         let chosen = spurious::finetune_subset(&part, &objects, budget.finetune_per_class, seed)?;
-        let set = Fixed(render_split(&objects, &chosen, Split::Matched, texture(e), 100 + seed));
+        let set = Fixed(render_split(&objects, &chosen, Split::Biased, texture(e), 100 + seed));
         let out = opts.out.join("runs").join(format!("seed{seed}"));
-        let runs =
-            SeedRuns { original_dir: &original_dir, set: &set, val: &val, floor, seed, budget: &budget, out, opts };
+        let runs = SeedRuns {
+            original_dir: &original_dir,
+            set: &set,
+            val: &val,
+            floor,
+            seed,
+            budget: &budget,
+            out,
+            opts,
+            probe: shuffled.clone(),
+        };
         let mut ours_lr = 1e-4;
         let mut ours_dir = None;
-        for &kind in &opts.methods {
+        for kind in methods(&opts.methods) {
             let settings = grid(kind, &original, &set.0, &budget)?;
             let picked = runs.finetune_grid(kind.name(), settings)?;
             if kind == MethodKind::Ours {
@@ -467,11 +606,26 @@ pub fn run(e: &Options, opts: &CompareOptions) -> anyhow::Result<Vec<Measurement
                 picked.dir.display(),
                 picked.best.val_accuracy
             );
-            measure(&load(&picked.dir, opts.device)?.model, kind.name(), seed, &eval, &mut rows)?;
+            let subject =
+                Subject { model: MODEL.into(), method: kind.name().into(), seed, protocol: "standard".into() };
+            rows.extend(
+                picked
+                    .by_rule(original_val_accuracy)
+                    .into_iter()
+                    .map(|(rule, top1)| subject.row(report::SELECTION, rule, top1)),
+            );
+            if let Some(edge) = picked.edge {
+                edges.push(format!("seed {seed}: {} kept the {edge} setting of its grid", kind.name()));
+            }
+            record(kind.name(), measure(&load(&picked.dir, opts.device)?.model, kind.name(), seed, &eval, &mut rows)?);
         }
         if let (0, Some(dir)) = (seed, &ours_dir) {
             let path = opts.out.join(FIGURE);
-            figure(&original.model, &load(dir, opts.device)?.model, shuffled, &path)?;
+            // Round robin over the classes, so the figure's first finds come from different classes.
+            let longest = segmentation.iter().map(Vec::len).max().unwrap_or(0);
+            let pool: Vec<Sample> =
+                (0..longest).flat_map(|k| segmentation.iter().filter_map(move |c| c.get(k).cloned())).collect();
+            figure(&original.model, &load(dir, opts.device)?.model, &pool, &class_names, &path)?;
             eprintln!("relevance figure: {}", path.display());
         }
         if e.ablations {
@@ -481,22 +635,45 @@ pub fn run(e: &Options, opts: &CompareOptions) -> anyhow::Result<Vec<Measurement
             }
         }
     }
+    rows.extend(significance(&hits)?);
+    for edge in &edges {
+        eprintln!("note: {edge}; a wider grid might change the result");
+    }
     Ok(rows)
 }
 
-/// Paper Figure 2 on shifted data: shuffled-background test images whose prediction the method keeps
-/// right, corrects, or breaks (the first [`FIGURE_CASES`] of each, in test order), each with the original's
-/// and the method's relevance heatmap of its prediction.
+/// `ours` against every other method on the shuffled test split ([`report::significance_table`]).
+fn significance(hits: &[(String, Vec<Vec<bool>>)]) -> anyhow::Result<Vec<Measurement>> {
+    let Some((_, ours)) = hits.iter().find(|(m, _)| m == MethodKind::Ours.name()) else { return Ok(Vec::new()) };
+    let mut rows = Vec::new();
+    for (method, other) in hits.iter().filter(|(m, _)| m != MethodKind::Ours.name()) {
+        let p = significance::paired(ours, other, significance::RESAMPLES, derive_seed(RENDER_SEED, &[7]))?;
+        let subject = Subject { model: MODEL.into(), method: method.clone(), seed: 0, protocol: "standard".into() };
+        let values = [Some(p.mean), p.se, Some(p.ci95.0), Some(p.ci95.1)];
+        for (metric, value) in report::SIGNIFICANCE_METRICS.iter().zip(values) {
+            if let Some(v) = value {
+                rows.push(subject.row(report::SIGNIFICANCE, metric, v));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Paper Figure 2 on shifted data: shuffled-background test images (`shuffled`: the segmentation test's
+/// sample, the classes taken in turn) whose prediction the method keeps right, corrects, or breaks (the first
+/// [`FIGURE_CASES`] of each), each with the original's and the method's relevance heatmap of its
+/// prediction.
 fn figure(
     original: &VisionTransformer,
     ours: &VisionTransformer,
     shuffled: &[Sample],
+    class_names: &[&str],
     path: &Path,
 ) -> anyhow::Result<()> {
     let pool = &shuffled[..shuffled.len().min(FIGURE_POOL)];
     let images = Batch::new(pool, original.device()).images;
     let (before, after) = (explain::explain(original, &images, None)?, explain::explain(ours, &images, None)?);
-    let name = |k: i64| animal_mnist::CLASS_NAMES.get(k as usize).copied().unwrap_or("?").to_string();
+    let name = |k: i64| class_names.get(k as usize).copied().unwrap_or("?").to_string();
     let mut rows = Vec::new();
     for (case, keep) in [("stays right", (true, true)), ("corrected", (false, true)), ("broken", (true, false))] {
         let chosen = (0..pool.len())

@@ -66,6 +66,9 @@ pub fn layout(config: &StudyConfig, methods: &[MethodKind]) -> Layout {
         }),
         ablations: None,
         class_split: !config.datasets.is_empty(),
+        lower_is_better: Vec::new(),
+        selection_rules: None,
+        significance: false,
     }
 }
 
@@ -258,6 +261,7 @@ impl Study<'_> {
                         provenance: self.opts.provenance.clone(),
                         origin: Origin { study: Some(self.file.display().to_string()), ..Origin::default() },
                         data: None,
+                        probe: None,
                     };
                     imagenet_s::run(&self.load(entry, &entry.checkpoint)?, &data, &cfg, &dir, opts)?.best
                 }

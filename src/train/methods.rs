@@ -17,7 +17,7 @@ crate::named_enum! {
         Gradmask = "gradmask",
         Rrr = "rrr",
         /// Cross-entropy on the labels alone.
-        CrossEntropy = "cross-entropy",
+        CrossEntropy = "ce",
     }
 }
 

@@ -89,6 +89,9 @@ pub struct EpochMetrics {
     pub val: Vec<f64>,
     pub val_accuracy: f64,
     pub seconds: f64,
+    /// Top-1 (percent) on [`RunOptions::probe`] after the epoch, when asked for; never used to select.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<f64>,
 }
 
 /// Resumption state, saved in `last/state.json` after every epoch.
@@ -119,6 +122,9 @@ pub struct RunOptions {
     pub origin: Origin,
     /// The data split, for the manifest (set by jobs that draw one, e.g. [`imagenet_s::run`]).
     pub data: Option<DataSplit>,
+    /// Images whose top-1 is recorded after every epoch (`EpochMetrics::probe`): a study reports with it
+    /// what another selection rule would have kept.
+    pub probe: Option<std::sync::Arc<Vec<Sample>>>,
 }
 
 /// Who asked for a run: the command line and the checkpoint it started from, or a study and its label
@@ -371,6 +377,7 @@ pub fn finetune(
             val: val_terms,
             val_accuracy,
             seconds: started.elapsed().as_secs_f64(),
+            probe: opts.probe.as_ref().map(|p| crate::eval::accuracy::of_samples(&loaded.model, p, 256).0),
         };
         eprintln!(
             "epoch {}/{}: train total {:.5}, val total {:.5}, val acc {:.4}, lr {:.3e}, {:.1} s",

@@ -24,6 +24,11 @@ fn compare(out: &Path) {
     assert!(status.success(), "harness compare --quick failed");
 }
 
+/// The rows of `results_long.csv` of `method` whose dataset is the segmentation test of one class.
+fn per_class_segmentation(long: &[Vec<String>], method: &str) -> std::collections::BTreeSet<String> {
+    long.iter().filter(|r| r[1] == method && r[3].starts_with("segmentation_")).map(|r| r[3].clone()).collect()
+}
+
 fn csv(path: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines().map(|l| l.split(',').map(str::to_string).collect()).collect()
@@ -42,7 +47,7 @@ fn quick_compare_writes_every_table_reproducibly_and_shows_the_shortcut() {
     let _ = std::fs::remove_dir_all(&out);
     compare(&out);
 
-    let methods = ["control", "original", "ours", "gradmask", "rrr"];
+    let methods = ["control", "original", "ce", "ours", "gradmask", "rrr"];
     let accuracy = csv(&out.join("table_accuracy.csv"));
     let mut header = vec!["model".to_string(), "method".to_string()];
     for d in ["matched", "shuffled", "black", "bg_only"] {
@@ -53,19 +58,49 @@ fn quick_compare_writes_every_table_reproducibly_and_shows_the_shortcut() {
     assert_eq!(accuracy[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), methods);
     let shift = csv(&out.join("table_shift.csv"));
     assert_eq!(shift[0][2], "matched_top1_delta");
-    assert_eq!(shift[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), ["control", "ours", "gradmask", "rrr"]);
+    assert_eq!(
+        shift[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(),
+        ["control", "ce", "ours", "gradmask", "rrr"]
+    );
     let seg = csv(&out.join("table_segmentation.csv"));
     assert_eq!(seg[0], ["model", "method", "pixel_accuracy", "miou", "map"]);
     assert_eq!(seg.len(), 1 + methods.len());
     let long = csv(&out.join("results_long.csv"));
     assert_eq!(long[0], ["model", "method", "seed", "dataset", "protocol", "metric", "value"]);
+    // The segmentation test holds every class, and reports each.
+    let animals = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"];
+    for method in methods {
+        let classes = per_class_segmentation(&long, method);
+        assert_eq!(classes, animals.iter().map(|a| format!("segmentation_{a}")).collect(), "{method}");
+    }
+    // Cross-entropy on the labels alone trains without any penalty term.
+    let ce_terms = csv(&out.join("runs/seed0/ce-0/metrics.csv"))[0].clone();
+    assert_eq!(ce_terms, ["epoch", "lr", "train_total", "val_total", "val_accuracy", "seconds"]);
+    // Each method's shuffled top-1 under each selection rule; guard_2 is the rule the tables use.
+    let selection = csv(&out.join("table_selection.csv"));
+    assert_eq!(selection[0], ["model", "method", "val_loss", "guard_1", "guard_2", "guard_5"]);
+    assert_eq!(selection[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), ["ce", "ours", "gradmask", "rrr"]);
+    for method in ["ce", "ours", "gradmask", "rrr"] {
+        assert_eq!(cell(&selection, method, "guard_2"), cell(&accuracy, method, "shuffled_top1"), "{method}");
+    }
+    // Ours against every other method: one seed, so no standard error, but an interval around the mean.
+    let significance = csv(&out.join("table_significance.csv"));
+    assert_eq!(significance[0], ["model", "method", "mean_difference", "se", "ci95_low", "ci95_high"]);
+    for method in ["control", "original", "ce", "gradmask", "rrr"] {
+        let diff = cell(&accuracy, "ours", "shuffled_top1") - cell(&accuracy, method, "shuffled_top1");
+        assert!((cell(&significance, method, "mean_difference") - diff).abs() < 0.011, "{method}");
+        let (low, high) = (cell(&significance, method, "ci95_low"), cell(&significance, method, "ci95_high"));
+        assert!(low <= diff + 0.01 && diff - 0.01 <= high && low < high, "{method}: [{low}, {high}] around {diff}");
+    }
+    let markdown = std::fs::read_to_string(out.join("table_accuracy.md")).unwrap();
+    assert!(markdown.contains("| bg_only_top1 (lower is better) |"), "{markdown}");
     let ablation = csv(&out.join("table_ablation.csv"));
     assert_eq!(ablation[0][..3], ["model", "method", "matched_top1"]);
     assert_eq!(
         ablation[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(),
         ["ours", "ours_no_cls", "ours_no_bg", "ours_no_fg", "ours_gt_cls"]
     );
-    for stem in ["table_accuracy", "table_shift", "table_segmentation", "table_ablation"] {
+    for stem in ["table_accuracy", "table_shift", "table_segmentation", "table_ablation", "table_selection"] {
         assert!(out.join(format!("{stem}.md")).is_file());
     }
 
@@ -105,6 +140,33 @@ fn quick_compare_writes_every_table_reproducibly_and_shows_the_shortcut() {
     for (name, bytes) in first {
         assert!(std::fs::read(out.join(&name)).unwrap() == bytes, "{name} differs between two runs with the same seed");
     }
+}
+
+#[test]
+fn quick_compare_on_fashion_mnist() {
+    let out = root().join("target/test-tmp/compare-fashion");
+    let _ = std::fs::remove_dir_all(&out);
+    let status = Command::new(HARNESS)
+        .args(["compare", "--baselines", "gradmask", "--quick", "--quiet", "--objects", "fashion-mnist", "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "harness compare --quick --objects fashion-mnist failed");
+    let accuracy = csv(&out.join("table_accuracy.csv"));
+    assert_eq!(
+        accuracy[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(),
+        ["control", "original", "ce", "ours", "gradmask"]
+    );
+    let long = csv(&out.join("results_long.csv"));
+    let classes = per_class_segmentation(&long, "ours");
+    assert!(classes.len() == 10 && classes.contains("segmentation_ankle-boot"), "{classes:?}");
+    // The shortcut is there on these objects too: the original is right on matched backgrounds far more
+    // often than on shuffled ones.
+    let (matched, shuffled) =
+        (cell(&accuracy, "original", "matched_top1"), cell(&accuracy, "original", "shuffled_top1"));
+    assert!(matched > shuffled + 20.0, "original: matched {matched}, shuffled {shuffled}");
+    let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    assert!(manifest.contains("FashionMnist"), "{manifest}");
 }
 
 #[test]
