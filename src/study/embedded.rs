@@ -44,6 +44,8 @@ const PARTITION_SEED: u64 = 0;
 const RENDER_SEED: u64 = 1000;
 /// Epochs whose validation accuracy falls more than this below the original's are not selected.
 const ACCURACY_MARGIN: f64 = 0.02;
+/// Settings a method's grid may grow by, past the edge where its kept setting lies.
+const MAX_EXTENSIONS: usize = 3;
 /// The selection rules `table_selection.csv` compares, over every setting and epoch of a method: the
 /// paper's lowest validation loss, and the lowest penalty among those within 1, 2 (this benchmark's rule)
 /// and 5 points of the original's validation accuracy.
@@ -356,34 +358,46 @@ fn initial_terms(original: &LoadedModel, method: &Method, samples: &[Sample]) ->
     Ok(train::evaluate(original, method, samples, 8)?.0)
 }
 
-fn baseline(lambda_bg: f64) -> InputGradient {
-    InputGradient { lambda_bg, lambda_cls: 1.0, temperature: 1.0 }
+/// A method's setting at a multiple of its central one: the method's (and `ce`'s) LR around 1e-4; each
+/// baseline's lambda_bg around ten times the value that makes its weighted penalty equal the cross-entropy
+/// on the original model (its own penalty's scale).
+enum Grid {
+    Lr(Method),
+    Lambda { kind: MethodKind, central: f64 },
 }
 
-/// Settings tried for a method: the method's LR around 1e-4; each baseline's lambda_bg around the value
-/// that makes its weighted penalty equal the cross-entropy on the original model (its own penalty's scale).
-fn grid(
-    kind: MethodKind,
-    original: &LoadedModel,
-    finetune: &[Sample],
-    budget: &Budget,
-) -> anyhow::Result<Vec<(Method, f64)>> {
-    const LR: f64 = 1e-4;
-    Ok(match kind {
-        MethodKind::Ours => budget.grid.iter().map(|m| (Method::Ours(Relevance::default()), LR * m)).collect(),
-        MethodKind::CrossEntropy => {
-            budget.grid.iter().map(|m| (Method::CrossEntropy(CrossEntropy { temperature: 1.0 }), LR * m)).collect()
+const LR: f64 = 1e-4;
+
+impl Grid {
+    fn new(kind: MethodKind, original: &LoadedModel, finetune: &[Sample]) -> anyhow::Result<Grid> {
+        Ok(match kind {
+            MethodKind::Ours => Grid::Lr(Method::Ours(Relevance::default())),
+            MethodKind::CrossEntropy => Grid::Lr(Method::CrossEntropy(CrossEntropy { temperature: 1.0 })),
+            MethodKind::Gradmask | MethodKind::Rrr => {
+                let terms = initial_terms(original, &Grid::baseline(kind, 1.0), finetune)?;
+                let (penalty, ce) = (terms[1], terms[2]);
+                // Ten times the balance point: the penalty must dominate to move a model that is already fit.
+                Grid::Lambda { kind, central: 10.0 * ce / penalty.max(f64::MIN_POSITIVE) }
+            }
+        })
+    }
+
+    fn baseline(kind: MethodKind, lambda_bg: f64) -> Method {
+        let b = InputGradient { lambda_bg, lambda_cls: 1.0, temperature: 1.0 };
+        if kind == MethodKind::Gradmask {
+            Method::Gradmask(b)
+        } else {
+            Method::Rrr(b)
         }
-        MethodKind::Gradmask | MethodKind::Rrr => {
-            let probe =
-                |l| if kind == MethodKind::Gradmask { Method::Gradmask(baseline(l)) } else { Method::Rrr(baseline(l)) };
-            let terms = initial_terms(original, &probe(1.0), finetune)?;
-            let (penalty, ce) = (terms[1], terms[2]);
-            let central = ce / penalty.max(f64::MIN_POSITIVE);
-            // Ten times the balance point: the penalty must dominate to move a model that is already fit.
-            budget.grid.iter().map(|m| (probe(round_sig(10.0 * central * m)), LR)).collect()
+    }
+
+    /// The method and LR at `multiple` of the central setting.
+    fn at(&self, multiple: f64) -> (Method, f64) {
+        match self {
+            Grid::Lr(method) => (method.clone(), LR * multiple),
+            Grid::Lambda { kind, central } => (Grid::baseline(*kind, round_sig(central * multiple)), LR),
         }
-    })
+    }
 }
 
 fn round_sig(x: f64) -> f64 {
@@ -405,7 +419,8 @@ fn ablations() -> Vec<(&'static str, Method)> {
 struct Finetuned {
     best: EpochMetrics,
     dir: PathBuf,
-    cfg: TrainConfig,
+    /// The kept setting, as a multiple of the method's central one.
+    multiple: f64,
     /// Every epoch of every setting, for the selection table.
     histories: Vec<(TrainConfig, Vec<EpochMetrics>)>,
     /// `lowest` or `highest` when the kept setting lies at that edge of a grid of several.
@@ -452,37 +467,61 @@ struct SeedRuns<'a> {
 }
 
 impl SeedRuns<'_> {
-    /// Finetunes a fresh copy of the original with each setting; returns the selected run.
-    fn finetune_grid(&self, label: &str, settings: Vec<(Method, f64)>) -> anyhow::Result<Finetuned> {
-        let SeedRuns { original_dir, set, val, floor, seed, budget, ref out, opts, ref probe } = *self;
-        let mut runs = Vec::new();
-        for (k, (method, lr)) in settings.into_iter().enumerate() {
-            let cfg = TrainConfig {
-                epochs: budget.finetune_epochs,
-                select: Selection::GuardedPenalty,
-                accuracy_floor: Some(floor),
-                ..paper::train_config(method, lr, seed)
+    /// Finetunes a fresh copy of the original at each of `multiples` (ascending) of `grid`'s setting and keeps
+    /// one run. While the kept setting lies at an edge of the multiples tried, the grid grows past that edge
+    /// (a tenth of the second lowest, ten times the second highest: the grids alternate steps of about 3 and
+    /// 3.3), at most [`MAX_EXTENSIONS`] times.
+    fn finetune_grid(&self, label: &str, grid: &Grid, multiples: &[f64]) -> anyhow::Result<Finetuned> {
+        let mut runs: Vec<(f64, train::Summary, TrainConfig)> = Vec::new();
+        let mut queue = multiples.to_vec();
+        let mut extensions = 0;
+        loop {
+            for multiple in queue.drain(..) {
+                let (summary, cfg) = self.finetune_one(label, runs.len(), grid.at(multiple))?;
+                runs.push((multiple, summary, cfg));
+            }
+            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // Across settings the same rule as across epochs: lowest penalty among runs that keep accuracy.
+            let k = train::choose(&runs.iter().map(|(_, summary, cfg)| (cfg, &summary.best)).collect::<Vec<_>>())
+                .context("an empty hyperparameter grid")?;
+            let n = runs.len();
+            let edge = match k {
+                _ if n == 1 => None,
+                0 => Some("lowest"),
+                _ if k + 1 == n => Some("highest"),
+                _ => None,
             };
-            let dir = out.join(format!("{label}-{k}"));
-            fresh_out(&dir)?;
-            let loaded = load(original_dir, opts.device)?;
-            eprintln!("seed {seed}: finetuning {label} setting {k} (lr {lr:e})");
-            let run_opts = RunOptions { probe: Some(probe.clone()), ..quiet_run(opts, format!("{label}-{k}")) };
-            let summary = train::finetune(&loaded, set, val, &cfg, &dir, &run_opts)?;
-            runs.push((summary, cfg));
+            if edge.is_some() && extensions < MAX_EXTENSIONS {
+                extensions += 1;
+                queue.push(if k == 0 { runs[1].0 / 10.0 } else { runs[n - 2].0 * 10.0 });
+                continue;
+            }
+            let histories = runs.iter().map(|(_, summary, cfg)| (cfg.clone(), summary.history.clone())).collect();
+            let (multiple, summary, _) = runs.swap_remove(k);
+            return Ok(Finetuned { best: summary.best, dir: summary.best_dir, multiple, histories, edge });
         }
-        // Across settings the same rule as across epochs: lowest penalty among runs that keep accuracy.
-        let k = train::choose(&runs.iter().map(|(summary, cfg)| (cfg, &summary.best)).collect::<Vec<_>>())
-            .context("an empty hyperparameter grid")?;
-        let edge = match (runs.len(), k) {
-            (1, _) => None,
-            (_, 0) => Some("lowest"),
-            (n, k) if k + 1 == n => Some("highest"),
-            _ => None,
+    }
+
+    /// One run `label-k` of the grid from a fresh copy of the original.
+    fn finetune_one(
+        &self,
+        label: &str,
+        k: usize,
+        (method, lr): (Method, f64),
+    ) -> anyhow::Result<(train::Summary, TrainConfig)> {
+        let SeedRuns { original_dir, set, val, floor, seed, budget, ref out, opts, ref probe } = *self;
+        let cfg = TrainConfig {
+            epochs: budget.finetune_epochs,
+            select: Selection::GuardedPenalty,
+            accuracy_floor: Some(floor),
+            ..paper::train_config(method, lr, seed)
         };
-        let histories = runs.iter().map(|(summary, cfg)| (cfg.clone(), summary.history.clone())).collect();
-        let (summary, cfg) = runs.swap_remove(k);
-        Ok(Finetuned { best: summary.best, dir: summary.best_dir, cfg, histories, edge })
+        let dir = out.join(format!("{label}-{k}"));
+        fresh_out(&dir)?;
+        let loaded = load(original_dir, opts.device)?;
+        eprintln!("seed {seed}: finetuning {label} setting {k} (lr {lr:e})");
+        let run_opts = RunOptions { probe: Some(probe.clone()), ..quiet_run(opts, format!("{label}-{k}")) };
+        Ok((train::finetune(&loaded, set, val, &cfg, &dir, &run_opts)?, cfg))
     }
 }
 
@@ -591,13 +630,12 @@ pub fn run(e: &Options, opts: &CompareOptions) -> anyhow::Result<Vec<Measurement
             opts,
             probe: shuffled.clone(),
         };
-        let mut ours_lr = 1e-4;
+        let mut ours_multiple = 1.0;
         let mut ours_dir = None;
         for kind in methods(&opts.methods) {
-            let settings = grid(kind, &original, &set.0, &budget)?;
-            let picked = runs.finetune_grid(kind.name(), settings)?;
+            let picked = runs.finetune_grid(kind.name(), &Grid::new(kind, &original, &set.0)?, &budget.grid)?;
             if kind == MethodKind::Ours {
-                ours_lr = picked.cfg.lr;
+                ours_multiple = picked.multiple;
                 ours_dir = Some(picked.dir.clone());
             }
             eprintln!(
@@ -630,7 +668,7 @@ pub fn run(e: &Options, opts: &CompareOptions) -> anyhow::Result<Vec<Measurement
         }
         if e.ablations {
             for (name, method) in ablations() {
-                let picked = runs.finetune_grid(name, vec![(method, ours_lr)])?;
+                let picked = runs.finetune_grid(name, &Grid::Lr(method), &[ours_multiple])?;
                 measure(&load(&picked.dir, opts.device)?.model, name, seed, &eval, &mut rows)?;
             }
         }

@@ -148,6 +148,12 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<Option<Tables>> {
     manifest.write(&opts.out)?;
     println!("{}", tables.to_terminal());
     println!("tables in {} ({:.0} s)", opts.out.display(), started.elapsed().as_secs_f64());
+    if opts.seeds == 1 {
+        println!(
+            "one seed is a first look: differences between methods need --seeds 3 or more (standard errors in \
+             table_significance.csv)"
+        );
+    }
     Ok(Some(tables))
 }
 
