@@ -405,7 +405,8 @@ impl Layout {
         write_both(table, dir, stem)?;
         let mut marked = table.clone();
         for column in &mut marked.header {
-            if self.lower_is_better.iter().any(|d| column.starts_with(&format!("{d}_"))) {
+            let lower = self.lower_is_better.iter().any(|d| column.starts_with(&format!("{d}_")));
+            if lower && !column.ends_with("_std") {
                 column.push_str(" (lower is better)");
             }
         }
