@@ -16,8 +16,8 @@ PYLIB := target/debug/librobustvit_ops.so
 	system-deps
 OBJECTS := target/downloads/animal_mnist-0.4-py3-none-any.whl
 
-# The main job on the embedded benchmark: tables in out/compare (4-7 minutes of study on 2 cores after the build;
-# measured 155 s to 435 s on machines of this kind).
+# The main job on the embedded benchmark: tables in out/compare (one seed: 331 s of study on 2 cores after the
+# build, measured 2026-12-02; `--seeds 3` for standard errors takes about 16 minutes, over the 10 a demo may).
 demo: system-deps $(STAMP) $(OBJECTS)
 	cargo run --quiet --bin harness -- compare --baselines gradmask,rrr --out out/compare
 
