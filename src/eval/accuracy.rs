@@ -38,21 +38,32 @@ pub fn decode(path: &Path, cfg: &PreprocessConfig) -> Result<Array3<f32>, String
     load_rgb(path).map(|img| eval_transform(&img, cfg)).map_err(|e| e.to_string())
 }
 
-/// Top-1 and top-5 accuracy (percent) of `samples` held in memory.
-pub fn of_samples(model: &VisionTransformer, samples: &[Sample], batch_size: usize) -> (f64, f64) {
-    let device = model.device();
-    let (mut top1, mut top5) = (0i64, 0i64);
+/// Per sample held in memory: whether it is right at top-1 and at top-5.
+pub fn hits(model: &VisionTransformer, samples: &[Sample], batch_size: usize) -> Vec<(bool, bool)> {
+    let mut out = Vec::with_capacity(samples.len());
     for chunk in samples.chunks(batch_size.max(1)) {
-        let b = Batch::new(chunk, device);
+        let b = Batch::new(chunk, model.device());
         let logits = tch::no_grad(|| model.forward(&b.images));
         let k = logits.size()[1].min(5);
         let (_, best) = logits.topk(k, -1, true, true);
-        let hits = best.eq_tensor(&b.labels.unsqueeze(1));
-        top1 += hits.narrow(1, 0, 1).sum(TchKind::Int64).int64_value(&[]);
-        top5 += hits.any_dim(1, false).sum(TchKind::Int64).int64_value(&[]);
+        let right = best.eq_tensor(&b.labels.unsqueeze(1)).to_device(tch::Device::Cpu);
+        let column = |t: tch::Tensor| Vec::<bool>::try_from(t).expect("a bool vector of the batch");
+        let (top1, top5) = (column(right.select(1, 0)), column(right.any_dim(1, false)));
+        out.extend(top1.into_iter().zip(top5));
     }
-    let n = samples.len().max(1) as f64;
-    (100.0 * top1 as f64 / n, 100.0 * top5 as f64 / n)
+    out
+}
+
+/// Top-1 and top-5 accuracy (percent) of per-sample `hits`.
+pub fn percent(hits: &[(bool, bool)]) -> (f64, f64) {
+    let n = hits.len().max(1) as f64;
+    let count = |pick: fn(&(bool, bool)) -> bool| hits.iter().filter(|h| pick(h)).count() as f64;
+    (100.0 * count(|h| h.0) / n, 100.0 * count(|h| h.1) / n)
+}
+
+/// Top-1 and top-5 accuracy (percent) of `samples` held in memory.
+pub fn of_samples(model: &VisionTransformer, samples: &[Sample], batch_size: usize) -> (f64, f64) {
+    percent(&hits(model, samples, batch_size))
 }
 
 /// The preprocessing of `protocol`: the checkpoint's own (standard) or the reference code's.
@@ -67,19 +78,6 @@ pub fn preprocess(loaded: &LoadedModel, protocol: Protocol) -> anyhow::Result<&P
             size = loaded.model.config().img_size
         ),
     }
-}
-
-/// Whether each of `samples` held in memory is right at top-1.
-pub fn top1_hits(model: &VisionTransformer, samples: &[Sample], batch_size: usize) -> Vec<bool> {
-    let mut hits = Vec::with_capacity(samples.len());
-    for chunk in samples.chunks(batch_size.max(1)) {
-        let b = Batch::new(chunk, model.device());
-        let predicted = tch::no_grad(|| model.forward(&b.images)).argmax(-1, false);
-        let right = Vec::<bool>::try_from(predicted.eq_tensor(&b.labels).to_device(tch::Device::Cpu))
-            .expect("a bool vector of the batch");
-        hits.extend(right);
-    }
-    hits
 }
 
 /// Evaluates `loaded` on the dataset `kind` in `dir` under `protocol`: the images transformed as the

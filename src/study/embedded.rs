@@ -532,12 +532,6 @@ struct Evaluation<'a> {
     class_names: [&'static str; animal_mnist::CLASSES],
 }
 
-impl Evaluation<'_> {
-    fn shuffled(&self) -> &[Sample] {
-        &self.tests.iter().find(|(s, _)| *s == Split::Shuffled).expect("a shuffled test split").1
-    }
-}
-
 /// Measures `model` on every test split and the segmentation test into `rows`; returns which shuffled
 /// test images it gets right (for the significance table).
 fn measure(
@@ -548,10 +542,15 @@ fn measure(
     rows: &mut Vec<Measurement>,
 ) -> anyhow::Result<Vec<bool>> {
     let subject = Subject { model: MODEL.into(), method: method.into(), seed, protocol: "standard".into() };
+    let mut shuffled = Vec::new();
     for (split, samples) in eval.tests {
-        let (top1, top5) = accuracy::of_samples(model, samples, 256);
+        let hits = accuracy::hits(model, samples, 256);
+        let (top1, top5) = accuracy::percent(&hits);
         rows.push(subject.row(split.name(), report::TOP1, top1));
         rows.push(subject.row(split.name(), report::TOP5, top5));
+        if *split == Split::Shuffled {
+            shuffled = hits.into_iter().map(|(top1, _)| top1).collect();
+        }
     }
     // Each class's rows (`segmentation_<class>`), then the whole test's from the same totals.
     let mut all = segmentation::SegmentationMetrics::new();
@@ -562,7 +561,7 @@ fn measure(
         all.merge(&seg);
     }
     rows.extend(all.percent().into_iter().map(|(metric, value)| subject.row(SEGMENTATION, metric, value)));
-    Ok(accuracy::top1_hits(model, eval.shuffled(), 256))
+    Ok(shuffled)
 }
 
 /// Runs the study and returns its measurements.
