@@ -57,12 +57,7 @@ fn finetune_classes(path: &Path) -> anyhow::Result<HashSet<usize>> {
     let data = manifest.data.with_context(|| {
         format!("{}: the run records no ImageNet-S split (is it a harness finetune run?)", path.display())
     })?;
-    data.train_classes
-        .iter()
-        .map(|wnid| {
-            imagenet::index_of(wnid).with_context(|| format!("{}: {wnid:?} is not an ImageNet wnid", path.display()))
-        })
-        .collect()
+    imagenet::indices_of(&data.train_classes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

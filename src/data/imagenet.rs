@@ -1,5 +1,6 @@
 //! ImageNet-1k class table: index, wnid and human-readable name (src/data/tables/README.md says where it is
 //! from).
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 const TABLE: &str = include_str!("tables/imagenet_classes.tsv");
@@ -35,4 +36,13 @@ pub fn classes() -> &'static [ImagenetClass] {
 /// The index of a wnid such as `n01440764`.
 pub fn index_of(wnid: &str) -> Option<usize> {
     classes().iter().position(|c| c.wnid == wnid)
+}
+
+/// The indices of `wnids` (a run's finetuning classes, say); `Err` names the first that is not an ImageNet
+/// wnid.
+pub fn indices_of<S: AsRef<str>>(wnids: &[S]) -> Result<HashSet<usize>, String> {
+    wnids
+        .iter()
+        .map(|w| index_of(w.as_ref()).ok_or_else(|| format!("{:?} is not an ImageNet wnid", w.as_ref())))
+        .collect()
 }

@@ -42,15 +42,13 @@ const BIAS: f64 = 0.95;
 const CONTROL_BIAS: f64 = 0.1;
 const PARTITION_SEED: u64 = 0;
 const RENDER_SEED: u64 = 1000;
-/// Epochs whose validation accuracy falls more than this below the original's are not selected.
-const ACCURACY_MARGIN: f64 = 0.02;
 /// Settings a method's grid may grow by, past the edge where its kept setting lies.
 const MAX_EXTENSIONS: usize = 3;
 /// The selection rules `table_selection.csv` compares, over every setting and epoch of a method: the
 /// paper's lowest validation loss, and the lowest penalty among those within 1, 2 (this benchmark's rule)
 /// and 5 points of the original's validation accuracy.
 const RULES: [(&str, Option<f64>); 4] =
-    [("val_loss", None), ("guard_1", Some(0.01)), ("guard_2", Some(ACCURACY_MARGIN)), ("guard_5", Some(0.05))];
+    [("val_loss", None), ("guard_1", Some(0.01)), ("guard_2", Some(train::ACCURACY_MARGIN)), ("guard_5", Some(0.05))];
 
 /// The options only the embedded benchmark takes.
 #[derive(Clone, Debug, Serialize)]
@@ -602,7 +600,7 @@ pub fn run(e: &Options, opts: &CompareOptions) -> anyhow::Result<Vec<Measurement
     let original = load(&original_dir, opts.device)?;
     let (_, original_val_accuracy) =
         train::evaluate(&original, &Method::CrossEntropy(CrossEntropy { temperature: 1.0 }), &val, 256)?;
-    let floor = original_val_accuracy - ACCURACY_MARGIN;
+    let floor = original_val_accuracy - train::ACCURACY_MARGIN;
     let mut rows = Vec::new();
     let control = load(&control_dir, opts.device)?;
     // Per method, which shuffled test images each seed's model gets right; and the grid-edge notes.

@@ -10,9 +10,10 @@
 //! model's entry), else the paper's for its preset. With `[finetune] grid = [...]` each method also runs at
 //! those multiples of its setting (the LR for the method, lambda_bg for the baselines: each one's own
 //! penalty scale), and one rule chooses for every method, across epochs and runs alike: the lowest
-//! validation penalty among those whose validation accuracy stays within [`ACCURACY_MARGIN`] of the
-//! original's. Without a grid each method runs once at its setting and keeps the epoch of lowest
-//! validation loss (the paper's rule).
+//! validation penalty among those whose validation accuracy stays within
+//! [`crate::train::ACCURACY_MARGIN`] of the original's. Without a grid each method runs once at its setting
+//! and keeps the epoch of lowest validation loss (the paper's rule).
+use std::collections::HashSet;
 use std::hash::Hasher;
 use std::path::Path;
 use std::time::Instant;
@@ -23,6 +24,7 @@ use tch::{Device, Kind, Tensor};
 use super::config::{ModelEntry, StudyConfig};
 use crate::data::eval_sets;
 use crate::data::gtsegs::SegmentationFile;
+use crate::data::imagenet;
 use crate::data::imagenet_s::{self, SplitConfig};
 use crate::data::Batch;
 use crate::eval::accuracy;
@@ -30,8 +32,6 @@ use crate::model::{self, LoadedModel};
 use crate::train::methods::{InputGradient, Method, MethodKind, Relevance};
 use crate::train::paper;
 
-/// With a grid, runs whose validation accuracy falls more than this below the original's are not chosen.
-pub const ACCURACY_MARGIN: f64 = 0.02;
 /// The batch of the paper's finetuning, and of the measured step.
 const STEP_BATCH: i64 = 8;
 
@@ -181,6 +181,8 @@ pub struct Checked {
     pub segmentation_images: Option<usize>,
     /// Training and validation images of the split of seed 0 (every seed draws the same numbers).
     pub split_images: (usize, usize),
+    /// Each seed's finetuning classes (ImageNet indices), for the class split of Tables 10-11.
+    pub train_classes: Vec<HashSet<usize>>,
 }
 
 /// One model as loaded, with its measured speed.
@@ -262,6 +264,7 @@ pub fn check(
         },
     };
     let mut split_images = (0, 0);
+    let mut train_classes = Vec::new();
     for seed in 0..seeds as u64 {
         let s = &config.imagenet_s;
         match imagenet_s::split(&s.images, &s.masks, &split_config(config, seed)) {
@@ -270,14 +273,20 @@ pub fn check(
                 split.train.len(),
                 split.val.len()
             )),
-            Ok(split) => split_images = (split.train.len(), split.val.len()),
+            Ok(split) => {
+                split_images = (split.train.len(), split.val.len());
+                match imagenet::indices_of(&split.train_wnids) {
+                    Ok(classes) => train_classes.push(classes),
+                    Err(e) => problems.push(format!("imagenet_s: {}: {e}", s.masks.display())),
+                }
+            }
             Err(e) => problems.push(format!("imagenet_s (seed {seed}): {e}")),
         }
     }
     if !problems.is_empty() {
         bail!("{}: the study cannot start:\n  - {}", path.display(), problems.join("\n  - "));
     }
-    Ok(Checked { models, dataset_images, segmentation_images, split_images })
+    Ok(Checked { models, dataset_images, segmentation_images, split_images, train_classes })
 }
 
 /// A hash of every weight, in key order, to tell identical checkpoints apart from different ones.

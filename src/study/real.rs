@@ -5,7 +5,7 @@
 //! synced as soon as it is made; a rerun with the same `--out` skips every evaluation already there and
 //! every finished finetuning run, and resumes a run killed mid-epoch from its last checkpoint. The tables
 //! are rebuilt from the long file at the end (and at any time by `harness report`).
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -15,7 +15,6 @@ use super::config::{self, ModelEntry, StudyConfig};
 use super::plan::{self, Checked, Job, JobKind, Selection};
 use super::{CompareOptions, StudyManifest};
 use crate::atomic_write;
-use crate::data::imagenet;
 use crate::data::imagenet_s::MaskResize;
 use crate::eval::segmentation::METRICS;
 use crate::eval::{accuracy, imagenet_segmentation, PipelineOptions, Unreadable};
@@ -94,8 +93,14 @@ pub fn run(
     StudyManifest::started(opts, &layout, Some(&identity)).write(&opts.out)?;
     let long = opts.out.join("results_long.csv");
     let (mut log, rows) = LongLog::open(&long)?;
-    let mut study =
-        Study { file, config: &config, opts, log: &mut log, done: Done::of(&rows), train_classes: HashMap::new() };
+    let mut study = Study {
+        file,
+        config: &config,
+        opts,
+        log: &mut log,
+        done: Done::of(&rows),
+        train_classes: &checked.train_classes,
+    };
     for (k, job) in &picked {
         eprintln!("job {k} of {}: {}", jobs.len(), job.describe(&config));
         study.run(job).with_context(|| format!("job {k} ({})", job.describe(&config)))?;
@@ -179,8 +184,8 @@ struct Study<'a> {
     opts: &'a CompareOptions,
     log: &'a mut LongLog,
     done: Done,
-    /// The ImageNet indices of each seed's finetuning classes, once drawn.
-    train_classes: HashMap<u64, HashSet<usize>>,
+    /// Each seed's finetuning classes (ImageNet indices), as the check drew them.
+    train_classes: &'a [HashSet<usize>],
 }
 
 impl Study<'_> {
@@ -240,7 +245,7 @@ impl Study<'_> {
         // With a grid, the module rule of plan.rs: guarded penalty across epochs and runs alike.
         let floor = match settings.len() {
             1 => None,
-            _ => Some(imagenet_s::val_accuracy(&self.load(entry, &entry.checkpoint)?, &data)? - plan::ACCURACY_MARGIN),
+            _ => Some(imagenet_s::val_accuracy(&self.load(entry, &entry.checkpoint)?, &data)? - train::ACCURACY_MARGIN),
         };
         let mut runs = Vec::new();
         for (k, (method_settings, lr)) in settings.iter().cloned().enumerate() {
@@ -288,20 +293,26 @@ impl Study<'_> {
         checkpoint: Option<&Path>,
     ) -> anyhow::Result<()> {
         let subjects: Vec<Subject> = seeds.iter().map(|&s| self.subject(entry, method, s)).collect();
-        let mut loaded = None;
-        let max_share = self.config.max_unreadable();
-        for d in &self.config.datasets {
-            // The split rows go before top-1/top-5 in the long file, so a group whose top-1 and top-5 are there
-            // (a killed run cuts the file's end) is whole.
-            if subjects.iter().all(|s| self.done.has(s, d.kind.name(), &[report::TOP1, report::TOP5])) {
-                continue;
-            }
-            let model = match &loaded {
-                Some(m) => m,
-                None => loaded.insert(self.load(entry, checkpoint.unwrap_or(&entry.checkpoint))?),
-            };
+        let config = self.config;
+        // The split rows go before top-1/top-5 in the long file, so a group whose top-1 and top-5 are there
+        // (a killed run cuts the file's end) is whole.
+        let datasets: Vec<_> = config
+            .datasets
+            .iter()
+            .filter(|d| !subjects.iter().all(|s| self.done.has(s, d.kind.name(), &[report::TOP1, report::TOP5])))
+            .collect();
+        let segmentation = config
+            .segmentation
+            .as_ref()
+            .filter(|_| !self.done.has(&subjects[0], imagenet_segmentation::DATASET, &METRICS));
+        if datasets.is_empty() && segmentation.is_none() {
+            return Ok(());
+        }
+        let model = self.load(entry, checkpoint.unwrap_or(&entry.checkpoint))?;
+        let max_share = config.max_unreadable();
+        for d in datasets {
             let pipeline = PipelineOptions { quiet: self.opts.quiet, ..PipelineOptions::default() };
-            let r = accuracy::of_dataset(model, d.kind, &d.path, self.config.protocol(), &pipeline)?;
+            let r = accuracy::of_dataset(&model, d.kind, &d.path, config.protocol(), &pipeline)?;
             let entries: Vec<(String, String)> =
                 r.unreadable.iter().map(|(p, why)| (p.display().to_string(), why.clone())).collect();
             Unreadable::new(&self.unreadable_log(&subjects[0], d.kind.name()), max_share).add(
@@ -311,7 +322,7 @@ impl Study<'_> {
             )?;
             let mut rows = Vec::new();
             for s in &subjects {
-                let sides = accuracy::split_by_classes(&r.hits, self.train_classes(s.seed)?);
+                let sides = accuracy::split_by_classes(&r.hits, &self.train_classes[s.seed as usize]);
                 for (k, counts) in sides.iter().enumerate() {
                     if let Some((top1, top5)) = counts.percent() {
                         rows.push(s.row(d.kind.name(), report::CLASS_SPLIT[k], top1));
@@ -324,48 +335,25 @@ impl Study<'_> {
             }
             self.record(&rows)?;
         }
-        if let Some(seg) = &self.config.segmentation {
+        if let Some(seg) = segmentation {
             let dataset = imagenet_segmentation::DATASET;
-            if !self.done.has(&subjects[0], dataset, &METRICS) {
-                let model = match &loaded {
-                    Some(m) => m,
-                    None => loaded.insert(self.load(entry, checkpoint.unwrap_or(&entry.checkpoint))?),
-                };
-                let pipeline = PipelineOptions { quiet: self.opts.quiet, ..imagenet_segmentation::default_pipeline() };
-                let r = imagenet_segmentation::run(model, &seg.path, seg.limit, &pipeline)?;
-                let entries: Vec<(String, String)> =
-                    r.unreadable.iter().map(|(i, why)| (format!("{}[{i}]", seg.path.display()), why.clone())).collect();
-                Unreadable::new(&self.unreadable_log(&subjects[0], dataset), max_share).add(
-                    dataset,
-                    r.metrics.images() as usize,
-                    &entries,
-                )?;
-                let percent = r.metrics.percent();
-                let rows: Vec<Measurement> = subjects
-                    .iter()
-                    .flat_map(|s| percent.iter().map(|&(metric, value)| s.row(dataset, metric, value)))
-                    .collect();
-                self.record(&rows)?;
-            }
+            let pipeline = PipelineOptions { quiet: self.opts.quiet, ..imagenet_segmentation::default_pipeline() };
+            let r = imagenet_segmentation::run(&model, &seg.path, seg.limit, &pipeline)?;
+            let entries: Vec<(String, String)> =
+                r.unreadable.iter().map(|(i, why)| (format!("{}[{i}]", seg.path.display()), why.clone())).collect();
+            Unreadable::new(&self.unreadable_log(&subjects[0], dataset), max_share).add(
+                dataset,
+                r.metrics.images() as usize,
+                &entries,
+            )?;
+            let percent = r.metrics.percent();
+            let rows: Vec<Measurement> = subjects
+                .iter()
+                .flat_map(|s| percent.iter().map(|&(metric, value)| s.row(dataset, metric, value)))
+                .collect();
+            self.record(&rows)?;
         }
         Ok(())
-    }
-
-    /// The ImageNet indices of the finetuning classes the split of `seed` draws.
-    fn train_classes(&mut self, seed: u64) -> anyhow::Result<&HashSet<usize>> {
-        if !self.train_classes.contains_key(&seed) {
-            let s = &self.config.imagenet_s;
-            let split = crate::data::imagenet_s::split(&s.images, &s.masks, &plan::split_config(self.config, seed))?;
-            let classes = split
-                .train_wnids
-                .iter()
-                .map(|w| {
-                    imagenet::index_of(w).with_context(|| format!("{}: {w} is not an ImageNet wnid", s.masks.display()))
-                })
-                .collect::<anyhow::Result<_>>()?;
-            self.train_classes.insert(seed, classes);
-        }
-        Ok(&self.train_classes[&seed])
     }
 
     fn unreadable_log(&self, s: &Subject, dataset: &str) -> PathBuf {

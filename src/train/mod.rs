@@ -46,6 +46,10 @@ crate::named_enum! {
     }
 }
 
+/// The studies' accuracy guard: a setting or epoch whose validation accuracy falls more than this below the
+/// original's is not kept (the `accuracy_floor` of [`Selection::GuardedPenalty`]).
+pub const ACCURACY_MARGIN: f64 = 0.02;
+
 /// Everything that determines a run's numbers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
