@@ -268,9 +268,13 @@ impl Table {
 
 /// Writes `<dir>/<stem>.csv` and `<dir>/<stem>.md`, each atomically, creating `dir` if needed.
 pub fn write_both(table: &Table, dir: &Path, stem: &str) -> anyhow::Result<()> {
+    write_csv_and_markdown(table, &table.to_markdown(), dir, stem)
+}
+
+fn write_csv_and_markdown(table: &Table, markdown: &str, dir: &Path, stem: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     table.write_csv(&dir.join(format!("{stem}.csv")))?;
-    atomic_write::write(&dir.join(format!("{stem}.md")), table.to_markdown().as_bytes())?;
+    atomic_write::write(&dir.join(format!("{stem}.md")), markdown.as_bytes())?;
     Ok(())
 }
 
@@ -402,7 +406,6 @@ impl Layout {
 
     /// [`write_both`], the Markdown's columns of [`Layout::lower_is_better`] datasets marked as such.
     fn write_marked(&self, table: &Table, dir: &Path, stem: &str) -> anyhow::Result<()> {
-        write_both(table, dir, stem)?;
         let mut marked = table.clone();
         for column in &mut marked.header {
             let lower = self.lower_is_better.iter().any(|d| column.starts_with(&format!("{d}_")));
@@ -410,8 +413,7 @@ impl Layout {
                 column.push_str(" (lower is better)");
             }
         }
-        atomic_write::write(&dir.join(format!("{stem}.md")), marked.to_markdown().as_bytes())?;
-        Ok(())
+        write_csv_and_markdown(table, &marked.to_markdown(), dir, stem)
     }
 }
 

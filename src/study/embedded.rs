@@ -37,7 +37,8 @@ const FIGURE_ZOOM: u32 = 4;
 /// The dataset name of the segmentation test's rows (on shuffled-background images).
 pub const SEGMENTATION: &str = "segmentation";
 const ARCHITECTURE: &str = "vit_tiny_patch16_224";
-const SIZE: u32 = 32;
+/// The network's input side: the rendered images' (spurious::sample renders at this size).
+const SIZE: u32 = spurious::SIZE;
 const BIAS: f64 = 0.95;
 const CONTROL_BIAS: f64 = 0.1;
 const PARTITION_SEED: u64 = 0;
