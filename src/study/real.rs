@@ -80,9 +80,10 @@ pub fn run(
     opts: &CompareOptions,
 ) -> anyhow::Result<Option<(Layout, Vec<Measurement>)>> {
     let config = config::read(file)?;
-    let checked = plan::check(file, &config, &opts.methods, opts.seeds, opts.device)?;
+    // A --job or --shard beyond the study is refused before the checks load every model.
     let jobs = plan::jobs(&config, &opts.methods, opts.seeds);
     let picked = selection.pick(&jobs)?;
+    let checked = plan::check(file, &config, &opts.methods, opts.seeds, opts.device)?;
     print_plan(file, &config, &checked, &jobs, &picked);
     if plan_only {
         return Ok(None);

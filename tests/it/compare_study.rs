@@ -209,6 +209,11 @@ fn a_study_that_cannot_run_stops_before_training_naming_every_problem() {
     );
     std::fs::write(&study, no_baseline.replacen("[[datasets]]", &second, 1)).unwrap();
     let out = root.join("out");
+    // A job beyond the study is refused before the checks: its error, not theirs.
+    let beyond = compare(&study, &out, &["--job", "99"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&beyond.stderr);
+    assert!(!beyond.status.success() && stderr.contains("--job 99: the study has jobs 1 to 9"), "{stderr}");
+    assert!(!stderr.contains("cannot start"), "{stderr}");
     let result = compare(&study, &out, &[]).output().unwrap();
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(!result.status.success(), "{stderr}");
