@@ -45,7 +45,7 @@ pub struct Args {
     workers: Option<usize>,
     /// The share of a dataset's images that may be unreadable (listed in the log, not scored) before the
     /// evaluation stops with an error; a dataset of which no image can be read is always an error.
-    #[arg(long, default_value_t = MAX_UNREADABLE)]
+    #[arg(long, default_value_t = MAX_UNREADABLE, value_parser = crate::max_unreadable)]
     max_unreadable: f64,
     #[arg(long)]
     quiet: bool,

@@ -50,6 +50,11 @@ where
         .map(|name| name.parse::<T>().unwrap_or_else(|_| unreachable!("clap accepted only the enum's names")))
 }
 
+/// `--max-unreadable`: a share in [0, 1).
+fn max_unreadable(text: &str) -> Result<f64, String> {
+    robustvit::eval::max_unreadable(text.parse::<f64>().map_err(|e| format!("{text:?}: {e}"))?)
+}
+
 /// This binary's build facts for run manifests.
 fn provenance() -> robustvit::manifest::Provenance {
     robustvit::manifest::Provenance::new(env!("ROBUSTVIT_GIT_REV"))

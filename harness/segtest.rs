@@ -34,7 +34,7 @@ pub struct Args {
     limit: Option<usize>,
     /// The share of entries that may be unreadable (listed in the log, not scored) before the test stops
     /// with an error; a file of which no entry can be read is always an error.
-    #[arg(long, default_value_t = MAX_UNREADABLE)]
+    #[arg(long, default_value_t = MAX_UNREADABLE, value_parser = crate::max_unreadable)]
     max_unreadable: f64,
     #[arg(long)]
     quiet: bool,

@@ -44,6 +44,15 @@ pub fn progress_bar(len: usize, prefix: &'static str, quiet: bool) -> ProgressBa
 /// The default share of a dataset's images that may be unreadable before an evaluation stops.
 pub const MAX_UNREADABLE: f64 = 0.01;
 
+/// `share` as an allowed share of unreadable inputs: in [0, 1), or why not.
+pub fn max_unreadable(share: f64) -> Result<f64, String> {
+    if (0.0..1.0).contains(&share) {
+        Ok(share)
+    } else {
+        Err(format!("the share of unreadable inputs allowed must lie in [0, 1), got {share}"))
+    }
+}
+
 /// The unreadable inputs of one or more evaluations, listed in one log, and the rule that decides whether
 /// an evaluation stands: nothing scored is an error, and so is an unreadable share above `max_share`.
 /// Both errors name the log, which is written first.

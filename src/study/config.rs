@@ -198,9 +198,7 @@ pub fn read(path: &Path) -> anyhow::Result<StudyConfig> {
         }
     }
     if let Some(share) = config.max_unreadable {
-        if !(0.0..1.0).contains(&share) {
-            bail!("{at}: max_unreadable must lie in [0, 1), got {share}");
-        }
+        crate::eval::max_unreadable(share).map_err(|e| anyhow::anyhow!("{at}: max_unreadable: {e}"))?;
     }
     Ok(config)
 }

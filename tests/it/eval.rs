@@ -210,6 +210,14 @@ fn eval_refuses_what_it_cannot_score() {
         assert!(!result.status.success());
         String::from_utf8_lossy(&result.stderr).into_owned()
     };
+    // A share of unreadable images outside [0, 1) is refused before anything is read.
+    let result = Command::new(HARNESS)
+        .args(["eval", "--quiet", "--max-unreadable", "1.5", "--dataset", "imagenet-val=/nonexistent", "--checkpoint"])
+        .arg(hub("vit_tiny_patch16_224"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success() && stderr.contains("--max-unreadable") && stderr.contains("[0, 1)"), "{stderr}");
     // A 10-class checkpoint scores nothing right on ImageNet classes: an error, not 0%.
     let ten = ten_class_hub(&hub("vit_tiny_patch16_224"), &out.join("ten"));
     let stderr = eval(&ten, &format!("imagenet-val={}", data.join("val").display()));
