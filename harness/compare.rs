@@ -67,13 +67,17 @@ fn shard(spec: &str) -> anyhow::Result<Selection> {
 }
 
 /// The object set `--objects` names.
-fn objects(spec: Option<&str>) -> ObjectSet {
-    match spec {
+fn objects(spec: Option<&str>) -> anyhow::Result<ObjectSet> {
+    Ok(match spec {
         None | Some("animal-mnist") => ObjectSet::AnimalMnist(study::default_objects()),
         Some("fashion-mnist") => ObjectSet::FashionMnist(fashion_mnist::DIR.into()),
         Some(path) if Path::new(path).is_dir() => ObjectSet::FashionMnist(path.into()),
-        Some(path) => ObjectSet::AnimalMnist(path.into()),
-    }
+        Some(path) if Path::new(path).is_file() => ObjectSet::AnimalMnist(path.into()),
+        Some(other) => bail!(
+            "--objects {other:?}: use animal-mnist, fashion-mnist, an animal-mnist wheel or a folder of \
+             Fashion-MNIST's IDX files (no such file or folder)"
+        ),
+    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -107,7 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 ablations: args.ablations,
                 quick: args.quick,
                 tint: args.tint,
-                objects: objects(args.objects.as_deref()),
+                objects: objects(args.objects.as_deref())?,
             })
         }
     };

@@ -167,6 +167,13 @@ fn quick_compare_on_fashion_mnist() {
     assert!(matched > shuffled + 20.0, "original: matched {matched}, shuffled {shuffled}");
     let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
     assert!(manifest.contains("FashionMnist"), "{manifest}");
+    // A misspelt object set is named as such before any work, not read as a missing wheel.
+    let typo = root().join("target/test-tmp/compare-typo");
+    let result =
+        Command::new(HARNESS).args(["compare", "--quick", "--objects", "fashion_mnist", "--out"]).arg(&typo).output();
+    let stderr = String::from_utf8_lossy(&result.as_ref().unwrap().stderr).into_owned();
+    assert!(!result.unwrap().status.success() && stderr.contains("--objects \"fashion_mnist\": use"), "{stderr}");
+    assert!(!typo.exists(), "a refused run wrote {}", typo.display());
 }
 
 #[test]
