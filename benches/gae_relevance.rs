@@ -1,6 +1,9 @@
 //! gae_relevance at ViT-B shapes (B=8, L=12, H=12, T=197), forward and forward+backward (gradient w.r.t.
 //! the attention, G constant as in training), beside the composite full-matrix rollout. After criterion's
-//! statistics it times both implementations interleaved in one run and prints op/composite speed ratios.
+//! statistics it times both implementations interleaved in one run and prints op/composite speed ratios,
+//! then each mode against its memory floor: reading A and G (forward), and reading A and G while writing a
+//! [B,H,T,T] result per block into buffers allocated once (forward+backward, whose dA has that size), with
+//! the floor's GB/s. The process keeps freed memory in its heap, as the harness does (robustvit::heap).
 #[path = "../tests/it/support/rollout.rs"]
 mod rollout;
 
@@ -21,6 +24,7 @@ struct Inputs {
 }
 
 fn inputs() -> Inputs {
+    robustvit::heap::keep_freed_memory(); // idempotent; here because criterion may run either target alone
     tch::manual_seed(0);
     let shape = [BATCH, HEADS, TOKENS, TOKENS];
     let opts = (Kind::Float, Device::Cpu);
@@ -71,24 +75,57 @@ fn median(mut xs: Vec<Duration>) -> Duration {
     xs[xs.len() / 2]
 }
 
-/// Interleaved timing, so both implementations see the same machine load.
+/// Reads every A and G: the least any forward must do.
+fn read_floor(x: &Inputs, _: &[Tensor]) {
+    tch::no_grad(|| {
+        for (a, g) in x.attn.iter().zip(&x.grad) {
+            drop(std::hint::black_box(a.sum(Kind::Float) + g.sum(Kind::Float)));
+        }
+    })
+}
+
+/// Reads every A and G and writes a result of A's size into a reused buffer: the least a backward that
+/// returns dA must do.
+fn read_write_floor(x: &Inputs, out: &[Tensor]) {
+    tch::no_grad(|| {
+        for ((a, g), o) in x.attn.iter().zip(&x.grad).zip(out) {
+            drop(std::hint::black_box(a.mul_out(o, g)));
+        }
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Interleaved timing, so every implementation and its floor see the same machine load.
 fn ratios(_: &mut Criterion) {
     let x = inputs();
-    for (mode, run) in MODES {
-        let mut times = [Vec::new(), Vec::new()];
+    let buffers: Vec<Tensor> = x.attn.iter().map(|a| a.detach().zeros_like()).collect();
+    let floors: [(fn(&Inputs, &[Tensor]), f64); 2] = [(read_floor, 2.0), (read_write_floor, 3.0)];
+    let block_bytes = (BATCH * HEADS * TOKENS * TOKENS * 4) as f64 * BLOCKS as f64;
+    for ((mode, run), (floor, tensors)) in MODES.into_iter().zip(floors) {
+        let mut times = [Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..7 {
             for (k, (_, f)) in IMPLS.iter().enumerate() {
                 let start = Instant::now();
                 drop(std::hint::black_box(run(*f, &x)));
                 times[k].push(start.elapsed());
             }
+            let start = Instant::now();
+            floor(&x, &buffers);
+            times[2].push(start.elapsed());
         }
-        let [ours, composite] = times.map(median);
+        let [ours, composite, floor] = times.map(median);
         println!(
-            "gae_relevance ViT-B {mode}: op {:.1} ms, full-matrix composite {:.1} ms, op is {:.2}x faster",
-            ours.as_secs_f64() * 1e3,
-            composite.as_secs_f64() * 1e3,
-            composite.as_secs_f64() / ours.as_secs_f64()
+            "gae_relevance ViT-B {mode}: op {:.1} ms, full-matrix composite {:.1} ms (op {:.2}x faster); \
+             floor {:.1} ms ({:.1} GB/s), op/floor {:.2}x",
+            ms(ours),
+            ms(composite),
+            composite.as_secs_f64() / ours.as_secs_f64(),
+            ms(floor),
+            tensors * block_bytes / floor.as_secs_f64() / 1e9,
+            ours.as_secs_f64() / floor.as_secs_f64()
         );
     }
 }

@@ -10,6 +10,7 @@
 #include <c10/macros/Macros.h>
 
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,20 @@ inline void check_gae_backward_grad(const at::Tensor& grad_rel, const at::Tensor
                   grad_rel.sym_size(1) == attn0.sym_size(3) - 1,
               "robustvit::_gae_relevance_backward: argument 'grad_rel' must have shape [B,T-1] = [",
               attn0.sym_size(0), ",", attn0.sym_size(3) - 1, "], got ", grad_rel.sym_sizes());
+}
+
+// The forward's levels handed to _gae_relevance_backward: [L+1,B,T] in the accumulation dtype, on attn's device.
+inline void check_gae_levels(const std::optional<at::Tensor>& levels, at::TensorList attn) {
+  if (!levels.has_value() || !levels->defined()) return;
+  const at::Tensor& a = attn[0];
+  const auto acc = at::toOpMathType(a.scalar_type());
+  TORCH_CHECK(levels->dim() == 3 && levels->sym_size(0) == static_cast<int64_t>(attn.size()) + 1 &&
+                  levels->sym_size(1) == a.sym_size(0) && levels->sym_size(2) == a.sym_size(3),
+              "robustvit::_gae_relevance_backward: argument 'levels' must have shape [L+1,B,T] = [", attn.size() + 1,
+              ",", a.sym_size(0), ",", a.sym_size(3), "], got ", levels->sym_sizes());
+  TORCH_CHECK(levels->scalar_type() == acc && levels->device() == a.device(),
+              "robustvit::_gae_relevance_backward: argument 'levels' must be ", acc, " on ", a.device(), ", got ",
+              levels->scalar_type(), " on ", levels->device());
 }
 
 struct GaeDims {
@@ -147,24 +162,52 @@ at::TensorOptions accumulation_options(const at::Tensor& like) {
   return like.options().dtype(c10::CppTypeToScalarType<at::opmath_type<scalar_t>>::value);
 }
 
+// The relevance and the forward's levels [L+1,B,T] (accumulation dtype), which the backward reuses.
 template <template <typename, typename> class Kernels>
-at::Tensor gae_forward(const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& G, int64_t start_layer) {
+std::tuple<at::Tensor, at::Tensor> gae_forward(const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& G,
+                                               int64_t start_layer) {
   const GaeDims d(A[0]);
-  if (d.B == 0) return at::empty({0, d.T - 1}, A[0].options());  // CUDA rejects empty grids
-  at::Tensor rel;
+  at::Tensor rel, levels;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const at::Tensor levels =
-        cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer, true, d, accumulation_options<scalar_t>(A[0]));
+    const auto acc_opts = accumulation_options<scalar_t>(A[0]);
+    if (d.B == 0) {  // CUDA rejects empty grids
+      rel = at::empty({0, d.T - 1}, A[0].options());
+      levels = at::zeros({static_cast<int64_t>(A.size()) + 1, 0, d.T}, acc_opts);
+      return;
+    }
+    levels = cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer, true, d, acc_opts);
     rel = relevance_from_levels(levels, start_layer, A[0]);
   });
-  return rel;
+  return {rel, levels};
 }
 
+// The levels the backward reads (levels[l] for l > start_layer, every row of every block; see the top of this
+// file). The forward's saved levels differ from them only at level L-1, whose forward step read the CLS row
+// alone: where that step over all rows gives the same vector (all finite: the other rows add exact zeros),
+// the saved levels serve and the backward reads each block once; otherwise they are computed again.
+template <template <typename, typename> class Kernels, typename scalar_t, typename acc_t>
+at::Tensor backward_levels(const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& G, int64_t start_layer,
+                           const std::optional<at::Tensor>& saved, const GaeDims& d,
+                           const at::TensorOptions& acc_opts) {
+  const int64_t L = static_cast<int64_t>(A.size());
+  if (saved.has_value() && saved->defined()) {
+    if (L - 1 <= start_layer) return saved->contiguous();  // the backward reads levels[L] = e0 alone
+    at::Tensor last = at::zeros({2, d.B, d.T}, acc_opts);
+    last[1].select(1, 0).fill_(1);
+    Kernels<scalar_t, acc_t>::row_step(A[L - 1].data_ptr<scalar_t>(), G[L - 1].data_ptr<scalar_t>(),
+                                       last[1].data_ptr<acc_t>(), last[0].data_ptr<acc_t>(), d.T, d);
+    const at::Tensor levels = saved->contiguous();
+    if (at::equal(last[0], levels[L - 1])) return levels;
+  }
+  return cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer + 1, false, d, acc_opts);
+}
+
+// `saved_levels`: the forward's levels (gae_forward), or none to compute them here.
 template <template <typename, typename> class Kernels>
 TensorLists gae_backward(const at::Tensor& grad_rel, const std::vector<at::Tensor>& A,
                          const std::vector<at::Tensor>& G, int64_t start_layer, bool attn_needs_grad,
-                         bool grad_needs_grad) {
+                         bool grad_needs_grad, const std::optional<at::Tensor>& saved_levels) {
   const GaeDims d(A[0]);
   std::vector<at::Tensor> dA = block_grads(A, start_layer, attn_needs_grad);
   std::vector<at::Tensor> dG = block_grads(G, start_layer, grad_needs_grad);
@@ -172,7 +215,8 @@ TensorLists gae_backward(const at::Tensor& grad_rel, const std::vector<at::Tenso
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "_gae_relevance_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_opts = accumulation_options<scalar_t>(A[0]);
-    const at::Tensor levels = cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer + 1, false, d, acc_opts);
+    const at::Tensor levels =
+        backward_levels<Kernels, scalar_t, acc_t>(A, G, start_layer, saved_levels, d, acc_opts);
     at::Tensor g = initial_row_grad(grad_rel, acc_opts);
     at::Tensor g_next = at::empty_like(g);
     for (size_t l = start_layer; l < A.size(); ++l) {

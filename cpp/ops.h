@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -19,10 +20,19 @@ at::Tensor gae_relevance_meta(at::TensorList attn, at::TensorList grad, int64_t 
 at::Tensor gae_relevance_autograd(at::TensorList attn, at::TensorList grad, int64_t start_layer);
 // Catch-all for calls no backend kernel takes: empty lists (no tensor to dispatch on) or an unsupported device.
 at::Tensor gae_relevance_no_kernel(at::TensorList attn, at::TensorList grad, int64_t start_layer);
+// Internal: the relevance and the levels its backward reuses (cpp/gae_kernels.h: gae_forward).
+std::tuple<at::Tensor, at::Tensor> gae_relevance_forward_cpu(at::TensorList attn, at::TensorList grad,
+                                                             int64_t start_layer);
+std::tuple<at::Tensor, at::Tensor> gae_relevance_forward_meta(at::TensorList attn, at::TensorList grad,
+                                                              int64_t start_layer);
+std::tuple<at::Tensor, at::Tensor> gae_relevance_forward_no_kernel(at::TensorList attn, at::TensorList grad,
+                                                                   int64_t start_layer);
 TensorLists gae_relevance_backward_cpu(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
-                                       int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad);
+                                       int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad,
+                                       const std::optional<at::Tensor>& levels);
 TensorLists gae_relevance_backward_meta(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
-                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad);
+                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad,
+                                        const std::optional<at::Tensor>& levels);
 // Relevance map (cpp/relevance_map.cpp). The kernel is device-generic ATen code: CPU, CUDA and Meta.
 at::Tensor relevance_map_kernel(const at::Tensor& rel, int64_t grid_h, int64_t grid_w, int64_t out_h,
                                 int64_t out_w, double eps);

@@ -7,9 +7,13 @@
 
 TORCH_LIBRARY(robustvit, m) {
   m.def("gae_relevance(Tensor[] attn, Tensor[] grad, int start_layer=0) -> Tensor");
-  // Internal: the first-order backward of gae_relevance (fused kernels). Lists are empty where not needed.
+  // Internal: gae_relevance and its levels [L+1,B,T] (the CLS-row vector after each block), which the backward
+  // reuses instead of reading A and G again.
+  m.def("_gae_relevance_forward(Tensor[] attn, Tensor[] grad, int start_layer) -> (Tensor, Tensor)");
+  // Internal: the first-order backward of gae_relevance (fused kernels). Lists are empty where not needed;
+  // levels: _gae_relevance_forward's, or None to compute them.
   m.def("_gae_relevance_backward(Tensor grad_rel, Tensor[] attn, Tensor[] grad, int start_layer, "
-        "bool attn_needs_grad, bool grad_needs_grad) -> (Tensor[], Tensor[])");
+        "bool attn_needs_grad, bool grad_needs_grad, Tensor? levels=None) -> (Tensor[], Tensor[])");
   m.def("relevance_map(Tensor rel, int grid_h, int grid_w, int out_h, int out_w, float eps=1e-8) -> Tensor");
   m.def("relevance_loss(Tensor map, Tensor mask, float lambda_bg=2.0, float lambda_fg=0.3) -> (Tensor, Tensor, Tensor)");
   m.def("confidence_loss(Tensor logits, float temperature=1.0) -> Tensor");
@@ -27,6 +31,7 @@ TORCH_LIBRARY(robustvit, m) {
 
 TORCH_LIBRARY_IMPL(robustvit, CPU, m) {
   m.impl("gae_relevance", &robustvit::gae_relevance_cpu);
+  m.impl("_gae_relevance_forward", &robustvit::gae_relevance_forward_cpu);
   m.impl("_gae_relevance_backward", &robustvit::gae_relevance_backward_cpu);
   ROBUSTVIT_ATEN_KERNELS(m);
 }
@@ -37,12 +42,14 @@ TORCH_LIBRARY_IMPL(robustvit, CUDA, m) {
 
 TORCH_LIBRARY_IMPL(robustvit, Meta, m) {
   m.impl("gae_relevance", &robustvit::gae_relevance_meta);
+  m.impl("_gae_relevance_forward", &robustvit::gae_relevance_forward_meta);
   m.impl("_gae_relevance_backward", &robustvit::gae_relevance_backward_meta);
   ROBUSTVIT_ATEN_KERNELS(m);
 }
 
 TORCH_LIBRARY_IMPL(robustvit, CompositeExplicitAutograd, m) {
   m.impl("gae_relevance", &robustvit::gae_relevance_no_kernel);
+  m.impl("_gae_relevance_forward", &robustvit::gae_relevance_forward_no_kernel);
 }
 
 TORCH_LIBRARY_IMPL(robustvit, Autograd, m) {

@@ -116,14 +116,16 @@ class GaeRelevanceFunction : public torch::autograd::Function<GaeRelevanceFuncti
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::TensorList attn, at::TensorList grad,
                             int64_t start_layer) {
-    at::Tensor rel;
+    at::Tensor rel, levels;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      static auto op = op_handle<at::Tensor(at::TensorList, at::TensorList, int64_t)>("robustvit::gae_relevance");
-      rel = op.call(attn, grad, start_layer);
+      static auto op = op_handle<std::tuple<at::Tensor, at::Tensor>(at::TensorList, at::TensorList, int64_t)>(
+          "robustvit::_gae_relevance_forward");
+      std::tie(rel, levels) = op.call(attn, grad, start_layer);
     }
     std::vector<at::Tensor> saved(attn.begin(), attn.end());
     saved.insert(saved.end(), grad.begin(), grad.end());
+    saved.push_back(levels);
     ctx->save_for_backward(saved);
     ctx->saved_data["start_layer"] = start_layer;
     return rel;
@@ -132,8 +134,9 @@ class GaeRelevanceFunction : public torch::autograd::Function<GaeRelevanceFuncti
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
-    const size_t L = saved.size() / 2;
-    const std::vector<at::Tensor> attn(saved.begin(), saved.begin() + L), grad(saved.begin() + L, saved.end());
+    const size_t L = (saved.size() - 1) / 2;
+    const at::Tensor& levels = saved.back();
+    const std::vector<at::Tensor> attn(saved.begin(), saved.begin() + L), grad(saved.begin() + L, saved.begin() + 2 * L);
     const int64_t start = ctx->saved_data["start_layer"].toInt();
     bool need_a = false, need_g = false;
     for (size_t l = 0; l < L; ++l) {
@@ -144,9 +147,9 @@ class GaeRelevanceFunction : public torch::autograd::Function<GaeRelevanceFuncti
     if (at::GradMode::is_enabled()) {
       d = backward_composite(grad_outputs[0], attn, grad, start, need_a, need_g);
     } else {
-      static auto op = op_handle<TensorLists(const at::Tensor&, at::TensorList, at::TensorList, int64_t, bool, bool)>(
-          "robustvit::_gae_relevance_backward");
-      d = op.call(grad_outputs[0], attn, grad, start, need_a, need_g);
+      static auto op = op_handle<TensorLists(const at::Tensor&, at::TensorList, at::TensorList, int64_t, bool, bool,
+                                             const std::optional<at::Tensor>&)>("robustvit::_gae_relevance_backward");
+      d = op.call(grad_outputs[0], attn, grad, start, need_a, need_g, levels);
     }
     torch::autograd::variable_list out(2 * L + 1);
     for (size_t l = 0; l < L; ++l) {
@@ -159,17 +162,25 @@ class GaeRelevanceFunction : public torch::autograd::Function<GaeRelevanceFuncti
 
 }  // namespace
 
-at::Tensor gae_relevance_cpu(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
-  check_gae_inputs("gae_relevance", attn, grad, start_layer);
+std::tuple<at::Tensor, at::Tensor> gae_relevance_forward_cpu(at::TensorList attn, at::TensorList grad,
+                                                             int64_t start_layer) {
+  check_gae_inputs("gae_relevance", attn, grad, start_layer);  // its only caller is gae_relevance's autograd
   return gae_forward<CpuKernels>(contiguous(attn), contiguous(grad), start_layer);
 }
 
+at::Tensor gae_relevance_cpu(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
+  check_gae_inputs("gae_relevance", attn, grad, start_layer);
+  return std::get<0>(gae_forward<CpuKernels>(contiguous(attn), contiguous(grad), start_layer));
+}
+
 TensorLists gae_relevance_backward_cpu(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
-                                       int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad) {
+                                       int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad,
+                                       const std::optional<at::Tensor>& levels) {
   check_gae_inputs("_gae_relevance_backward", attn, grad, start_layer);
   check_gae_backward_grad(grad_rel, attn[0]);
+  check_gae_levels(levels, attn);
   return gae_backward<CpuKernels>(grad_rel, contiguous(attn), contiguous(grad), start_layer, attn_needs_grad,
-                                  grad_needs_grad);
+                                  grad_needs_grad, levels);
 }
 
 at::Tensor gae_relevance_meta(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
@@ -177,10 +188,21 @@ at::Tensor gae_relevance_meta(at::TensorList attn, at::TensorList grad, int64_t 
   return at::empty_symint({attn[0].sym_size(0), attn[0].sym_size(3) - 1}, attn[0].options());
 }
 
+std::tuple<at::Tensor, at::Tensor> gae_relevance_forward_meta(at::TensorList attn, at::TensorList grad,
+                                                              int64_t start_layer) {
+  check_gae_inputs("gae_relevance", attn, grad, start_layer);  // its only caller is gae_relevance's autograd
+  const at::Tensor& a = attn[0];
+  return {at::empty_symint({a.sym_size(0), a.sym_size(3) - 1}, a.options()),
+          at::empty_symint({c10::SymInt(static_cast<int64_t>(attn.size()) + 1), a.sym_size(0), a.sym_size(3)},
+                           a.options().dtype(at::toOpMathType(a.scalar_type())))};
+}
+
 TensorLists gae_relevance_backward_meta(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
-                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad) {
+                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad,
+                                        const std::optional<at::Tensor>& levels) {
   check_gae_inputs("_gae_relevance_backward", attn, grad, start_layer);
   check_gae_backward_grad(grad_rel, attn[0]);
+  check_gae_levels(levels, attn);
   std::vector<at::Tensor> dA, dG;
   for (size_t l = 0; l < attn.size(); ++l) {
     if (attn_needs_grad) dA.push_back(at::empty_like(attn[l]));
@@ -193,6 +215,12 @@ at::Tensor gae_relevance_no_kernel(at::TensorList attn, at::TensorList grad, int
   check_gae_inputs("gae_relevance", attn, grad, start_layer);
   TORCH_CHECK(false, "robustvit::gae_relevance: no kernel for tensors on ", attn[0].device(), "; this build has CPU",
               has_cuda_kernel("robustvit::gae_relevance") ? " and CUDA" : " only (rebuild with nvcc for CUDA)");
+}
+
+// Autograd's path to the kernels: the same checks and message as gae_relevance's.
+std::tuple<at::Tensor, at::Tensor> gae_relevance_forward_no_kernel(at::TensorList attn, at::TensorList grad,
+                                                                   int64_t start_layer) {
+  return {gae_relevance_no_kernel(attn, grad, start_layer), at::Tensor()};
 }
 
 at::Tensor gae_relevance_autograd(at::TensorList attn, at::TensorList grad, int64_t start_layer) {

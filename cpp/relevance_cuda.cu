@@ -150,19 +150,28 @@ struct CudaKernels {
   }
 };
 
-at::Tensor gae_relevance_cuda(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
-  check_gae_inputs("gae_relevance", attn, grad, start_layer);
+std::tuple<at::Tensor, at::Tensor> gae_relevance_forward_cuda(at::TensorList attn, at::TensorList grad,
+                                                              int64_t start_layer) {
+  check_gae_inputs("gae_relevance", attn, grad, start_layer);  // its only caller is gae_relevance's autograd
   const c10::cuda::CUDAGuard device_guard(attn[0].device());
   return gae_forward<CudaKernels>(contiguous(attn), contiguous(grad), start_layer);
 }
 
+at::Tensor gae_relevance_cuda(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
+  check_gae_inputs("gae_relevance", attn, grad, start_layer);
+  const c10::cuda::CUDAGuard device_guard(attn[0].device());
+  return std::get<0>(gae_forward<CudaKernels>(contiguous(attn), contiguous(grad), start_layer));
+}
+
 TensorLists gae_relevance_backward_cuda(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
-                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad) {
+                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad,
+                                        const std::optional<at::Tensor>& levels) {
   check_gae_inputs("_gae_relevance_backward", attn, grad, start_layer);
   check_gae_backward_grad(grad_rel, attn[0]);
+  check_gae_levels(levels, attn);
   const c10::cuda::CUDAGuard device_guard(attn[0].device());
   return gae_backward<CudaKernels>(grad_rel, contiguous(attn), contiguous(grad), start_layer, attn_needs_grad,
-                                   grad_needs_grad);
+                                   grad_needs_grad, levels);
 }
 
 }  // namespace
@@ -170,5 +179,6 @@ TensorLists gae_relevance_backward_cuda(const at::Tensor& grad_rel, at::TensorLi
 
 TORCH_LIBRARY_IMPL(robustvit, CUDA, m) {
   m.impl("gae_relevance", &robustvit::gae_relevance_cuda);
+  m.impl("_gae_relevance_forward", &robustvit::gae_relevance_forward_cuda);
   m.impl("_gae_relevance_backward", &robustvit::gae_relevance_backward_cuda);
 }

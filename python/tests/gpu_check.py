@@ -358,7 +358,7 @@ def main():
     rep = Report()
     if args.device.startswith("cuda"):
         ok = all(torch._C._dispatch_has_kernel_for_dispatch_key(f"robustvit::{op}", "CUDA")
-                 for op in ("gae_relevance", "_gae_relevance_backward"))
+                 for op in ("gae_relevance", "_gae_relevance_forward", "_gae_relevance_backward"))
         rep.record(ok, "CUDA kernels registered", "gae_relevance and its backward" if ok else
                    "missing: the library was built without nvcc")
     gae_checks(rep, args.device)

@@ -428,10 +428,41 @@ def test_mixed_devices_are_a_named_error():
 
 # ---- CUDA registration: whoever builds the library with nvcc sets ROBUSTVIT_EXPECT_CUDA=1 for these ----
 
+@pytest.mark.parametrize("nonfinite", [False, True], ids=["finite", "nan_in_last_block"])
+def test_backward_reusing_forward_levels_equals_recomputing_them(nonfinite):
+    """The backward given _gae_relevance_forward's levels returns what it returns computing them itself, also when a
+    non-CLS row of the last block holds NaN (the forward's levels then differ and are not used)."""
+    attn, grad = gae_inputs(2, 4, 3, 7, dtype=torch.float32, grad_requires=False)
+    attn, grad = [a.detach() for a in attn], [g.detach() for g in grad]
+    if nonfinite:
+        grad[-1][1, 2, 3, 4] = float("nan")
+    rel, levels = ops._gae_relevance_forward(attn, grad, 1)
+    torch.testing.assert_close(rel, ops.gae_relevance(attn, grad, 1), rtol=0, atol=0)
+    assert levels.shape == (5, 2, 7)
+    g = torch.randn(2, 6)
+    reused = ops._gae_relevance_backward(g, attn, grad, 1, True, True, levels)
+    fresh = ops._gae_relevance_backward(g, attn, grad, 1, True, True)
+    for a, b in zip(reused[0] + reused[1], fresh[0] + fresh[1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    assert bool(torch.cat([t.flatten() for t in reused[0]]).isnan().any()) == nonfinite
+
+
+def test_backward_rejects_levels_of_another_shape():
+    attn, grad = gae_inputs(2, 3, 2, 5, dtype=torch.float32, grad_requires=False)
+    attn, grad = [a.detach() for a in attn], [g.detach() for g in grad]
+    with pytest.raises(RuntimeError, match=r"_gae_relevance_backward: argument 'levels' must have shape "
+                                           r"\[L\+1,B,T\] = \[4,2,5\], got \[3, 2, 5\]"):
+        ops._gae_relevance_backward(torch.zeros(2, 4), attn, grad, 0, True, False, torch.zeros(3, 2, 5))
+    with pytest.raises(RuntimeError, match=r"argument 'levels' must be Float on cpu, got Double"):
+        ops._gae_relevance_backward(torch.zeros(2, 4), attn, grad, 0, True, False,
+                                    torch.zeros(4, 2, 5, dtype=torch.float64))
+
+
 EXPECT_CUDA = os.environ.get("ROBUSTVIT_EXPECT_CUDA", "0") == "1"
 
 
-@pytest.mark.parametrize("op", ["robustvit::gae_relevance", "robustvit::_gae_relevance_backward"])
+@pytest.mark.parametrize("op", ["robustvit::gae_relevance", "robustvit::_gae_relevance_forward",
+                                "robustvit::_gae_relevance_backward"])
 def test_cuda_kernels_registered_as_built(op):
     assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA") == EXPECT_CUDA
 
