@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use robustvit::data::fashion_mnist;
 use robustvit::device;
+use robustvit::precision::Precision;
 use robustvit::study::embedded::{self, ObjectSet};
 use robustvit::study::plan::Selection;
 use robustvit::study::{self, CompareOptions, Study};
@@ -52,6 +53,9 @@ pub struct Args {
     objects: Option<String>,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// The arithmetic of finetuning: fp32, or bf16 autocast (CPUs with AVX512-BF16/AMX, and CUDA).
+    #[arg(long, default_value = "fp32", value_parser = crate::named::<Precision>(Precision::NAMES))]
+    precision: Precision,
     /// No progress bars; one log line per epoch.
     #[arg(long)]
     quiet: bool,
@@ -117,12 +121,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut methods = vec![MethodKind::Ours];
     methods.extend(args.baselines);
+    let device = device::parse(&args.device)?;
+    args.precision.check(device)?;
     let opts = CompareOptions {
         out: args.out,
         methods,
         seeds: args.seeds.max(1),
         study,
-        device: device::parse(&args.device)?,
+        device,
+        precision: args.precision,
         quiet: args.quiet,
         provenance: crate::provenance(),
     };

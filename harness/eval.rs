@@ -7,6 +7,7 @@ use robustvit::atomic_write;
 use robustvit::data::eval_sets::{Kind, Protocol};
 use robustvit::data::imagenet;
 use robustvit::eval::{accuracy, PipelineOptions, Unreadable, MAX_UNREADABLE};
+use robustvit::precision::Precision;
 use robustvit::report::{self, Subject};
 use robustvit::train::RunManifest;
 
@@ -47,6 +48,9 @@ pub struct Args {
     /// evaluation stops with an error; a dataset of which no image can be read is always an error.
     #[arg(long, default_value_t = MAX_UNREADABLE, value_parser = crate::max_unreadable)]
     max_unreadable: f64,
+    /// The arithmetic of the forward passes: fp32, or bf16 autocast (CPUs with AVX512-BF16/AMX, and CUDA).
+    #[arg(long, default_value = "fp32", value_parser = crate::named::<Precision>(Precision::NAMES))]
+    precision: Precision,
     #[arg(long)]
     quiet: bool,
 }
@@ -72,8 +76,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let classes = args.finetune_manifest.as_deref().map(finetune_classes).transpose()?;
     let loaded = args.model.load()?;
-    let mut opts =
-        PipelineOptions { batch_size: args.batch_size.max(1), quiet: args.quiet, ..PipelineOptions::default() };
+    args.precision.check(loaded.vs.device())?;
+    let mut opts = PipelineOptions {
+        batch_size: args.batch_size.max(1),
+        quiet: args.quiet,
+        precision: args.precision,
+        ..PipelineOptions::default()
+    };
     if let Some(w) = args.workers {
         opts.workers = w.max(1);
     }
@@ -91,8 +100,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for (kind, dir) in &datasets {
         let r = accuracy::of_dataset(&loaded, *kind, dir, protocol, &opts)?;
         println!(
-            "{:<16} {protocol}: top-1 {:6.2}  top-5 {:6.2}  ({} images, {} unreadable, {:.1} img/s)",
+            "{:<16} {protocol} {}: top-1 {:6.2}  top-5 {:6.2}  ({} images, {} unreadable, {:.1} img/s)",
             kind.name(),
+            args.precision,
             r.top1,
             r.top5,
             r.images,

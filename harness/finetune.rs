@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use robustvit::data::imagenet_s::{MaskResize, MaskSource, SplitConfig};
+use robustvit::precision::Precision;
 use robustvit::train::imagenet_s::{self, DataConfig};
 use robustvit::train::methods::{ClsTarget, CrossEntropy, InputGradient, Method, MethodKind, Relevance, RelevanceGrad};
 use robustvit::train::paper::{self, PaperHparams};
@@ -82,6 +83,10 @@ pub struct Args {
     /// validation penalty among epochs reaching --accuracy-floor).
     #[arg(long, default_value = "val-loss", value_parser = named::<Selection>(Selection::NAMES))]
     select: Selection,
+    /// The arithmetic of the training forward passes: fp32, or bf16 autocast (CPUs with AVX512-BF16/AMX, and
+    /// CUDA); validation runs in fp32.
+    #[arg(long, default_value = "fp32", value_parser = named::<Precision>(Precision::NAMES))]
+    precision: Precision,
     /// Validation accuracy (fraction) an epoch needs under --select guarded-penalty.
     #[arg(long)]
     accuracy_floor: Option<f64>,
@@ -177,6 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         select: args.select,
         accuracy_floor: args.accuracy_floor,
+        precision: args.precision,
     };
     let data = DataConfig {
         images: args.images.clone(),
@@ -192,6 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         mask_resize: if args.reference_mask_resize { MaskResize::Bilinear } else { MaskResize::Nearest },
     };
     let loaded = args.model.load()?;
+    args.precision.check(loaded.vs.device())?;
     let opts = RunOptions {
         resume: args.resume,
         quiet: args.quiet,

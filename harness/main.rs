@@ -1,5 +1,6 @@
 //! The `harness` command line: parses, wires, prints. Each subcommand calls the library.
 mod bench;
+mod bench_step;
 mod compare;
 mod eval;
 mod explain;
@@ -38,6 +39,8 @@ enum Command {
     Explain(explain::Args),
     /// Images per second of the evaluation pipeline alone and of whole evaluations (tiny and base ViT).
     BenchEval(bench::Args),
+    /// Seconds and peak memory of one finetuning step per method, beside plain PyTorch + timm.
+    BenchStep(bench_step::Args),
 }
 
 /// A parser for a library enum with fixed names (`named_enum!`): its names are the flag's possible values.
@@ -61,6 +64,7 @@ fn provenance() -> robustvit::manifest::Provenance {
 }
 
 fn main() -> anyhow::Result<()> {
+    robustvit::heap::keep_freed_memory();
     match Cli::parse().command {
         Command::Info => {
             println!("robustvit {} ({})", env!("CARGO_PKG_VERSION"), env!("ROBUSTVIT_GIT_REV"));
@@ -76,5 +80,6 @@ fn main() -> anyhow::Result<()> {
         Command::Segtest(args) => segtest::run(args),
         Command::Explain(args) => explain::run(args),
         Command::BenchEval(args) => bench::run(args),
+        Command::BenchStep(args) => bench_step::run(args),
     }
 }

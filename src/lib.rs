@@ -11,18 +11,20 @@
 //! - `ops`, the C++ torch ops of `cpp/`.
 //!
 //! Leaves that any layer may use: `report` (long rows -> wide tables), `pickle` (torch.save and numpy
-//! pickles), `manifest`, `names`, `rng`, `atomic_write`, `device`.
+//! pickles), `manifest`, `names`, `rng`, `atomic_write`, `device`, `heap`, `precision`.
 pub mod atomic_write;
 pub mod data;
 pub mod device;
 pub mod eval;
 pub mod explain;
+pub mod heap;
 pub mod image;
 pub mod manifest;
 pub mod model;
 pub mod names;
 pub mod ops;
 pub mod pickle;
+pub mod precision;
 pub mod relevance;
 pub mod report;
 pub mod rng;

@@ -109,7 +109,10 @@ pub fn of_dataset(
         }
         let views: Vec<_> = pending.iter().map(|(_, image)| image.view()).collect();
         let images = stack(&views);
-        let logits = tch::no_grad(|| loaded.model.forward(&images.to_device(loaded.vs.device())))
+        let device = loaded.vs.device();
+        let logits = opts
+            .precision
+            .run(device, || tch::no_grad(|| loaded.model.forward(&images.to_device(device))))
             .to_device(tch::Device::Cpu)
             .to_kind(TchKind::Float);
         for (row, (index, _)) in pending.iter().enumerate() {

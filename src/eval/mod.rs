@@ -8,6 +8,7 @@ pub mod predict;
 pub mod segmentation;
 pub mod significance;
 
+use crate::precision::Precision;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
@@ -24,12 +25,14 @@ pub struct PipelineOptions {
     /// Images decoded ahead of the model, at most.
     pub prefetch: usize,
     pub quiet: bool,
+    /// The arithmetic of the model's forward passes.
+    pub precision: Precision,
 }
 
 impl Default for PipelineOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        PipelineOptions { batch_size: 64, workers: cores, prefetch: 256, quiet: false }
+        PipelineOptions { batch_size: 64, workers: cores, prefetch: 256, quiet: false, precision: Precision::Fp32 }
     }
 }
 

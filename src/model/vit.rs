@@ -37,6 +37,8 @@ impl Attention {
         let (b, t, d) = (size[0], size[1], size[2]);
         let qkv = self.qkv.forward(x).reshape([b, t, 3, self.num_heads, d / self.num_heads]).permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        // Softmax in the input's dtype (fp32 under bf16 autocast, whose matmuls give bf16 scores): the
+        // attention that relevance reads keeps full precision.
         let attn = (q * self.scale).matmul(&k.transpose(-2, -1)).softmax(-1, x.kind());
         let out = attn.matmul(&v).transpose(1, 2).reshape([b, t, d]);
         (self.proj.forward(&out), attn)
@@ -142,8 +144,9 @@ impl VisionTransformer {
         Tensor::cat(&[self.cls_token.expand([b, -1, -1], false), patches], 1) + &self.pos_embed
     }
 
+    /// In the residual stream's dtype: under bf16 autocast the head's matmul is bf16, the logits are not.
     fn logits(&self, tokens: &Tensor) -> Tensor {
-        self.head.forward(&self.norm.forward(tokens).select(1, 0))
+        self.head.forward(&self.norm.forward(tokens).select(1, 0)).to_kind(tokens.kind())
     }
 
     /// Logits `[B,C]` for images `[B,3,H,W]` (normalised).

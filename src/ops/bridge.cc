@@ -2,6 +2,9 @@
 
 #include "ops.h"
 
+#include <ATen/autocast_mode.h>
+#include <ATen/cpu/Utils.h>
+
 namespace robustvit {
 namespace bridge {
 namespace {
@@ -57,6 +60,27 @@ std::unique_ptr<at::Tensor> rrr_loss(const at::Tensor& input_grad, const at::Ten
 }
 
 bool built_with_cuda() { return has_cuda_kernel("robustvit::gae_relevance"); }
+
+bool set_autocast_bf16(bool cuda, bool enabled) {
+  const at::DeviceType device = cuda ? at::kCUDA : at::kCPU;
+  const bool previous = at::autocast::is_autocast_enabled(device);
+  if (enabled && !previous) {
+    at::autocast::set_autocast_dtype(device, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  at::autocast::set_autocast_enabled(device, enabled);
+  if (!enabled && previous && at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  return previous;
+}
+
+bool cpu_has_bf16() {
+  const auto caps = at::cpu::get_cpu_capabilities();
+  const auto has = [&](const char* key) {
+    const auto it = caps.find(key);
+    return it != caps.end() && it->second.isBool() && it->second.toBool();
+  };
+  return has("avx512_bf16") || has("amx_bf16");
+}
 
 }  // namespace bridge
 }  // namespace robustvit

@@ -50,6 +50,11 @@ std::unique_ptr<at::Tensor> confidence_loss(const at::Tensor& logits, double tem
 std::unique_ptr<at::Tensor> gradmask_loss(const at::Tensor& input_grad, const at::Tensor& mask);
 std::unique_ptr<at::Tensor> rrr_loss(const at::Tensor& input_grad, const at::Tensor& mask);
 bool built_with_cuda();
+// Turns autocast to bf16 on or off for CPU or CUDA on this thread; returns the previous state. Entering
+// (off -> on) and leaving (on -> off) count autocast's nesting, and the last leave clears its cast cache.
+bool set_autocast_bf16(bool cuda, bool enabled);
+// Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), by libtorch's own detection.
+bool cpu_has_bf16();
 
 }  // namespace bridge
 }  // namespace robustvit

@@ -33,6 +33,8 @@ mod ffi {
         fn gradmask_loss(input_grad: &Tensor, mask: &Tensor) -> Result<UniquePtr<Tensor>>;
         fn rrr_loss(input_grad: &Tensor, mask: &Tensor) -> Result<UniquePtr<Tensor>>;
         fn built_with_cuda() -> bool;
+        fn set_autocast_bf16(cuda: bool, enabled: bool) -> bool;
+        fn cpu_has_bf16() -> bool;
     }
 }
 
@@ -116,4 +118,15 @@ pub fn rrr_loss(input_grad: &Tensor, mask: &Tensor) -> Result<Tensor> {
 /// Whether this build carries the CUDA kernels of `gae_relevance`.
 pub fn built_with_cuda() -> bool {
     ffi::built_with_cuda()
+}
+
+/// Turns bf16 autocast for CPU (or CUDA) on or off on this thread; returns the previous state
+/// ([`crate::precision::Precision::run`] is the scoped way).
+pub fn set_autocast_bf16(cuda: bool, enabled: bool) -> bool {
+    ffi::set_autocast_bf16(cuda, enabled)
+}
+
+/// Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), as libtorch detects it.
+pub fn cpu_has_bf16() -> bool {
+    ffi::cpu_has_bf16()
 }

@@ -333,6 +333,7 @@ fn originals(
             seed: 0,
             select: Selection::ValAcc,
             accuracy_floor: None,
+            precision: Default::default(),
         };
         let out = models.join(dir);
         fresh_out(&out)?;
@@ -513,6 +514,7 @@ impl SeedRuns<'_> {
             epochs: budget.finetune_epochs,
             select: Selection::GuardedPenalty,
             accuracy_floor: Some(floor),
+            precision: opts.precision,
             ..paper::train_config(method, lr, seed)
         };
         let dir = out.join(format!("{label}-{k}"));

@@ -8,6 +8,7 @@ pub mod embedded;
 pub mod plan;
 pub mod real;
 
+use crate::precision::Precision;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -29,6 +30,8 @@ pub struct CompareOptions {
     pub study: Study,
     #[serde(skip)]
     pub device: Device,
+    /// The arithmetic of every finetuning run (models are evaluated in fp32).
+    pub precision: Precision,
     pub quiet: bool,
     #[serde(skip)]
     pub provenance: Provenance,

@@ -255,6 +255,7 @@ impl Study<'_> {
                 epochs: self.config.finetune.epochs.unwrap_or(paper_run.epochs),
                 select: if floor.is_some() { train::Selection::GuardedPenalty } else { paper_run.select },
                 accuracy_floor: floor,
+                precision: self.opts.precision,
                 ..paper_run
             };
             let dir = if settings.len() == 1 { job_dir.clone() } else { job_dir.join(format!("setting{}", k + 1)) };

@@ -27,10 +27,11 @@ use crate::atomic_write;
 use crate::data::{Batch, Sample};
 use crate::image::PreprocessConfig;
 use crate::manifest::Provenance;
-use crate::model::{checkpoint, LoadedModel, VitConfig};
+use crate::model::{checkpoint, LoadedModel, VisionTransformer, VitConfig};
+use crate::precision::Precision;
 use crate::rng::{derive_seed, permutation};
 use imagenet_s::DataSplit;
-use methods::Method;
+use methods::{Loss, Method};
 use optim::AdamW;
 
 crate::named_enum! {
@@ -66,6 +67,9 @@ pub struct TrainConfig {
     /// The validation accuracy an epoch needs to be eligible under `Selection::GuardedPenalty`.
     #[serde(default)]
     pub accuracy_floor: Option<f64>,
+    /// The arithmetic of the training forward passes (validation runs in fp32).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl TrainConfig {
@@ -313,6 +317,26 @@ fn restore(out: &Path, cfg: &TrainConfig, loaded: &LoadedModel, opt: &mut AdamW)
     Ok(Some(state))
 }
 
+/// One optimiser step on `batch`: the loss (forward under `precision`), its backward, the AdamW update.
+/// Returns the loss terms.
+pub fn step(
+    method: &Method,
+    precision: Precision,
+    model: &VisionTransformer,
+    batch: &Batch,
+    opt: &mut AdamW,
+) -> anyhow::Result<Loss> {
+    opt.zero_grad();
+    let loss = precision.run(model.device(), || method.loss(model, batch, true))?;
+    let total = scalar(loss.total());
+    if !total.is_finite() {
+        bail!("the loss is {total}; lower --lr or check the data");
+    }
+    loss.total().backward();
+    opt.step();
+    Ok(loss)
+}
+
 /// Finetunes `loaded` in place; at the end the model holds the last epoch's weights and `best/` the
 /// selected ones.
 pub fn finetune(
@@ -354,14 +378,8 @@ pub fn finetune(
                 .map(|&i| train.sample(i, derive_seed(cfg.seed, &[epoch as u64, i as u64])))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let batch = Batch::new(&samples, loaded.vs.device());
-            opt.zero_grad();
-            let loss = method.loss(&loaded.model, &batch, true)?;
-            let total = scalar(loss.total());
-            if !total.is_finite() {
-                bail!("epoch {} batch {b}: the loss is {total}; lower --lr or check the data", epoch + 1);
-            }
-            loss.total().backward();
-            opt.step();
+            let loss = step(method, cfg.precision, &loaded.model, &batch, &mut opt)
+                .with_context(|| format!("epoch {} batch {b}", epoch + 1))?;
             for (sum, (_, t)) in sums.iter_mut().zip(&loss.terms) {
                 *sum += scalar(t) * samples.len() as f64;
             }

@@ -20,6 +20,7 @@ pub fn train_config(method: Method, lr: f64, seed: u64) -> TrainConfig {
         seed,
         select: Selection::ValLoss,
         accuracy_floor: None,
+        precision: Default::default(),
     }
 }
 

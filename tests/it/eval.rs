@@ -52,6 +52,7 @@ fn finetune_manifest(classes: &[String]) -> RunManifest {
             seed: 0,
             select: Selection::ValLoss,
             accuracy_floor: None,
+            precision: Default::default(),
         },
         origin: Origin::default(),
         data: Some(DataSplit {
@@ -128,6 +129,26 @@ fn eval_matches_timm_predictions_in_every_layout_and_protocol() {
         let per_class = std::fs::read_to_string(out.join(format!("{protocol}_per_class.csv"))).unwrap();
         assert!(per_class.starts_with("dataset,class,correct,images,top1\n"));
     }
+    // bf16 autocast: the same images scored, top-1 within one image of fp32's (timm's) on this fixture.
+    if robustvit::ops::cpu_has_bf16() {
+        let csv = out.join("bf16.csv");
+        let result = Command::new(HARNESS)
+            .args(["eval", "--quiet", "--max-unreadable", "0.2", "--precision", "bf16", "--checkpoint"])
+            .arg(hub("vit_tiny_patch16_224"))
+            .arg("--dataset")
+            .arg(format!("imagenet-val={}", data.join("val").display()))
+            .arg("--csv")
+            .arg(&csv)
+            .output()
+            .unwrap();
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        assert!(String::from_utf8_lossy(&result.stdout).contains("standard bf16: top-1"));
+        let text = std::fs::read_to_string(&csv).unwrap();
+        let top1: f64 =
+            text.lines().find(|l| l.contains(",top1,")).unwrap().rsplit(',').next().unwrap().parse().unwrap();
+        let want = expected["imagenet-val"]["standard"]["top1"].as_f64().unwrap();
+        assert!((top1 - want).abs() <= 100.0 / 8.0 + 1e-9, "bf16 top-1 {top1}, fp32 (timm) {want}");
+    }
     // More unreadable images than the default 1%: an error naming the log, and no CSV.
     let strict = out.join("strict.csv");
     let result = Command::new(HARNESS)
@@ -173,6 +194,8 @@ fn bench_eval_reports_pipeline_and_model_throughput() {
         line.rsplit(": ").next().unwrap().trim_end_matches(" images/s").parse().unwrap()
     };
     assert!(rate("pipeline alone") > 0.0 && rate("whole evaluation, vit_tiny_patch16_224") > 0.0);
+    assert!(rate("forward-only loop over preloaded tensors, vit_tiny_patch16_224") > 0.0);
+    assert!(text.contains("the whole evaluation of vit_tiny_patch16_224 runs at "), "{text}");
 }
 
 #[test]

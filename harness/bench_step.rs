@@ -1,0 +1,198 @@
+//! `harness bench-step`: one finetuning step of each method (the library's own `train::step`) beside the
+//! same step in plain PyTorch + timm (python/bench/step.py, as the released code runs it and as it is best
+//! written), on randomly initialised preset models. The harness step runs in fp32 and, where the CPU
+//! computes bf16 natively, in bf16 autocast; the plain PyTorch steps in fp32. Each measurement runs in a fresh process, one after
+//! the other in one run, so the ratios compare like with like. A measurement, not a test.
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use robustvit::data::Batch;
+use robustvit::model::{self, VisionTransformer};
+use robustvit::precision::Precision;
+use robustvit::train::methods::{CrossEntropy, InputGradient, Method, Relevance};
+use robustvit::train::{self, optim::AdamW};
+use serde_json::{json, Value};
+use tch::{nn, Device, Kind, Tensor};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Preset models, comma separated.
+    #[arg(long, default_value = "vit_tiny_patch16_224,vit_base_patch16_224")]
+    models: String,
+    /// Methods, comma separated (ours, gradmask, rrr, ce).
+    #[arg(long, default_value = "ours,gradmask,rrr,ce")]
+    methods: String,
+    #[arg(long, default_value_t = 8)]
+    batch: i64,
+    /// Untimed steps before the timed ones.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed steps; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// The Python with torch and timm (the project's .venv when run through make).
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// The plain PyTorch steps.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/bench/step.py"))]
+    script: PathBuf,
+    /// Also write the table here as CSV.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Internal (with --one): the harness step's arithmetic.
+    #[arg(long, hide = true, default_value = "fp32", value_parser = crate::named::<Precision>(Precision::NAMES))]
+    precision: Precision,
+    /// Internal: measure the harness step of MODEL:METHOD in this process and print it as JSON.
+    #[arg(long, hide = true)]
+    one: Option<String>,
+}
+
+const METHODS: [&str; 4] = ["ours", "gradmask", "rrr", "ce"];
+
+fn method(name: &str) -> Method {
+    let baseline = InputGradient { lambda_bg: 1.0, lambda_cls: 1.0, temperature: 1.0 };
+    match name {
+        "ours" => Method::Ours(Relevance::default()),
+        "gradmask" => Method::Gradmask(baseline),
+        "rrr" => Method::Rrr(baseline),
+        _ => Method::CrossEntropy(CrossEntropy { temperature: 1.0 }),
+    }
+}
+
+fn status_kb(field: &str) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no {field} in /proc/self/status"))
+}
+
+/// Peak memory as python/bench/step.py measures it: the resident set's high-water mark, reset once the
+/// model and batch exist, less the resident set at that moment.
+fn reset_peak() -> anyhow::Result<f64> {
+    std::fs::write("/proc/self/clear_refs", "5").context("resetting the peak resident set")?;
+    status_kb("VmRSS")
+}
+
+fn measure_here(spec: &str, args: &Args) -> anyhow::Result<Value> {
+    let (name, method_name) = spec.split_once(':').context("--one takes MODEL:METHOD")?;
+    let preset = model::preset(name).with_context(|| format!("unknown preset {name}"))?;
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let vit = VisionTransformer::new(&vs.root(), &preset.config);
+    let side = preset.config.img_size;
+    let (b, opts) = (args.batch, (Kind::Float, Device::Cpu));
+    let masks = Tensor::zeros([b, 1, side, side], opts);
+    let _ = masks.narrow(2, side / 4, side / 2).narrow(3, side / 4, side / 2).fill_(1.0);
+    let batch = Batch {
+        images: Tensor::randn([b, 3, side, side], opts),
+        masks,
+        labels: Tensor::randint(preset.config.num_classes, [b], (Kind::Int64, Device::Cpu)),
+    };
+    let method = method(method_name);
+    let base_kb = reset_peak()?;
+    let mut opt = AdamW::new(&vs, 1e-5, 1e-4);
+    let mut seconds = Vec::new();
+    for k in 0..args.warmup + args.steps {
+        let started = Instant::now();
+        drop(train::step(&method, args.precision, &vit, &batch, &mut opt)?);
+        if k >= args.warmup {
+            seconds.push(started.elapsed().as_secs_f64());
+        }
+    }
+    let peak_mb = (status_kb("VmHWM")? - base_kb) / 1024.0;
+    Ok(json!({ "variant": "harness", "model": name, "method": method_name, "seconds": seconds, "peak_mb": peak_mb }))
+}
+
+/// Runs one measurement in a fresh process; its JSON is the last line it prints.
+fn measure(mut cmd: Command, what: &str) -> anyhow::Result<(f64, f64)> {
+    let out = cmd.output().with_context(|| format!("starting {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().with_context(|| format!("{what} printed nothing"))?;
+    let v: Value = serde_json::from_str(line).with_context(|| format!("{what} printed {line:?}"))?;
+    let mut secs: Vec<f64> = v["seconds"].as_array().into_iter().flatten().filter_map(Value::as_f64).collect();
+    secs.sort_by(f64::total_cmp);
+    let median = *secs.get(secs.len() / 2).with_context(|| format!("{what} timed no step"))?;
+    Ok((median, v["peak_mb"].as_f64().context("no peak_mb")?))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(spec) = &args.one {
+        println!("{}", measure_here(spec, &args)?);
+        return Ok(());
+    }
+    let models: Vec<&str> = args.models.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let methods: Vec<&str> = args.methods.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    for m in &models {
+        model::preset(m).with_context(|| format!("--models: unknown preset {m}"))?;
+    }
+    if let Some(bad) = methods.iter().find(|m| !METHODS.contains(m)) {
+        bail!("--methods: unknown method {bad}; choose from {}", METHODS.join(", "));
+    }
+    if !args.script.is_file() {
+        bail!("{}: the plain PyTorch steps are missing; pass --script python/bench/step.py", args.script.display());
+    }
+    // bf16 beside fp32 where this CPU computes it natively.
+    let precisions: Vec<Precision> = Precision::ALL.iter().copied().filter(|p| p.check(Device::Cpu).is_ok()).collect();
+    let exe = std::env::current_exe().context("locating the harness binary")?;
+    let common = |cmd: &mut Command| {
+        cmd.args(["--batch", &args.batch.to_string(), "--warmup", &args.warmup.to_string()]);
+        cmd.args(["--steps", &args.steps.to_string()]);
+    };
+    println!(
+        "batch {}, {} timed steps after {} warm-up, {} threads; seconds are medians, MB the resident set's growth; \
+         the plain PyTorch steps run in fp32",
+        args.batch,
+        args.steps,
+        args.warmup,
+        tch::get_num_threads()
+    );
+    let mut header = vec!["model".to_string(), "method".to_string()];
+    for variant in precisions.iter().map(|p| format!("harness_{p}")).chain(["best".into(), "reference".into()]) {
+        header.extend([format!("{variant}_s"), format!("{variant}_mb")]);
+    }
+    header.extend(precisions.iter().map(|p| format!("harness_{p}_vs_best")));
+    header.push("harness_fp32_vs_reference".into());
+    println!("{}", header.join(","));
+    let mut rows = Vec::new();
+    for name in &models {
+        for m in &methods {
+            let mut measured = Vec::new();
+            for p in &precisions {
+                let mut own = Command::new(&exe);
+                own.args(["bench-step", "--one", &format!("{name}:{m}"), "--precision", p.name()]);
+                common(&mut own);
+                measured.push(measure(own, &format!("the harness step ({name}, {m}, {p})"))?);
+            }
+            for variant in ["best", "reference"] {
+                let mut py = Command::new(&args.python);
+                py.arg(&args.script).args(["--model", name, "--method", m, "--variant", variant]);
+                common(&mut py);
+                let what = format!("{} {} ({name}, {m}, {variant})", args.python.display(), args.script.display());
+                measured.push(measure(py, &what)?);
+            }
+            let (best, reference) = (measured[precisions.len()].0, measured[precisions.len() + 1].0);
+            let mut row = vec![name.to_string(), m.to_string()];
+            row.extend(measured.iter().flat_map(|(s, mb)| [format!("{s:.4}"), format!("{mb:.0}")]));
+            row.extend(measured[..precisions.len()].iter().map(|(s, _)| format!("{:.3}", s / best)));
+            row.push(format!("{:.3}", measured[0].0 / reference));
+            println!("{}", row.join(","));
+            rows.push(row);
+        }
+    }
+    if let Some(path) = &args.out {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(&header)?;
+        for row in &rows {
+            w.write_record(row)?;
+        }
+        robustvit::atomic_write::write(path, &w.into_inner().context("finishing the CSV")?)?;
+    }
+    Ok(())
+}
