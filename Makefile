@@ -16,10 +16,10 @@ PYLIB := target/debug/librobustvit_ops.so
 	system-deps
 OBJECTS := target/downloads/animal_mnist-0.4-py3-none-any.whl
 
-# The main job on the embedded benchmark: tables in out/compare (one seed: 331 s of study on 2 cores after the
-# build, measured 2026-12-02; `--seeds 3` for standard errors takes about 16 minutes, over the 10 a demo may).
+# The main job on the embedded benchmark: tables in out/compare, from an optimised build (docs/performance.md
+# has its wall time; `--seeds 3` for standard errors takes about three times as long).
 demo: system-deps $(STAMP) $(OBJECTS)
-	cargo run --quiet --bin harness -- compare --baselines gradmask,rrr --out out/compare
+	cargo run --release --quiet --bin harness -- compare --baselines gradmask,rrr --out out/compare
 
 # The embedded benchmark's objects: the animal-mnist wheel from PyPI, read in Rust (never installed:
 # its metadata pulls in tensorflow).
@@ -53,8 +53,12 @@ pylib: system-deps $(STAMP)
 	cargo build --quiet --locked -p robustvit --lib
 	@echo $(CURDIR)/$(PYLIB)
 
+# Measurements, not tests (docs/performance.md): the ops against their memory floor, one finetuning step per
+# method against plain PyTorch, and evaluation throughput; from an optimised build, on an otherwise idle machine.
 bench: system-deps $(STAMP)
-	cargo bench -p robustvit --features bench --bench gae_relevance
+	cargo bench -p robustvit --features bench --bench gae_relevance -- ratios
+	cargo run --release --quiet --bin harness -- bench-step --python $(VENV)/bin/python --out target/bench-step.csv
+	cargo run --release --quiet --bin harness -- bench-eval
 
 # CUDA without a GPU: pip's nvcc in .venv.
 cuda-tools: $(STAMP)

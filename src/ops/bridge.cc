@@ -61,6 +61,22 @@ std::unique_ptr<at::Tensor> rrr_loss(const at::Tensor& input_grad, const at::Ten
 
 bool built_with_cuda() { return has_cuda_kernel("robustvit::gae_relevance"); }
 
+void clear_grads(const TensorList& params) {
+  for (const auto& p : params.items()) p.mutable_grad().reset();
+}
+
+void fused_adamw(const TensorList& params, const TensorList& grads, const TensorList& exp_avgs,
+                 const TensorList& exp_avg_sqs, int64_t step, double lr, double beta1, double beta2,
+                 double weight_decay, double eps) {
+  if (params.items().empty()) return;
+  at::NoGradGuard no_grad;
+  // The kernel reads each tensor's step count from its own entry; one tensor serves them all.
+  const at::Tensor count = at::full({}, static_cast<double>(step), params.items()[0].options().dtype(at::kFloat));
+  const std::vector<at::Tensor> steps(params.items().size(), count);
+  at::_fused_adamw_(params.items(), grads.items(), exp_avgs.items(), exp_avg_sqs.items(), {}, steps, lr, beta1,
+                    beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
+}
+
 bool set_autocast_bf16(bool cuda, bool enabled) {
   const at::DeviceType device = cuda ? at::kCUDA : at::kCPU;
   const bool previous = at::autocast::is_autocast_enabled(device);

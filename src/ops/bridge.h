@@ -50,6 +50,14 @@ std::unique_ptr<at::Tensor> confidence_loss(const at::Tensor& logits, double tem
 std::unique_ptr<at::Tensor> gradmask_loss(const at::Tensor& input_grad, const at::Tensor& mask);
 std::unique_ptr<at::Tensor> rrr_loss(const at::Tensor& input_grad, const at::Tensor& mask);
 bool built_with_cuda();
+// Drops the tensors' .grad (PyTorch's zero_grad(set_to_none=True)): the next backward hands its gradients
+// over instead of adding them to zeros.
+void clear_grads(const TensorList& params);
+// One AdamW step over every tensor at once: torch.optim.AdamW(fused=True)'s kernel (at::_fused_adamw_), with
+// `step` the step count after this update.
+void fused_adamw(const TensorList& params, const TensorList& grads, const TensorList& exp_avgs,
+                 const TensorList& exp_avg_sqs, int64_t step, double lr, double beta1, double beta2,
+                 double weight_decay, double eps);
 // Turns autocast to bf16 on or off for CPU or CUDA on this thread; returns the previous state. Entering
 // (off -> on) and leaving (on -> off) count autocast's nesting, and the last leave clears its cast cache.
 bool set_autocast_bf16(bool cuda, bool enabled);

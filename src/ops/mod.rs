@@ -34,6 +34,20 @@ mod ffi {
         fn rrr_loss(input_grad: &Tensor, mask: &Tensor) -> Result<UniquePtr<Tensor>>;
         fn built_with_cuda() -> bool;
         fn set_autocast_bf16(cuda: bool, enabled: bool) -> bool;
+        fn clear_grads(params: &TensorList);
+        #[allow(clippy::too_many_arguments)]
+        fn fused_adamw(
+            params: &TensorList,
+            grads: &TensorList,
+            exp_avgs: &TensorList,
+            exp_avg_sqs: &TensorList,
+            step: i64,
+            lr: f64,
+            beta1: f64,
+            beta2: f64,
+            weight_decay: f64,
+            eps: f64,
+        ) -> Result<()>;
         fn cpu_has_bf16() -> bool;
     }
 }
@@ -129,4 +143,43 @@ pub fn set_autocast_bf16(cuda: bool, enabled: bool) -> bool {
 /// Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), as libtorch detects it.
 pub fn cpu_has_bf16() -> bool {
     ffi::cpu_has_bf16()
+}
+
+/// AdamW's settings for [`fused_adamw`].
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWSettings {
+    pub lr: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+/// One AdamW update of `params` in place from `grads` and the moments, in one pass over all of them
+/// (`torch.optim.AdamW(fused=True)`'s kernel); `step` counts this update. All tensors share a device and dtype.
+pub fn fused_adamw(
+    params: &[Tensor],
+    grads: &[Tensor],
+    exp_avgs: &[Tensor],
+    exp_avg_sqs: &[Tensor],
+    step: i64,
+    s: AdamWSettings,
+) -> Result<()> {
+    Ok(ffi::fused_adamw(
+        &tensor_list(params),
+        &tensor_list(grads),
+        &tensor_list(exp_avgs),
+        &tensor_list(exp_avg_sqs),
+        step,
+        s.lr,
+        s.betas.0,
+        s.betas.1,
+        s.weight_decay,
+        s.eps,
+    )?)
+}
+
+/// Drops the tensors' `.grad` (`zero_grad(set_to_none=True)`): the next backward hands its gradients over
+/// instead of adding them to zeros.
+pub fn clear_grads(params: &[Tensor]) {
+    ffi::clear_grads(&tensor_list(params))
 }

@@ -333,7 +333,7 @@ pub fn step(
         bail!("the loss is {total}; lower --lr or check the data");
     }
     loss.total().backward();
-    opt.step();
+    opt.step()?;
     Ok(loss)
 }
 

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use tch::{nn, Tensor};
 
+use crate::ops::{self, AdamWSettings, OpError};
+
 /// Decoupled-weight-decay Adam over the trainable variables of a `VarStore`, in name order.
 pub struct AdamW {
     params: Vec<(String, Tensor)>,
@@ -33,33 +35,28 @@ impl AdamW {
         }
     }
 
+    /// Drops the gradients, as PyTorch's default `zero_grad` (set to none) does.
     pub fn zero_grad(&mut self) {
-        for (_, p) in &mut self.params {
-            p.zero_grad();
-        }
+        let params: Vec<Tensor> = self.params.iter().map(|(_, p)| p.shallow_clone()).collect();
+        ops::clear_grads(&params);
     }
 
-    /// One update from the parameters' `.grad`, the same arithmetic as PyTorch's single-tensor AdamW.
-    /// Parameters without a gradient are left alone, as PyTorch does.
-    pub fn step(&mut self) {
+    /// One update from the parameters' `.grad`, PyTorch's fused AdamW kernel over all of them at once (one pass
+    /// over parameters, gradients and moments). Parameters without a gradient are left alone, as PyTorch does.
+    pub fn step(&mut self) -> Result<(), OpError> {
         self.step += 1;
-        let (b1, b2) = self.betas;
-        let bias1 = 1.0 - b1.powi(self.step as i32);
-        let bias2_sqrt = (1.0 - b2.powi(self.step as i32)).sqrt();
-        tch::no_grad(|| {
-            for (((_, p), m), v) in self.params.iter_mut().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
+        let mut lists: [Vec<Tensor>; 4] = Default::default();
+        for (((_, p), m), v) in self.params.iter().zip(&self.exp_avg).zip(&self.exp_avg_sq) {
+            let g = p.grad();
+            if g.defined() {
+                for (list, t) in lists.iter_mut().zip([p, &g, m, v]) {
+                    list.push(t.shallow_clone());
                 }
-                let _ = p.g_mul_scalar_(1.0 - self.lr * self.weight_decay);
-                let _ = m.lerp_(&g, 1.0 - b1);
-                // tch's addcmul_/addcdiv_ have no `value`; the scale goes on one factor (an ulp apart).
-                let _ = v.g_mul_scalar_(b2).addcmul_(&g, &(&g * (1.0 - b2)));
-                let denom = (v.sqrt() / bias2_sqrt) + self.eps;
-                let _ = p.addcdiv_(&(&*m * (-self.lr / bias1)), &denom);
             }
-        });
+        }
+        let [params, grads, exp_avgs, exp_avg_sqs] = &lists;
+        let settings = AdamWSettings { lr: self.lr, betas: self.betas, eps: self.eps, weight_decay: self.weight_decay };
+        ops::fused_adamw(params, grads, exp_avgs, exp_avg_sqs, self.step, settings)
     }
 
     pub fn steps_taken(&self) -> i64 {

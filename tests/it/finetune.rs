@@ -203,7 +203,7 @@ fn steps_match_plain_pytorch_implementation() {
                 );
             }
             loss.total().backward();
-            opt.step();
+            opt.step().unwrap();
         }
         for (name, param) in loaded.vs.variables() {
             let expected = &reference[&format!("param.{name}")];
