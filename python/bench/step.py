@@ -11,12 +11,12 @@ Written from ../shared/method.md (sections 1-4), independently of the Rust code.
              code drops it, which makes their mask terms constants).
 
     python step.py --model vit_tiny_patch16_224 --method ours|gradmask|rrr|ce --variant best|reference
-        [--batch 8] [--warmup 2] [--steps 5] [--seed 0] [--check OUT.safetensors]
+        [--batch 8] [--warmup 2] [--steps 5] [--seed 0] [--profile N]
 
 Prints one JSON line: the seconds of each timed step and the peak memory, the growth of the process's
 resident set (VmHWM, reset before the first step) over its size once the model and batch exist, the same
-measure `harness bench-step` takes. --check writes the first step's loss terms (for the tests: both
-versions compute the same step).
+measure `harness bench-step` takes. --profile N prints torch.profiler's table of the N ops with the most
+self CPU time over the timed steps instead (the harness calls the same ATen kernels).
 """
 import argparse
 import json
@@ -46,8 +46,8 @@ def reset_peak():
         f.write("5")
 
 
-def make_model(name, fused):
-    model = timm.create_model(name, pretrained=False, num_classes=1000)
+def make_model(name, fused, **overrides):
+    model = timm.create_model(name, pretrained=False, num_classes=1000, **overrides)
     for block in model.blocks:
         block.attn.fused_attn = fused
     return model.train()
@@ -157,7 +157,7 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--check", help="write the first step's loss terms to this safetensors file")
+    p.add_argument("--profile", type=int, metavar="N", help="print the N ops with the most self CPU time")
     args = p.parse_args()
 
     torch.manual_seed(args.seed)
@@ -170,23 +170,24 @@ def main():
     reset_peak()
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-4, fused=True if best else None)
-    seconds, first = [], None
+    seconds = []
+    profiler = None
     for k in range(args.warmup + args.steps):
+        if k == args.warmup and args.profile:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            profiler.__enter__()
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         terms = step(model, store, images, masks, labels)
         terms["total"].backward()
         opt.step()
-        if first is None:
-            first = {name: v.detach().reshape(()).clone() for name, v in terms.items()}
         del terms
         if k >= args.warmup:
             seconds.append(time.perf_counter() - start)
     peak_mb = (memory_kb("VmHWM") - base_kb) / 1024
-    if args.check:
-        from safetensors.torch import save_file
-
-        save_file(first, args.check)
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile))
     print(json.dumps(dict(variant=args.variant, model=args.model, method=args.method, batch=args.batch,
                           seconds=seconds, peak_mb=peak_mb, threads=torch.get_num_threads())))
 
