@@ -46,7 +46,7 @@ fn forward_only(loaded: &LoadedModel, batches: &[Tensor]) -> anyhow::Result<f64>
     let started = Instant::now();
     let mut images = 0;
     for batch in batches {
-        let logits = tch::no_grad(|| loaded.model.forward(&batch.to_device(loaded.vs.device())));
+        let logits = loaded.model.predict(&batch.to_device(loaded.vs.device()));
         images += logits.size()[0];
         drop(std::hint::black_box(logits));
     }

@@ -43,7 +43,7 @@ pub fn hits(model: &VisionTransformer, samples: &[Sample], batch_size: usize) ->
     let mut out = Vec::with_capacity(samples.len());
     for chunk in samples.chunks(batch_size.max(1)) {
         let b = Batch::new(chunk, model.device());
-        let logits = tch::no_grad(|| model.forward(&b.images));
+        let logits = model.predict(&b.images);
         let k = logits.size()[1].min(5);
         let (_, best) = logits.topk(k, -1, true, true);
         let right = best.eq_tensor(&b.labels.unsqueeze(1)).to_device(tch::Device::Cpu);
@@ -112,7 +112,7 @@ pub fn of_dataset(
         let device = loaded.vs.device();
         let logits = opts
             .precision
-            .run(device, || tch::no_grad(|| loaded.model.forward(&images.to_device(device))))
+            .run(device, || loaded.model.predict(&images.to_device(device)))
             .to_device(tch::Device::Cpu)
             .to_kind(TchKind::Float);
         for (row, (index, _)) in pending.iter().enumerate() {

@@ -50,7 +50,7 @@ pub fn predict(
     let mut rows = Vec::with_capacity(images.len() * k as usize);
     for path in images {
         let input = image_tensor(path, &loaded.preprocess)?.to_device(loaded.vs.device());
-        let probs = tch::no_grad(|| loaded.model.forward(&input)).softmax(-1, Kind::Float).get(0);
+        let probs = loaded.model.predict(&input).softmax(-1, Kind::Float).get(0);
         let (values, indices) = probs.topk(k, 0, true, true);
         for r in 0..k {
             let class_index = indices.int64_value(&[r]);

@@ -1,6 +1,7 @@
 //! Vision Transformer in tch with timm's module tree, so variable paths are timm's state-dict keys.
-//! Attention is written out (softmax(q k^T * scale) v) rather than fused: the probabilities are needed for
-//! relevance, and the fused kernel's backward has no double backward.
+//! Attention is written out (softmax(q k^T * scale) v) wherever gradients may flow: the probabilities are
+//! needed for relevance, and the fused kernel's backward has no double backward. Only `predict` (no
+//! gradients, no probabilities) uses the fused kernel (scaled_dot_product_attention).
 use tch::nn::{self, Module};
 use tch::Tensor;
 
@@ -31,17 +32,22 @@ impl Attention {
         }
     }
 
-    /// Output `[B,T,D]` and the post-softmax attention `[B,H,T,T]`.
-    fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
+    /// Output `[B,T,D]` and, unless `fused`, the post-softmax attention `[B,H,T,T]`.
+    fn forward(&self, x: &Tensor, fused: bool) -> (Tensor, Option<Tensor>) {
         let size = x.size();
         let (b, t, d) = (size[0], size[1], size[2]);
         let qkv = self.qkv.forward(x).reshape([b, t, 3, self.num_heads, d / self.num_heads]).permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        // Softmax in the input's dtype (fp32 under bf16 autocast, whose matmuls give bf16 scores): the
-        // attention that relevance reads keeps full precision.
-        let attn = (q * self.scale).matmul(&k.transpose(-2, -1)).softmax(-1, x.kind());
-        let out = attn.matmul(&v).transpose(1, 2).reshape([b, t, d]);
-        (self.proj.forward(&out), attn)
+        let (out, attn) = if fused {
+            let out = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, self.scale, false);
+            (out, None)
+        } else {
+            // Softmax in the input's dtype (fp32 under bf16 autocast, whose matmuls give bf16 scores): the
+            // attention that relevance reads keeps full precision.
+            let attn = (q * self.scale).matmul(&k.transpose(-2, -1)).softmax(-1, x.kind());
+            (attn.matmul(&v), Some(attn))
+        };
+        (self.proj.forward(&out.transpose(1, 2).reshape([b, t, d])), attn)
     }
 }
 
@@ -66,8 +72,8 @@ impl Block {
         }
     }
 
-    fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
-        let (a, attn) = self.attn.forward(&self.norm1.forward(x));
+    fn forward(&self, x: &Tensor, fused: bool) -> (Tensor, Option<Tensor>) {
+        let (a, attn) = self.attn.forward(&self.norm1.forward(x), fused);
         let x = x + a;
         let hidden = self.fc1.forward(&self.norm2.forward(&x)).gelu("none");
         (&x + self.fc2.forward(&hidden), attn)
@@ -149,10 +155,19 @@ impl VisionTransformer {
         self.head.forward(&self.norm.forward(tokens).select(1, 0)).to_kind(tokens.kind())
     }
 
-    /// Logits `[B,C]` for images `[B,3,H,W]` (normalised).
+    /// Logits `[B,C]` for images `[B,3,H,W]` (normalised), differentiable (twice, for the input-gradient
+    /// baselines).
     pub fn forward(&self, images: &Tensor) -> Tensor {
-        let tokens = self.blocks.iter().fold(self.embed(images), |x, block| block.forward(&x).0);
+        let tokens = self.blocks.iter().fold(self.embed(images), |x, block| block.forward(&x, false).0);
         self.logits(&tokens)
+    }
+
+    /// Logits for evaluation: no gradients, the fused attention kernel.
+    pub fn predict(&self, images: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            let tokens = self.blocks.iter().fold(self.embed(images), |x, block| block.forward(&x, true).0);
+            self.logits(&tokens)
+        })
     }
 
     /// Logits and every block's attention probabilities, for relevance.
@@ -160,9 +175,9 @@ impl VisionTransformer {
         let mut x = self.embed(images);
         let mut attention = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
-            let (next, attn) = block.forward(&x);
+            let (next, attn) = block.forward(&x, false);
             x = next;
-            attention.push(attn);
+            attention.push(attn.expect("the written-out attention returns its probabilities"));
         }
         ForwardWithAttention { logits: self.logits(&x), attention }
     }

@@ -323,7 +323,7 @@ fn measure(loaded: &LoadedModel) -> anyhow::Result<(f64, f64)> {
         loss.total().backward();
         step = started.elapsed().as_secs_f64();
         let started = Instant::now();
-        let _ = tch::no_grad(|| loaded.model.forward(&batch.images));
+        let _ = loaded.model.predict(&batch.images);
         forward = started.elapsed().as_secs_f64() / STEP_BATCH as f64;
     }
     // Gradients of the measurement must not linger in the weights' .grad.

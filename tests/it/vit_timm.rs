@@ -54,6 +54,9 @@ fn assert_matches_timm(model: &VisionTransformer, name: &str, layout: &str) {
     }
     let fast = tch::no_grad(|| model.forward(&get(&io, "input")));
     assert!(max_abs_diff(&fast, &out.logits) < 1e-6, "{name}: logits-only path differs");
+    // The evaluation path (fused attention kernel) against timm's logits.
+    let d = max_abs_diff(&model.predict(&get(&io, "input")), &get(&io, "logits"));
+    assert!(d < 1e-4, "{name} {layout}: predict's logits differ from timm by {d:e}");
 }
 
 #[test]
