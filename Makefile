@@ -16,10 +16,11 @@ PYLIB := target/debug/librobustvit_ops.so
 	system-deps
 OBJECTS := target/downloads/animal_mnist-0.4-py3-none-any.whl
 
-# The main job on the embedded benchmark: tables in out/compare, from an optimised build (docs/performance.md
-# has its wall time; `--seeds 3` for standard errors takes about three times as long).
+# The main job on the embedded benchmark: tables in out/compare (one seed: 331 s of study on 2 cores after the
+# build; `--seeds 3` for standard errors takes about 16 minutes). The dev build: a release build ran the study
+# in 326 s (its tiny models are libtorch-bound) and costs a cold build of 8-9 minutes more (docs/performance.md).
 demo: system-deps $(STAMP) $(OBJECTS)
-	cargo run --release --quiet --bin harness -- compare --baselines gradmask,rrr --out out/compare
+	cargo run --quiet --bin harness -- compare --baselines gradmask,rrr --out out/compare
 
 # The embedded benchmark's objects: the animal-mnist wheel from PyPI, read in Rust (never installed:
 # its metadata pulls in tensorflow).

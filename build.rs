@@ -132,6 +132,10 @@ fn compile_cpp(torch: &Libtorch) -> Vec<PathBuf> {
         .flag("-Wno-unused-parameter")
         // ATen's at::parallel_for is inline OpenMP: without -fopenmp the CPU kernels run on one thread.
         .flag("-fopenmp")
+        // Lets GCC turn the kernels' float selects (`w >= 0 ? x : 0`, whose comparison may raise an FP
+        // exception nobody reads) into vector blends; values are unchanged. Without it the backward loop
+        // stayed scalar, branching on the random sign of G*A: 10x its memory floor (docs/performance.md).
+        .flag("-fno-trapping-math")
         .compile_intermediates()
 }
 

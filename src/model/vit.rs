@@ -1,7 +1,8 @@
 //! Vision Transformer in tch with timm's module tree, so variable paths are timm's state-dict keys.
 //! Attention is written out (softmax(q k^T * scale) v) wherever gradients may flow: the probabilities are
-//! needed for relevance, and the fused kernel's backward has no double backward. Only `predict` (no
-//! gradients, no probabilities) uses the fused kernel (scaled_dot_product_attention).
+//! needed for relevance, and the fused kernel's backward has no double backward. `forward_fused` (once
+//! differentiable, no probabilities) and `predict` (no gradients) use the fused kernel
+//! (scaled_dot_product_attention).
 use tch::nn::{self, Module};
 use tch::Tensor;
 
@@ -162,12 +163,15 @@ impl VisionTransformer {
         self.logits(&tokens)
     }
 
+    /// Logits through the fused attention kernel: differentiable once, not twice (cross-entropy training).
+    pub fn forward_fused(&self, images: &Tensor) -> Tensor {
+        let tokens = self.blocks.iter().fold(self.embed(images), |x, block| block.forward(&x, true).0);
+        self.logits(&tokens)
+    }
+
     /// Logits for evaluation: no gradients, the fused attention kernel.
     pub fn predict(&self, images: &Tensor) -> Tensor {
-        tch::no_grad(|| {
-            let tokens = self.blocks.iter().fold(self.embed(images), |x, block| block.forward(&x, true).0);
-            self.logits(&tokens)
-        })
+        tch::no_grad(|| self.forward_fused(images))
     }
 
     /// Logits and every block's attention probabilities, for relevance.

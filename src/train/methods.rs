@@ -169,7 +169,7 @@ impl Method {
                 ops::rrr_loss,
             ),
             Method::CrossEntropy(c) => {
-                let logits = model.forward(&batch.images);
+                let logits = model.forward_fused(&batch.images);
                 let total = cross_entropy(&logits, c.temperature, &batch.labels);
                 Ok(Loss { terms: vec![("total", total)], logits: logits.detach() })
             }
