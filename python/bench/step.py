@@ -20,16 +20,21 @@ self CPU time over the timed steps instead (the harness calls the same ATen kern
 """
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
 
+# The relevance map as the tests' reference steps compute it (method.md section 2).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from finetune_step import relevance_map  # noqa: E402
+
 # The method's settings (method.md section 3; train::paper for the Rust side); the values only weight terms.
 LAMBDA_BG, LAMBDA_FG, LAMBDA_REL, LAMBDA_CLS = 2.0, 0.3, 0.8, 0.2
 BASELINE_BG, BASELINE_CLS = 1.0, 1.0
-EPS = 1e-8
 
 
 def memory_kb(field):
@@ -68,15 +73,6 @@ def capture_attention(model):
     for block in model.blocks:
         block.attn.attn_drop.register_forward_hook(lambda mod, inp, out: store.append(out))
     return store
-
-
-def relevance_map(rel, size):
-    b, p = rel.shape
-    grid = int(round(p ** 0.5))
-    m = F.interpolate(rel.reshape(b, 1, grid, grid), size=(size, size), mode="bilinear", align_corners=False)
-    lo = m.amin(dim=(1, 2, 3), keepdim=True)
-    hi = m.amax(dim=(1, 2, 3), keepdim=True)
-    return (m - lo) / (hi - lo + EPS)
 
 
 def ours_terms(logits, rel, images, masks):
