@@ -75,6 +75,8 @@ fn median(mut xs: Vec<Duration>) -> Duration {
     xs[xs.len() / 2]
 }
 
+type Floor = fn(&Inputs, &[Tensor]);
+
 /// Reads every A and G: the least any forward must do.
 fn read_floor(x: &Inputs, _: &[Tensor]) {
     tch::no_grad(|| {
@@ -102,7 +104,8 @@ fn ms(d: Duration) -> f64 {
 fn ratios(_: &mut Criterion) {
     let x = inputs();
     let buffers: Vec<Tensor> = x.attn.iter().map(|a| a.detach().zeros_like()).collect();
-    let floors: [(fn(&Inputs, &[Tensor]), f64); 2] = [(read_floor, 2.0), (read_write_floor, 3.0)];
+    // Each floor with the number of [B,H,T,T] tensors per block it moves.
+    let floors: [(Floor, f64); 2] = [(read_floor, 2.0), (read_write_floor, 3.0)];
     let block_bytes = (BATCH * HEADS * TOKENS * TOKENS * 4) as f64 * BLOCKS as f64;
     for ((mode, run), (floor, tensors)) in MODES.into_iter().zip(floors) {
         let mut times = [Vec::new(), Vec::new(), Vec::new()];

@@ -8,16 +8,12 @@ use crate::ops;
 
 crate::named_enum! {
     /// The arithmetic of forward passes.
+    #[derive(Default)]
     pub enum Precision("precision") {
+        #[default]
         Fp32 = "fp32",
         /// Autocast to bfloat16: CPUs with AVX512-BF16 or AMX, and CUDA.
         Bf16 = "bf16",
-    }
-}
-
-impl Default for Precision {
-    fn default() -> Self {
-        Precision::Fp32
     }
 }
 
