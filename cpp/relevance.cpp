@@ -211,11 +211,6 @@ TensorLists gae_relevance_backward_cpu(const at::Tensor& grad_rel, at::TensorLis
                                   grad_needs_grad, levels);
 }
 
-at::Tensor gae_relevance_meta(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
-  check_gae_inputs("gae_relevance", attn, grad, start_layer);
-  return at::empty_symint({attn[0].sym_size(0), attn[0].sym_size(3) - 1}, attn[0].options());
-}
-
 std::tuple<at::Tensor, at::Tensor> gae_relevance_forward_meta(at::TensorList attn, at::TensorList grad,
                                                               int64_t start_layer) {
   check_gae_inputs("gae_relevance", attn, grad, start_layer);  // its only caller is gae_relevance's autograd
@@ -223,6 +218,10 @@ std::tuple<at::Tensor, at::Tensor> gae_relevance_forward_meta(at::TensorList att
   return {at::empty_symint({a.sym_size(0), a.sym_size(3) - 1}, a.options()),
           at::empty_symint({c10::SymInt(static_cast<int64_t>(attn.size()) + 1), a.sym_size(0), a.sym_size(3)},
                            a.options().dtype(at::toOpMathType(a.scalar_type())))};
+}
+
+at::Tensor gae_relevance_meta(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
+  return std::get<0>(gae_relevance_forward_meta(attn, grad, start_layer));
 }
 
 TensorLists gae_relevance_backward_meta(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,

@@ -1,8 +1,9 @@
 //! `harness bench-step`: one finetuning step of each method (the library's own `train::step`) beside the
 //! same step in plain PyTorch + timm (python/bench/step.py, as the released code runs it and as it is best
 //! written), on randomly initialised preset models. The harness step runs in fp32 and, where the CPU
-//! computes bf16 natively, in bf16 autocast; the plain PyTorch steps in fp32. Each measurement runs in a fresh process, one after
-//! the other in one run, so the ratios compare like with like. A measurement, not a test.
+//! computes bf16 natively, in bf16 autocast; the plain PyTorch steps in fp32. Each measurement runs in a
+//! fresh process, one after the other in one run, so the ratios compare like with like. A measurement, not
+//! a test.
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -11,7 +12,7 @@ use anyhow::{bail, Context};
 use robustvit::data::Batch;
 use robustvit::model::{self, VisionTransformer};
 use robustvit::precision::Precision;
-use robustvit::train::methods::{CrossEntropy, InputGradient, Method, Relevance};
+use robustvit::train::methods::{CrossEntropy, InputGradient, Method, MethodKind, Relevance};
 use robustvit::train::{self, optim::AdamW};
 use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
@@ -49,15 +50,13 @@ pub struct Args {
     one: Option<String>,
 }
 
-const METHODS: [&str; 4] = ["ours", "gradmask", "rrr", "ce"];
-
-fn method(name: &str) -> Method {
+fn method(kind: MethodKind) -> Method {
     let baseline = InputGradient { lambda_bg: 1.0, lambda_cls: 1.0, temperature: 1.0 };
-    match name {
-        "ours" => Method::Ours(Relevance::default()),
-        "gradmask" => Method::Gradmask(baseline),
-        "rrr" => Method::Rrr(baseline),
-        _ => Method::CrossEntropy(CrossEntropy { temperature: 1.0 }),
+    match kind {
+        MethodKind::Ours => Method::Ours(Relevance::default()),
+        MethodKind::Gradmask => Method::Gradmask(baseline),
+        MethodKind::Rrr => Method::Rrr(baseline),
+        MethodKind::CrossEntropy => Method::CrossEntropy(CrossEntropy { temperature: 1.0 }),
     }
 }
 
@@ -92,7 +91,7 @@ fn measure_here(spec: &str, args: &Args) -> anyhow::Result<Value> {
         masks,
         labels: Tensor::randint(preset.config.num_classes, [b], (Kind::Int64, Device::Cpu)),
     };
-    let method = method(method_name);
+    let method = method(method_name.parse()?);
     let base_kb = reset_peak()?;
     let mut opt = AdamW::new(&vs, 1e-5, 1e-4);
     let mut seconds = Vec::new();
@@ -129,11 +128,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let models: Vec<&str> = args.models.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     let methods: Vec<&str> = args.methods.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    for m in &methods {
+        m.parse::<MethodKind>().context("--methods")?;
+    }
     for m in &models {
         model::preset(m).with_context(|| format!("--models: unknown preset {m}"))?;
-    }
-    if let Some(bad) = methods.iter().find(|m| !METHODS.contains(m)) {
-        bail!("--methods: unknown method {bad}; choose from {}", METHODS.join(", "));
     }
     if !args.script.is_file() {
         bail!("{}: the plain PyTorch steps are missing; pass --script python/bench/step.py", args.script.display());

@@ -159,13 +159,16 @@ impl VisionTransformer {
     /// Logits `[B,C]` for images `[B,3,H,W]` (normalised), differentiable (twice, for the input-gradient
     /// baselines).
     pub fn forward(&self, images: &Tensor) -> Tensor {
-        let tokens = self.blocks.iter().fold(self.embed(images), |x, block| block.forward(&x, false).0);
-        self.logits(&tokens)
+        self.logits_only(images, false)
     }
 
     /// Logits through the fused attention kernel: differentiable once, not twice (cross-entropy training).
     pub fn forward_fused(&self, images: &Tensor) -> Tensor {
-        let tokens = self.blocks.iter().fold(self.embed(images), |x, block| block.forward(&x, true).0);
+        self.logits_only(images, true)
+    }
+
+    fn logits_only(&self, images: &Tensor, fused: bool) -> Tensor {
+        let tokens = self.blocks.iter().fold(self.embed(images), |x, block| block.forward(&x, fused).0);
         self.logits(&tokens)
     }
 

@@ -366,7 +366,7 @@ pub fn finetune(
     let batches = train.len().div_ceil(cfg.batch_size);
     for epoch in state.completed_epochs..cfg.epochs {
         let started = Instant::now();
-        opt.lr = cfg.lr_at(epoch);
+        opt.settings.lr = cfg.lr_at(epoch);
         let bar = progress(opts.quiet, batches, epoch, cfg.epochs);
         let mut sums = vec![0.0; names.len()];
         let mut seen = 0usize;
@@ -394,7 +394,7 @@ pub fn finetune(
         let (val_terms, val_accuracy) = evaluate(loaded, method, val, cfg.batch_size)?;
         let row = EpochMetrics {
             epoch: epoch + 1,
-            lr: opt.lr,
+            lr: opt.settings.lr,
             train: sums.iter().map(|s| s / seen as f64).collect(),
             val: val_terms,
             val_accuracy,

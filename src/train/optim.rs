@@ -12,10 +12,7 @@ pub struct AdamW {
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
     step: i64,
-    pub lr: f64,
-    pub betas: (f64, f64),
-    pub eps: f64,
-    pub weight_decay: f64,
+    pub settings: AdamWSettings,
 }
 
 impl AdamW {
@@ -28,10 +25,7 @@ impl AdamW {
             exp_avg_sq: zeros(&params),
             params,
             step: 0,
-            lr,
-            betas: (0.9, 0.999),
-            eps: 1e-8,
-            weight_decay,
+            settings: AdamWSettings { lr, betas: (0.9, 0.999), eps: 1e-8, weight_decay },
         }
     }
 
@@ -55,8 +49,7 @@ impl AdamW {
             }
         }
         let [params, grads, exp_avgs, exp_avg_sqs] = &lists;
-        let settings = AdamWSettings { lr: self.lr, betas: self.betas, eps: self.eps, weight_decay: self.weight_decay };
-        ops::fused_adamw(params, grads, exp_avgs, exp_avg_sqs, self.step, settings)
+        ops::fused_adamw(params, grads, exp_avgs, exp_avg_sqs, self.step, self.settings)
     }
 
     pub fn steps_taken(&self) -> i64 {
