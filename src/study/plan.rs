@@ -29,6 +29,7 @@ use crate::data::imagenet_s::{self, SplitConfig};
 use crate::data::Batch;
 use crate::eval::accuracy;
 use crate::model::{self, LoadedModel};
+use crate::precision::Precision;
 use crate::train::methods::{InputGradient, Method, MethodKind, Relevance};
 use crate::train::paper;
 
@@ -185,9 +186,14 @@ pub struct Checked {
     pub train_classes: Vec<HashSet<usize>>,
 }
 
-/// One model as loaded, with its measured speed.
+/// One model as loaded, with its measured speed (`None` when the plan is not timed).
 pub struct ModelFacts {
     pub num_classes: i64,
+    pub speed: Option<Speed>,
+}
+
+/// A model's measured speed, in the study's precision.
+pub struct Speed {
     /// Seconds of one finetuning step of the method (forward, relevance, backward) on a batch of 8.
     pub step_seconds: f64,
     /// Seconds of a no-grad forward pass, per image.
@@ -197,13 +203,15 @@ pub struct ModelFacts {
 /// Runs every check that can fail before any training: each model loads strictly (and is 1000-way when
 /// the study evaluates ImageNet datasets), no two models hold the same weights, every (model, method) has
 /// settings, every dataset has its layout and images, the segmentation file opens, every seed's split
-/// can be drawn. All problems are reported together, each naming its entry.
+/// can be drawn. All problems are reported together, each naming its entry. `timing`: the precision in which
+/// to measure each model's speed for the plan's estimates, or `None` for an untimed plan.
 pub fn check(
     path: &Path,
     config: &StudyConfig,
     methods: &[MethodKind],
     seeds: usize,
     device: Device,
+    timing: Option<Precision>,
 ) -> anyhow::Result<Checked> {
     let mut problems = Vec::new();
     let mut models = Vec::new();
@@ -236,8 +244,8 @@ pub fn check(
                 fingerprints.push((fingerprint, &entry.name));
                 // The measurement only serves the plan, which a study with problems does not get.
                 if problems.is_empty() {
-                    let (step_seconds, forward_seconds) = measure(&loaded)?;
-                    models.push(ModelFacts { num_classes: classes, step_seconds, forward_seconds });
+                    let speed = timing.map(|precision| precision.run(device, || measure(&loaded))).transpose()?;
+                    models.push(ModelFacts { num_classes: classes, speed });
                 }
             }
         }
@@ -306,7 +314,7 @@ fn fingerprint(loaded: &LoadedModel) -> u64 {
 
 /// Seconds of one finetuning step of the method (batch 8) and of a forward pass per image, each the
 /// second of two runs (the first pays for allocation).
-fn measure(loaded: &LoadedModel) -> anyhow::Result<(f64, f64)> {
+fn measure(loaded: &LoadedModel) -> anyhow::Result<Speed> {
     let size = loaded.model.config().img_size;
     let options = (Kind::Float, loaded.vs.device());
     let batch = Batch {
@@ -330,17 +338,17 @@ fn measure(loaded: &LoadedModel) -> anyhow::Result<(f64, f64)> {
     for mut t in loaded.vs.trainable_variables() {
         t.zero_grad();
     }
-    Ok((step, forward))
+    Ok(Speed { step_seconds: step, forward_seconds: forward })
 }
 
-/// Estimated seconds of a job on this machine.
-pub fn estimate(job: &Job, config: &StudyConfig, checked: &Checked) -> f64 {
-    let facts = &checked.models[job.model];
+/// Estimated seconds of a job on this machine; `None` for an untimed plan.
+pub fn estimate(job: &Job, config: &StudyConfig, checked: &Checked) -> Option<f64> {
+    let facts = checked.models[job.model].speed.as_ref()?;
     let per_image_step = facts.step_seconds / STEP_BATCH as f64;
     let evaluation = checked.dataset_images.iter().sum::<usize>() as f64 * facts.forward_seconds
         // The segmentation test needs the relevance: a backward pass per image.
         + checked.segmentation_images.unwrap_or(0) as f64 * per_image_step;
-    match job.kind {
+    Some(match job.kind {
         JobKind::Original => evaluation,
         JobKind::Finetune { .. } => {
             let epochs = config.finetune.epochs.unwrap_or(paper::EPOCHS);
@@ -349,7 +357,7 @@ pub fn estimate(job: &Job, config: &StudyConfig, checked: &Checked) -> f64 {
             // Validation computes the loss too (with its relevance), without the update.
             runs as f64 * epochs as f64 * (train + val) as f64 * per_image_step + evaluation
         }
-    }
+    })
 }
 
 /// `1 h 05 min`, `12 min`, `40 s`.

@@ -83,7 +83,9 @@ pub fn run(
     // A --job or --shard beyond the study is refused before the checks load every model.
     let jobs = plan::jobs(&config, &opts.methods, opts.seeds);
     let picked = selection.pick(&jobs)?;
-    let checked = plan::check(file, &config, &opts.methods, opts.seeds, opts.device)?;
+    // A --quiet run prints its plan untimed: the measurement (a few seconds) serves only the estimates.
+    let timing = (plan_only || !opts.quiet).then_some(opts.precision);
+    let checked = plan::check(file, &config, &opts.methods, opts.seeds, opts.device, timing)?;
     print_plan(file, &config, &checked, &jobs, &picked);
     if plan_only {
         return Ok(None);
@@ -124,23 +126,26 @@ fn print_plan(file: &Path, config: &StudyConfig, checked: &Checked, jobs: &[Job]
         config.grid().len()
     );
     for (entry, facts) in config.models.iter().zip(&checked.models) {
-        println!(
-            "  {}: {} classes; measured a finetuning step of 8 images in {:.2} s, a forward pass in {:.4} s per image",
-            entry.name, facts.num_classes, facts.step_seconds, facts.forward_seconds
-        );
+        let speed = facts.speed.as_ref().map_or(String::new(), |s| {
+            format!(
+                "; measured a finetuning step of 8 images in {:.2} s, a forward pass in {:.4} s per image",
+                s.step_seconds, s.forward_seconds
+            )
+        });
+        println!("  {}: {} classes{speed}", entry.name, facts.num_classes);
     }
-    let mut total = 0.0;
+    let mut total = Some(0.0);
     for (k, job) in picked {
         let seconds = plan::estimate(job, config, checked);
-        total += seconds;
-        println!("  job {k:>3}  {:<60} about {}", job.describe(config), plan::duration(seconds));
+        total = total.zip(seconds).map(|(t, s)| t + s);
+        let about = seconds.map_or(String::new(), |s| format!(" about {}", plan::duration(s)));
+        println!("{}", format!("  job {k:>3}  {:<60}{about}", job.describe(config)).trim_end());
     }
-    println!(
-        "{} of {} jobs, about {} on this machine (estimated from the measured steps)",
-        picked.len(),
-        jobs.len(),
-        plan::duration(total)
-    );
+    let total = match total {
+        Some(t) => format!(", about {} on this machine (estimated from the measured steps)", plan::duration(t)),
+        None => " (not timed under --quiet)".into(),
+    };
+    println!("{} of {} jobs{total}", picked.len(), jobs.len());
 }
 
 /// A rerun into a folder of another study would mix results: refuse it.

@@ -89,7 +89,9 @@ fn study_finetunes_evaluates_and_writes_every_table_sharded_and_resumed_alike() 
     assert!(plan.contains("3 of 3 jobs, about") && !root.join("plan/runs").exists(), "{plan}");
 
     let out = root.join("out");
-    succeeded(compare(&study, &out, &[]).output().unwrap());
+    let run = succeeded(compare(&study, &out, &[]).output().unwrap());
+    let run = String::from_utf8_lossy(&run.stdout);
+    assert!(run.contains("3 of 3 jobs (not timed under --quiet)") && !run.contains("measured"), "{run}");
     let accuracy = csv(&out.join("table_accuracy.csv"));
     assert_eq!(accuracy[0], ["model", "method", "imagenet-val_top1", "imagenet-val_top5"]);
     let methods: Vec<&str> = accuracy[1..].iter().map(|r| r[1].as_str()).collect();
