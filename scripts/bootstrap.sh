@@ -12,8 +12,6 @@ fi
 command -v cargo >/dev/null || { echo "bootstrap: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 echo "bootstrap: installing scripts/requirements.txt into .venv (torch is ~4.6 GB, a few minutes the first time)"
-# --no-compile: byte-compiling every module of torch took 29 of the install's 98 s; Python compiles the few
-# that are imported on first use.
-"$venv/bin/pip" install --quiet --disable-pip-version-check --no-compile -r "$root/scripts/requirements.txt" \
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements.txt" \
   -c "$root/scripts/constraints.txt"
 echo "$want" > "$stamp"
