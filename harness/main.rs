@@ -5,6 +5,7 @@ mod compare;
 mod eval;
 mod explain;
 mod finetune;
+mod masks;
 mod model_args;
 mod predict;
 mod report;
@@ -35,6 +36,8 @@ enum Command {
     Eval(eval::Args),
     /// The ImageNet-segmentation test (paper Table 3): GAE relevance of the predicted class against object masks.
     Segtest(segtest::Args),
+    /// Unsupervised foreground masks (TokenCut) of a folder of images, from a self-supervised ViT (DINO).
+    Masks(masks::Args),
     /// Relevance heatmaps of images (PNG and .npy), optionally original and finetuned side by side.
     Explain(explain::Args),
     /// Images per second of the evaluation pipeline alone and of whole evaluations (tiny and base ViT).
@@ -78,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         Command::Report(args) => report::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Segtest(args) => segtest::run(args),
+        Command::Masks(args) => masks::run(args),
         Command::Explain(args) => explain::run(args),
         Command::BenchEval(args) => bench::run(args),
         Command::BenchStep(args) => bench_step::run(args),

@@ -35,7 +35,7 @@ pub const MERGED_WNIDS: [&str; 10] = [
 ];
 
 /// Image extensions tried, in order, for a mask's image.
-const IMAGE_EXTENSIONS: [&str; 4] = ["JPEG", "jpg", "jpeg", "png"];
+pub const IMAGE_EXTENSIONS: [&str; 4] = ["JPEG", "jpg", "jpeg", "png"];
 
 /// ImageNet-S id of pixels excluded from annotation; treated as background.
 const IGNORED_ID: u32 = 1000;

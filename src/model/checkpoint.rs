@@ -488,18 +488,41 @@ fn resolve(name: Option<&str>, hub: &HubConfig, config_path: &Path) -> Result<(S
     Ok((name, vit, pre))
 }
 
-/// Builds the model named `name` (or the one config.json names) and loads `path` into it.
+/// Builds the model named `name` (or the one config.json names) and loads `path` into it, for
+/// classification: a backbone without a head is refused.
 pub fn load(name: Option<&str>, path: &Path, device: Device) -> Result<LoadedModel> {
+    load_as(name, path, device, false)
+}
+
+/// Like [`load`], for the features only (`harness masks`): weights without `head.*` (DINO's, timm's
+/// `num_classes=0`) load as a backbone.
+pub fn load_backbone(name: Option<&str>, path: &Path, device: Device) -> Result<LoadedModel> {
+    load_as(name, path, device, true)
+}
+
+fn load_as(name: Option<&str>, path: &Path, device: Device, backbone: bool) -> Result<LoadedModel> {
     let source = locate(path)?;
     let hub = match &source.config {
         Some(p) => read_hub_config(p)?,
         None => HubConfig::default(),
     };
     let config_path = source.config.clone().unwrap_or_else(|| source.weights.clone());
-    let (name, vit, preprocess) = resolve(name, &hub, &config_path)?;
+    let (name, mut vit, preprocess) = resolve(name, &hub, &config_path)?;
+    let tensors = read_tensors(&source.weights)?;
+    if backbone && !tensors.iter().any(|(k, _)| k == "head.weight") {
+        vit.num_classes = 0;
+    }
+    if !backbone && vit.num_classes == 0 {
+        return Err(CheckpointError::Config {
+            path: config_path,
+            message: "num_classes 0: a backbone without a classifier head (such as DINO's); it can make \
+                      foreground masks (`harness masks`) but not classify"
+                .into(),
+        });
+    }
     let vs = nn::VarStore::new(device);
     let model = VisionTransformer::new(&vs.root(), &vit);
-    load_into(&vs, read_tensors(&source.weights)?, &source.weights)?;
+    load_into(&vs, tensors, &source.weights)?;
     Ok(LoadedModel { vs, model, name, preprocess })
 }
 

@@ -52,10 +52,12 @@ impl VitConfig {
             ("embed_dim", self.embed_dim),
             ("depth", self.depth),
             ("num_heads", self.num_heads),
-            ("num_classes", self.num_classes),
         ];
         if let Some((name, v)) = positive.iter().find(|(_, v)| *v <= 0) {
             return Err(format!("{name} must be positive, got {v}"));
+        }
+        if self.num_classes < 0 {
+            return Err(format!("num_classes must be 0 (a backbone without head) or more, got {}", self.num_classes));
         }
         if self.img_size % self.patch_size != 0 {
             return Err(format!("img_size {} is not a multiple of patch_size {}", self.img_size, self.patch_size));

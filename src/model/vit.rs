@@ -91,7 +91,8 @@ pub struct VisionTransformer {
     pos_embed: Tensor,
     blocks: Vec<Block>,
     norm: nn::LayerNorm,
-    head: nn::Linear,
+    /// None for a backbone (num_classes 0, e.g. DINO's), as timm builds it.
+    head: Option<nn::Linear>,
 }
 
 /// Logits `[B,C]` and, per block, the post-softmax attention `[B,H,T,T]` (in the autograd graph).
@@ -114,7 +115,7 @@ impl VisionTransformer {
             pos_embed: vs.var("pos_embed", &[1, c.tokens(), d], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
             blocks: (0..c.depth).map(|i| Block::new(&blocks_vs / i, c)).collect(),
             norm: layer_norm(vs / "norm", d),
-            head: nn::linear(vs / "head", d, c.num_classes, Default::default()),
+            head: (c.num_classes > 0).then(|| nn::linear(vs / "head", d, c.num_classes, Default::default())),
         }
     }
 
@@ -152,8 +153,42 @@ impl VisionTransformer {
     }
 
     /// In the residual stream's dtype: under bf16 autocast the head's matmul is bf16, the logits are not.
+    /// A backbone gives its normalised class token, as timm's does (loading refuses backbones for
+    /// classification: model::load).
     fn logits(&self, tokens: &Tensor) -> Tensor {
-        self.head.forward(&self.norm.forward(tokens).select(1, 0)).to_kind(tokens.kind())
+        let cls = self.norm.forward(tokens).select(1, 0);
+        self.head.as_ref().map_or(cls.shallow_clone(), |head| head.forward(&cls)).to_kind(tokens.kind())
+    }
+
+    /// The last block's attention keys of the patch tokens, `[B, N, D]` (heads side by side, patches in
+    /// row-major order), for images `[B, C, H, W]` of any size that is a multiple of the patch size: the
+    /// position embedding is resampled to the patch grid as timm's `resample_abs_pos_embed` does (bicubic,
+    /// antialiased), which is how DINO and TokenCut run at each image's own size.
+    pub fn last_keys(&self, images: &Tensor) -> Tensor {
+        let (h, w) = (images.size()[2] / self.config.patch_size, images.size()[3] / self.config.patch_size);
+        let patches = self.patch_embed.forward(images).flatten(2, 3).transpose(1, 2);
+        let b = patches.size()[0];
+        let g = self.config.grid();
+        let d = self.config.embed_dim;
+        let grid_pos = self.pos_embed.narrow(1, 1, g * g);
+        let grid_pos = if (h, w) == (g, g) {
+            grid_pos
+        } else {
+            grid_pos
+                .reshape([1, g, g, d])
+                .permute([0, 3, 1, 2])
+                .internal_upsample_bicubic2d_aa([h, w], false, None, None)
+                .permute([0, 2, 3, 1])
+                .reshape([1, h * w, d])
+        };
+        let pos = Tensor::cat(&[self.pos_embed.narrow(1, 0, 1), grid_pos], 1);
+        let mut x = Tensor::cat(&[self.cls_token.expand([b, -1, -1], false), patches], 1) + pos;
+        let (last, rest) = self.blocks.split_last().expect("a ViT has at least one block");
+        for block in rest {
+            x = block.forward(&x, true).0;
+        }
+        let normed = last.norm1.forward(&x);
+        last.attn.qkv.forward(&normed).narrow(2, d, d).narrow(1, 1, h * w)
     }
 
     /// Logits `[B,C]` for images `[B,3,H,W]` (normalised), differentiable (twice, for the input-gradient

@@ -16,4 +16,5 @@ mod pickle;
 mod report;
 mod segmentation;
 mod segtest;
+mod tokencut;
 mod vit_timm;

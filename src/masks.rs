@@ -1,0 +1,148 @@
+//! `harness masks`: a folder of TokenCut foreground masks for a folder of images, in the layout `finetune
+//! --mask-source binary` reads (`IMAGES/<class>/<stem>.<ext>` -> `OUT/<class>/<stem>.png`; images directly
+//! in IMAGES give masks directly in OUT). Resumable: a mask already written is skipped. An unreadable image
+//! and a mask below the size floor are listed (`unreadable.txt`, `too_small.txt` in OUT) and skipped.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use image::imageops::{self, FilterType};
+use image::{GrayImage, ImageEncoder};
+use rayon::prelude::*;
+
+use crate::atomic_write;
+use crate::data::imagenet_s::IMAGE_EXTENSIONS;
+use crate::eval::progress_bar;
+use crate::image::decode::load_rgb;
+use crate::model::VisionTransformer;
+use crate::tokencut::{self, Options};
+
+/// TokenCut's floor, as the paper applies it: masks are judged at the training resolution.
+pub const FLOOR_SIZE: u32 = 224;
+
+/// One image and where its mask goes.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub image: PathBuf,
+    pub mask: PathBuf,
+}
+
+/// Every image of `images` (and of its subfolders, one level) with its mask path under `out`, sorted;
+/// two images that would write one mask (`a.jpg` and `a.png`) are refused, naming both.
+pub fn jobs(images: &Path, out: &Path) -> anyhow::Result<Vec<Job>> {
+    let list = |dir: &Path| -> anyhow::Result<Vec<PathBuf>> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading {}", dir.display()))?;
+        paths.sort();
+        Ok(paths)
+    };
+    let is_image =
+        |p: &Path| p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e));
+    let mut jobs = Vec::new();
+    let mut add = |image: PathBuf, dir: &Path| {
+        let stem = image.file_stem().expect("a file has a name").to_owned();
+        jobs.push(Job { mask: dir.join(stem).with_extension("png"), image });
+    };
+    for path in list(images)? {
+        if path.is_dir() {
+            let sub = out.join(path.file_name().expect("a folder has a name"));
+            list(&path)?.into_iter().filter(|p| is_image(p)).for_each(|p| add(p, &sub));
+        } else if is_image(&path) {
+            add(path, out);
+        }
+    }
+    if jobs.is_empty() {
+        bail!("{}: no images (.{}) in it or its subfolders", images.display(), IMAGE_EXTENSIONS.join(", ."));
+    }
+    let mut seen: HashMap<&Path, &Path> = HashMap::new();
+    for job in &jobs {
+        if let Some(first) = seen.insert(&job.mask, &job.image) {
+            bail!("{} and {} would both write {}", first.display(), job.image.display(), job.mask.display());
+        }
+    }
+    Ok(jobs)
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub written: usize,
+    pub skipped_done: usize,
+    pub unreadable: Vec<(PathBuf, String)>,
+    /// Images whose mask had fewer foreground pixels than the floor at 224x224 (the count is given).
+    pub too_small: Vec<(PathBuf, u32)>,
+}
+
+/// Foreground pixels of `mask` resized to 224x224 (nearest).
+fn pixels_at_floor_size(mask: &GrayImage) -> u32 {
+    let resized = imageops::resize(mask, FLOOR_SIZE, FLOOR_SIZE, FilterType::Nearest);
+    resized.pixels().filter(|p| p[0] > 127).count() as u32
+}
+
+fn write_png(path: &Path, mask: &GrayImage) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut bytes)
+        .write_image(mask.as_raw(), mask.width(), mask.height(), image::ExtendedColorType::L8)
+        .with_context(|| format!("encoding {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    atomic_write::write(path, &bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Images decoded ahead of the model, in parallel.
+const CHUNK: usize = 16;
+
+/// Makes the mask of every job whose mask does not exist yet; the lists of skipped images are written
+/// into `out` (replaced each run).
+pub fn run(
+    model: &VisionTransformer,
+    jobs: &[Job],
+    out: &Path,
+    opts: &Options,
+    min_pixels: u32,
+    quiet: bool,
+) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let todo: Vec<&Job> = jobs.iter().filter(|j| !j.mask.is_file()).collect();
+    report.skipped_done = jobs.len() - todo.len();
+    let bar = progress_bar(todo.len(), "masks", quiet);
+    for chunk in todo.chunks(CHUNK) {
+        let decoded: Vec<_> = chunk.par_iter().map(|job| load_rgb(&job.image)).collect();
+        for (job, image) in chunk.iter().zip(decoded) {
+            bar.inc(1);
+            let image = match image {
+                Ok(image) => image,
+                Err(e) => {
+                    report.unreadable.push((job.image.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            let mask = match tokencut::mask(model, &image, opts) {
+                Ok(mask) => mask,
+                Err(e) => {
+                    report.unreadable.push((job.image.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            let pixels = pixels_at_floor_size(&mask);
+            if pixels < min_pixels {
+                report.too_small.push((job.image.clone(), pixels));
+                continue;
+            }
+            write_png(&job.mask, &mask)?;
+            report.written += 1;
+        }
+    }
+    bar.finish_and_clear();
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let lines = |rows: Vec<String>| rows.iter().map(|r| format!("{r}\n")).collect::<String>();
+    let unreadable = lines(report.unreadable.iter().map(|(p, e)| format!("{}\t{e}", p.display())).collect());
+    atomic_write::write(&out.join("unreadable.txt"), unreadable.as_bytes())?;
+    let small = lines(report.too_small.iter().map(|(p, n)| format!("{}\t{n}", p.display())).collect());
+    atomic_write::write(&out.join("too_small.txt"), small.as_bytes())?;
+    Ok(report)
+}

@@ -1,0 +1,149 @@
+//! TokenCut (Wang et al., CVPR 2022): an image's foreground from a self-supervised ViT's last-block keys, by
+//! a normalised cut of the patch graph; the paper's "not annotated" masks (issue 15).
+//!
+//! Per image: keys of the patch tokens at the image's own size (cropped to a multiple of the patch size,
+//! ImageNet mean/std); W_ij = 1 where cos(k_i, k_j) > tau, else 1e-5; the second-smallest generalised
+//! eigenvector x of (D - W) x = lambda D x (exact: libtorch's `linalg_eigh` on the symmetric normalised
+//! form); patches above the mean of x, on the side of its largest absolute entry (the seed); the
+//! 4-connected component holding the seed, as TokenCut's `ndimage.label` keeps; upsampled to pixels and
+//! refined. TokenCut refines with a bilateral solver; this refines with a guided filter (He et al., 2010)
+//! on the image's grey levels, which snaps the patch-grid edges to the image's edges the same way (both
+//! are edge-aware smoothers of the coarse mask), then thresholds at one half.
+use image::{GrayImage, Luma, RgbImage};
+use tch::{Device, Kind, Tensor};
+
+use crate::image::{IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD};
+use crate::model::VisionTransformer;
+
+/// TokenCut's weight of the edges between dissimilar patches.
+const EPS: f64 = 1e-5;
+/// Guided-filter regularisation on grey levels in [0, 1]: edges of contrast above about 0.1 are kept.
+const GUIDED_EPS: f64 = 1e-2;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Cosine similarity above which two patches are joined.
+    pub tau: f64,
+    /// Refine the patch-grid mask along the image's edges.
+    pub refine: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { tau: 0.2, refine: true }
+    }
+}
+
+/// The second-smallest generalised eigenvector of (D - W) x = lambda D x for the graph of `keys` `[N, C]`,
+/// normalised as scipy's `eigh(D - W, D)` does (x^T D x = 1), in f64; its sign is arbitrary.
+pub fn second_eigenvector(keys: &Tensor, tau: f64) -> Tensor {
+    let f = keys.to_kind(Kind::Double);
+    let f = &f / f.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+    let w = f.matmul(&f.tr()).gt(tau).to_kind(Kind::Double).clamp_min(EPS);
+    let d_inv_sqrt = w.sum_dim_intlist(&[1i64][..], false, Kind::Double).rsqrt();
+    // D^-1/2 (D - W) D^-1/2 = I - D^-1/2 W D^-1/2: symmetric, same eigenvalues; x = D^-1/2 y.
+    let n = w.size()[0];
+    let normalised =
+        Tensor::eye(n, (Kind::Double, w.device())) - d_inv_sqrt.unsqueeze(1) * &w * d_inv_sqrt.unsqueeze(0);
+    let (_, vectors) = normalised.linalg_eigh("L");
+    vectors.select(1, 1) * d_inv_sqrt
+}
+
+/// The foreground patches `[h * w]` (row-major) from the eigenvector: above its mean, on the seed's side,
+/// the seed's 4-connected component.
+pub fn bipartition(x: &[f64], h: usize, w: usize) -> Vec<bool> {
+    assert_eq!(x.len(), h * w, "one eigenvector entry per patch");
+    let mean = x.iter().sum::<f64>() / x.len() as f64;
+    let seed = (0..x.len()).max_by(|&a, &b| x[a].abs().total_cmp(&x[b].abs())).expect("at least one patch");
+    let above = x[seed] > mean;
+    let side: Vec<bool> = x.iter().map(|&v| (v > mean) == above).collect();
+    // Flood fill from the seed (a few thousand patches at most).
+    let mut keep = vec![false; x.len()];
+    let mut stack = vec![seed];
+    keep[seed] = true;
+    while let Some(i) = stack.pop() {
+        let (r, c) = (i / w, i % w);
+        let neighbours =
+            [(r > 0).then(|| i - w), (r + 1 < h).then(|| i + w), (c > 0).then(|| i - 1), (c + 1 < w).then(|| i + 1)];
+        for j in neighbours.into_iter().flatten() {
+            if side[j] && !keep[j] {
+                keep[j] = true;
+                stack.push(j);
+            }
+        }
+    }
+    keep
+}
+
+/// Mean over a (2r+1)^2 window, over the pixels that exist (`[1, 1, H, W]`).
+fn box_mean(t: &Tensor, r: i64) -> Tensor {
+    t.avg_pool2d([2 * r + 1, 2 * r + 1], [1, 1], [r, r], false, false, None::<i64>)
+}
+
+/// Guided filter of `p` `[1, 1, H, W]` by the grey `guide` (same shape), radius `r`.
+fn guided_filter(guide: &Tensor, p: &Tensor, r: i64) -> Tensor {
+    let mean_i = box_mean(guide, r);
+    let mean_p = box_mean(p, r);
+    let cov_ip = box_mean(&(guide * p), r) - &mean_i * &mean_p;
+    let var_i = box_mean(&(guide * guide), r) - &mean_i * &mean_i;
+    let a = cov_ip / (var_i + GUIDED_EPS);
+    let b = mean_p - &a * &mean_i;
+    box_mean(&a, r) * guide + box_mean(&b, r)
+}
+
+/// `[1, 3, H, W]` float in [0, 1] from an RGB image.
+fn to_tensor(image: &RgbImage, device: Device) -> Tensor {
+    let (w, h) = (image.width() as i64, image.height() as i64);
+    Tensor::from_slice(image.as_raw())
+        .reshape([h, w, 3])
+        .permute([2, 0, 1])
+        .unsqueeze(0)
+        .to_kind(Kind::Float)
+        .to_device(device)
+        / 255.0
+}
+
+/// Why an image has no mask: it is smaller than one patch.
+#[derive(Debug, thiserror::Error)]
+#[error("the image is {width}x{height}, smaller than one {patch}x{patch} patch")]
+pub struct TooSmall {
+    pub width: u32,
+    pub height: u32,
+    pub patch: u32,
+}
+
+/// The binary foreground mask (0/255, the image's size) of `image` by `model`'s keys.
+pub fn mask(model: &VisionTransformer, image: &RgbImage, opts: &Options) -> Result<GrayImage, TooSmall> {
+    let patch = model.config().patch_size;
+    let (width, height) = image.dimensions();
+    let (h, w) = (height as i64 / patch, width as i64 / patch);
+    if h == 0 || w == 0 {
+        return Err(TooSmall { width, height, patch: patch as u32 });
+    }
+    let device = model.device();
+    let pixels = to_tensor(image, device);
+    let cropped = pixels.narrow(2, 0, h * patch).narrow(3, 0, w * patch);
+    let stats = |v: [f32; 3]| Tensor::from_slice(&v).reshape([1, 3, 1, 1]).to_device(device);
+    let normalised = (&cropped - stats(IMAGENET_DEFAULT_MEAN)) / stats(IMAGENET_DEFAULT_STD);
+    let x = tch::no_grad(|| {
+        let keys = model.last_keys(&normalised).squeeze_dim(0);
+        second_eigenvector(&keys, opts.tau)
+    });
+    let x = Vec::<f64>::try_from(x.to_device(Device::Cpu)).expect("a 1-d f64 tensor");
+    let grid = bipartition(&x, h as usize, w as usize);
+    let grid = Tensor::from_slice(&grid.iter().map(|&f| f32::from(u8::from(f))).collect::<Vec<f32>>())
+        .reshape([1, 1, h, w])
+        .to_device(device);
+    let coarse = grid.upsample_nearest2d([h * patch, w * patch], None, None);
+    let soft = if opts.refine {
+        let grey = cropped.mean_dim(&[1i64][..], true, Kind::Float);
+        guided_filter(&grey, &coarse, patch)
+    } else {
+        coarse
+    };
+    // The rows and columns the crop left out (fewer than a patch) continue the mask's edge.
+    let pad = [0, width as i64 - w * patch, 0, height as i64 - h * patch];
+    let full = soft.replication_pad2d(pad).ge(0.5).to_kind(Kind::Uint8).to_device(Device::Cpu).view([-1]);
+    let on = Vec::<u8>::try_from(full).expect("a 1-d u8 tensor");
+    Ok(GrayImage::from_fn(width, height, |x, y| Luma([if on[(y * width + x) as usize] != 0 { 255 } else { 0 }])))
+}

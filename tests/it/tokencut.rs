@@ -1,0 +1,142 @@
+//! TokenCut masks (`harness masks`): the eigenvector against scipy's dense generalised solver, a headless
+//! DINO-layout timm checkpoint's keys against timm's at two image sizes, and the command end to end on
+//! synthetic images whose object a ViT's keys separate by construction (python/fixtures/tokencut.py).
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use robustvit::model;
+use robustvit::tokencut;
+use tch::{Device, Kind, Tensor};
+
+use crate::support::{fixture, scratch, HARNESS};
+
+fn tokencut_fixture() -> PathBuf {
+    fixture("tokencut.py", "tokencut", &[])
+}
+
+#[test]
+fn second_eigenvector_equals_scipys_up_to_sign() {
+    let dir = tokencut_fixture().join("graphs");
+    for i in 0..3 {
+        let keys = Tensor::read_npy(dir.join(format!("keys_{i}.npy"))).unwrap();
+        let want = Tensor::read_npy(dir.join(format!("eig_{i}.npy"))).unwrap();
+        let have = tokencut::second_eigenvector(&keys, 0.2);
+        let sign = if (&have * &want).sum(Kind::Double).double_value(&[]) < 0.0 { -1.0 } else { 1.0 };
+        let diff = (have * sign - &want).abs().max().double_value(&[]);
+        let scale = want.abs().max().double_value(&[]);
+        assert!(diff < 1e-8 * scale.max(1.0), "graph {i} ({} nodes): max difference {diff}", keys.size()[0]);
+    }
+}
+
+#[test]
+fn bipartition_keeps_the_seeds_side_and_its_component() {
+    // 3 x 4 patches: the seed (largest |x|) at (0, 0) on the low side; (2, 3) is low too but not connected.
+    let x = [-5.0, -4.0, 1.0, 1.0, -4.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -3.0];
+    let keep = tokencut::bipartition(&x, 3, 4);
+    let want = [true, true, false, false, true, false, false, false, false, false, false, false];
+    assert_eq!(keep, want);
+}
+
+#[test]
+fn dino_backbone_loads_and_its_keys_match_timm_at_two_sizes() {
+    let dir = tokencut_fixture().join("dino");
+    let hub = dir.join("hub");
+    let loaded = model::load_backbone(None, &hub, Device::Cpu).unwrap();
+    assert_eq!(loaded.model.config().num_classes, 0);
+    let reference: Vec<(String, Tensor)> = Tensor::read_safetensors(dir.join("keys.safetensors")).unwrap();
+    let get = |k: &str| reference.iter().find(|(n, _)| n == k).unwrap().1.shallow_clone();
+    for size in ["native", "other"] {
+        let keys = tch::no_grad(|| loaded.model.last_keys(&get(&format!("input.{size}")))).squeeze_dim(0);
+        let want = get(&format!("keys.{size}"));
+        assert_eq!(keys.size(), want.size(), "{size}");
+        let diff = (keys - &want).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "{size}: keys differ from timm's by {diff}");
+    }
+    // Classification refuses a backbone by name.
+    let err = model::load(None, &hub, Device::Cpu).err().expect("a backbone must not load for classification");
+    assert!(err.to_string().contains("num_classes 0") && err.to_string().contains("harness masks"), "{err}");
+}
+
+fn masks(args: &[&str], images: &Path, out: &Path) -> Output {
+    let checkpoint = tokencut_fixture().join("separating/hub");
+    let output = Command::new(HARNESS)
+        .args(["masks", "--quiet", "--checkpoint"])
+        .arg(&checkpoint)
+        .arg("--images")
+        .arg(images)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+fn gray(path: &Path) -> image::GrayImage {
+    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_luma8()
+}
+
+/// Mean IoU of the masks in `out` against the fixture's truth, over every image.
+fn mean_iou(out: &Path) -> f64 {
+    let truth = tokencut_fixture().join("truth");
+    let mut ious = Vec::new();
+    for class in ["class0", "class1"] {
+        for entry in std::fs::read_dir(truth.join(class)).unwrap() {
+            let path = entry.unwrap().path();
+            let (want, have) = (gray(&path), gray(&out.join(class).join(path.file_name().unwrap())));
+            assert_eq!(want.dimensions(), have.dimensions(), "{}", path.display());
+            let (mut inter, mut union) = (0u32, 0u32);
+            for (a, b) in want.pixels().zip(have.pixels()) {
+                let (a, b) = (a[0] > 127, b[0] > 127);
+                inter += u32::from(a && b);
+                union += u32::from(a || b);
+            }
+            ious.push(f64::from(inter) / f64::from(union));
+        }
+    }
+    assert_eq!(ious.len(), 8);
+    ious.iter().sum::<f64>() / ious.len() as f64
+}
+
+#[test]
+fn masks_cli_finds_the_objects_lists_bad_images_and_resumes() {
+    let root = scratch("tokencut");
+    let images = root.join("images");
+    for class in ["class0", "class1"] {
+        let (from, to) = (tokencut_fixture().join("images").join(class), images.join(class));
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(images.join("class1/broken.jpg"), b"\xff\xd8\xff not a jpeg").unwrap();
+
+    let out = root.join("masks");
+    let run = masks(&[], &images, &out);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("8 written, 0 already there, 1 unreadable"), "{stderr}");
+    let unreadable = std::fs::read_to_string(out.join("unreadable.txt")).unwrap();
+    assert!(unreadable.contains("broken.jpg") && unreadable.lines().count() == 1, "{unreadable}");
+    let refined = mean_iou(&out);
+    let coarse_out = root.join("coarse");
+    masks(&["--no-refine"], &images, &coarse_out);
+    let coarse = mean_iou(&coarse_out);
+    eprintln!("mean IoU with the true masks: refined {refined:.3}, patch grid {coarse:.3}");
+    assert!(refined > 0.9, "refined masks: mean IoU {refined}");
+    assert!(refined > coarse, "the refinement did not help: {coarse} -> {refined}");
+
+    // A rerun finds every mask written and leaves it alone.
+    let before = std::fs::metadata(out.join("class0/disc0.png")).unwrap().modified().unwrap();
+    let rerun = masks(&[], &images, &out);
+    assert!(String::from_utf8_lossy(&rerun.stderr).contains("0 written, 8 already there"));
+    assert_eq!(std::fs::metadata(out.join("class0/disc0.png")).unwrap().modified().unwrap(), before);
+
+    // Masks below the floor are listed with their size, not written.
+    let small_out = root.join("small");
+    let small = masks(&["--min-pixels", "50000"], &images, &small_out);
+    assert!(String::from_utf8_lossy(&small.stderr).contains("0 written"), "{}", String::from_utf8_lossy(&small.stderr));
+    assert_eq!(std::fs::read_to_string(small_out.join("too_small.txt")).unwrap().lines().count(), 8);
+    assert!(!small_out.join("class0").exists());
+}
