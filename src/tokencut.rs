@@ -103,22 +103,33 @@ fn to_tensor(image: &RgbImage, device: Device) -> Tensor {
         / 255.0
 }
 
-/// Why an image has no mask: it is smaller than one patch.
+/// Patches beyond which the dense eigen-solve is refused: its N x N f64 matrices (a few copies of 134 MB
+/// at 4096) and O(N^3) time; ImageNet's images have a few hundred to a few thousand at patch 16.
+pub const MAX_PATCHES: i64 = 4096;
+
+/// Why an image has no mask.
 #[derive(Debug, thiserror::Error)]
-#[error("the image is {width}x{height}, smaller than one {patch}x{patch} patch")]
-pub struct TooSmall {
-    pub width: u32,
-    pub height: u32,
-    pub patch: u32,
+pub enum Unusable {
+    #[error("the image is {width}x{height}, smaller than one {patch}x{patch} patch")]
+    TooSmall { width: u32, height: u32, patch: u32 },
+    #[error(
+        "the image is {width}x{height}: {patches} patches of {patch}x{patch}, more than the {max} the exact \
+         eigen-solve takes; resize it first"
+    )]
+    TooLarge { width: u32, height: u32, patch: u32, patches: i64, max: i64 },
 }
 
 /// The binary foreground mask (0/255, the image's size) of `image` by `model`'s keys.
-pub fn mask(model: &VisionTransformer, image: &RgbImage, opts: &Options) -> Result<GrayImage, TooSmall> {
+pub fn mask(model: &VisionTransformer, image: &RgbImage, opts: &Options) -> Result<GrayImage, Unusable> {
     let patch = model.config().patch_size;
     let (width, height) = image.dimensions();
     let (h, w) = (height as i64 / patch, width as i64 / patch);
     if h == 0 || w == 0 {
-        return Err(TooSmall { width, height, patch: patch as u32 });
+        return Err(Unusable::TooSmall { width, height, patch: patch as u32 });
+    }
+    if h * w > MAX_PATCHES {
+        let (patch, patches, max) = (patch as u32, h * w, MAX_PATCHES);
+        return Err(Unusable::TooLarge { width, height, patch, patches, max });
     }
     let device = model.device();
     let pixels = to_tensor(image, device);

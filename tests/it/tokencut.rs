@@ -112,13 +112,21 @@ fn masks_cli_finds_the_objects_lists_bad_images_and_resumes() {
         }
     }
     std::fs::write(images.join("class1/broken.jpg"), b"\xff\xd8\xff not a jpeg").unwrap();
+    // Smaller than one 8 px patch; more patches (70 x 70) than the exact eigen-solve takes.
+    image::RgbImage::new(4, 4).save(images.join("class0/speck.png")).unwrap();
+    image::RgbImage::new(560, 560).save(images.join("class0/huge.png")).unwrap();
 
     let out = root.join("masks");
     let run = masks(&[], &images, &out);
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("8 written, 0 already there, 1 unreadable"), "{stderr}");
+    assert!(stderr.contains("8 written, 0 already there, 3 unreadable"), "{stderr}");
     let unreadable = std::fs::read_to_string(out.join("unreadable.txt")).unwrap();
-    assert!(unreadable.contains("broken.jpg") && unreadable.lines().count() == 1, "{unreadable}");
+    assert_eq!(unreadable.lines().count(), 3, "{unreadable}");
+    for (name, why) in
+        [("broken.jpg", "cannot decode"), ("speck.png", "smaller than one 8x8 patch"), ("huge.png", "4900 patches")]
+    {
+        assert!(unreadable.lines().any(|l| l.contains(name) && l.contains(why)), "{name}: {unreadable}");
+    }
     let refined = mean_iou(&out);
     let coarse_out = root.join("coarse");
     masks(&["--no-refine"], &images, &coarse_out);
