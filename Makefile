@@ -82,7 +82,7 @@ bootstrap: system-deps $(STAMP)
 system-deps:
 	scripts/system-deps.sh
 
-# While pip installs torch (a minute and a half, about one core busy), cargo compiles on the other core every
+# While uv installs torch (under a minute, not both cores busy throughout), cargo compiles every
 # crate that does not need libtorch: without LIBTORCH_USE_PYTORCH torch-sys's build script fails at once, and
 # --keep-going builds the rest, which the build after the install reuses.
 $(STAMP): scripts/requirements.txt scripts/constraints.txt scripts/bootstrap.sh

