@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0.2)]
     tau: f64,
     /// Masks with fewer foreground pixels at 224x224 are listed in OUT/too_small.txt and not written.
-    #[arg(long, default_value_t = 520)]
+    #[arg(long, default_value_t = masks::MIN_PIXELS)]
     min_pixels: u32,
     /// Keep the patch-grid mask, without the edge-aware refinement.
     #[arg(long)]

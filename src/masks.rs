@@ -19,6 +19,8 @@ use crate::tokencut::{self, Options};
 
 /// TokenCut's floor, as the paper applies it: masks are judged at the training resolution.
 pub const FLOOR_SIZE: u32 = 224;
+/// The paper's floor: masks with fewer foreground pixels at 224x224 are dropped.
+pub const MIN_PIXELS: u32 = 520;
 
 /// One image and where its mask goes.
 #[derive(Clone, Debug)]

@@ -6,7 +6,14 @@
 //! images = "/data/imagenet/train"    # <images>/<wnid>/<name>.JPEG
 //! masks = "/data/ImageNetS919/train-semi-segmentation"
 //! mask_source = "imagenet-s"         # or "binary" (e.g. TokenCut masks)
-//! seed = 0
+//! # masks = "tokencut"               # the paper's "not annotated" rows: masks of every image made once
+//! seed = 0                           # into OUT/masks-tokencut by the [tokencut] section's model
+//!
+//! # [tokencut]                        # with masks = "tokencut" (harness masks)
+//! # checkpoint = "/weights/dino_vitb16"   # a self-supervised ViT, e.g. timm's vit_base_patch16_224.dino
+//! # model = "vit_base_patch16_224"   # optional, when its config.json names none
+//! # tau = 0.2                        # optional
+//! # min_pixels = 520                 # optional: smaller masks (at 224x224) are not written, so not drawn
 //!
 //! [[models]]
 //! name = "vit_base_patch16_224.orig_in21k_ft_in1k"   # timm name and weight tag
@@ -59,7 +66,24 @@ pub struct StudyConfig {
     pub protocol: Option<Protocol>,
     /// The share of a dataset's images that may be unreadable before the study stops.
     pub max_unreadable: Option<f64>,
+    /// How to make the finetuning masks when `imagenet_s.masks` is "tokencut".
+    pub tokencut: Option<TokenCutEntry>,
 }
+
+/// `masks = "tokencut"`: the finetuning masks are made by TokenCut from this self-supervised ViT.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCutEntry {
+    pub checkpoint: PathBuf,
+    pub model: Option<String>,
+    pub tau: Option<f64>,
+    pub min_pixels: Option<u32>,
+}
+
+/// The value of `imagenet_s.masks` that asks for TokenCut masks.
+pub const TOKENCUT: &str = "tokencut";
+/// Where a study makes its TokenCut masks, inside its output folder.
+pub const TOKENCUT_MASKS: &str = "masks-tokencut";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,6 +176,19 @@ impl StudyConfig {
     pub fn grid(&self) -> &[f64] {
         self.finetune.grid.as_deref().unwrap_or(&[1.0])
     }
+
+    /// Whether the finetuning masks are TokenCut's (the paper's "not annotated" setting).
+    pub fn not_annotated(&self) -> bool {
+        self.imagenet_s.masks == Path::new(TOKENCUT)
+    }
+
+    /// The finetuning masks of a study writing into `out`, and how they encode the foreground.
+    pub fn masks(&self, out: &Path) -> (PathBuf, MaskSource) {
+        match self.not_annotated() {
+            true => (out.join(TOKENCUT_MASKS), MaskSource::Binary),
+            false => (self.imagenet_s.masks.clone(), self.imagenet_s.mask_source),
+        }
+    }
 }
 
 /// The study file `text` (read from `path`) as written, without looking at any path it names.
@@ -166,10 +203,21 @@ pub fn read(path: &Path) -> anyhow::Result<StudyConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let config = parse(&text, path)?;
     let at = path.display();
-    for p in [&config.imagenet_s.images, &config.imagenet_s.masks] {
+    let masks = Some(&config.imagenet_s.masks).filter(|_| !config.not_annotated());
+    for p in [Some(&config.imagenet_s.images), masks].into_iter().flatten() {
         if !p.is_dir() {
             bail!("{at}: {} is not a folder", p.display());
         }
+    }
+    match (&config.tokencut, config.not_annotated()) {
+        (None, true) => bail!("{at}: masks = \"{TOKENCUT}\" needs a [tokencut] section naming its checkpoint"),
+        (Some(_), false) => {
+            bail!("{at}: a [tokencut] section is only read with masks = \"{TOKENCUT}\" in [imagenet_s]")
+        }
+        (Some(t), true) if !t.checkpoint.exists() => {
+            bail!("{at}: [tokencut] checkpoint {} does not exist", t.checkpoint.display())
+        }
+        _ => {}
     }
     if config.models.is_empty() {
         bail!("{at}: no [[models]]");

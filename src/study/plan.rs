@@ -165,7 +165,7 @@ pub fn split_config(config: &StudyConfig, seed: u64) -> SplitConfig {
     let short = &config.finetune;
     SplitConfig {
         seed: config.imagenet_s.seed + seed,
-        source: config.imagenet_s.mask_source,
+        source: config.masks(Path::new("")).1,
         train_classes: short.train_classes.unwrap_or(paper.train_classes),
         per_class: short.per_class.unwrap_or(paper.per_class),
         val_per_class: short.val_per_class.unwrap_or(paper.val_per_class),
@@ -212,6 +212,7 @@ pub fn check(
     seeds: usize,
     device: Device,
     timing: Option<Precision>,
+    out: &Path,
 ) -> anyhow::Result<Checked> {
     let mut problems = Vec::new();
     let mut models = Vec::new();
@@ -274,8 +275,8 @@ pub fn check(
     let mut split_images = (0, 0);
     let mut train_classes = Vec::new();
     for seed in 0..seeds as u64 {
-        let s = &config.imagenet_s;
-        match imagenet_s::split(&s.images, &s.masks, &split_config(config, seed)) {
+        let (s, (masks, _)) = (&config.imagenet_s, config.masks(out));
+        match imagenet_s::split(&s.images, &masks, &split_config(config, seed)) {
             Ok(split) if split.train.is_empty() || split.val.is_empty() => problems.push(format!(
                 "imagenet_s: the split of seed {seed} has {} training and {} validation images",
                 split.train.len(),
@@ -285,7 +286,7 @@ pub fn check(
                 split_images = (split.train.len(), split.val.len());
                 match imagenet::indices_of(&split.train_wnids) {
                     Ok(classes) => train_classes.push(classes),
-                    Err(e) => problems.push(format!("imagenet_s: {}: {e}", s.masks.display())),
+                    Err(e) => problems.push(format!("imagenet_s: {}: {e}", masks.display())),
                 }
             }
             Err(e) => problems.push(format!("imagenet_s (seed {seed}): {e}")),

@@ -11,15 +11,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use super::config::{self, ModelEntry, StudyConfig};
+use super::config::{self, ModelEntry, StudyConfig, TokenCutEntry};
 use super::plan::{self, Checked, Job, JobKind, Selection};
 use super::{CompareOptions, StudyManifest};
 use crate::atomic_write;
 use crate::data::imagenet_s::MaskResize;
 use crate::eval::segmentation::METRICS;
 use crate::eval::{accuracy, imagenet_segmentation, PipelineOptions, Unreadable};
+use crate::masks;
 use crate::model::{self, LoadedModel};
 use crate::report::{self, Layout, LongLog, Measurement, SegmentationColumns, Subject, Table};
+use crate::tokencut;
 use crate::train::imagenet_s::{self, DataConfig};
 use crate::train::methods::MethodKind;
 use crate::train::{self, paper, EpochMetrics, Origin, RunManifest, RunOptions, TrainConfig};
@@ -51,9 +53,29 @@ pub struct Selected {
 pub const SELECTED: &str = "selected.json";
 
 /// The rows and columns of the study's tables.
+/// What a finetuned row is called: the method, marked "(not annotated)" when its masks are TokenCut's.
+pub fn label(config: &StudyConfig, method: MethodKind) -> String {
+    match config.not_annotated() {
+        true => format!("{}{NOT_ANNOTATED}", method.name()),
+        false => method.name().to_string(),
+    }
+}
+
+const NOT_ANNOTATED: &str = " (not annotated)";
+
+/// The row name of `method` in `layout` (which knows whether the study's masks were annotated).
+fn layout_label(layout: &Layout, method: MethodKind) -> String {
+    let marked = format!("{}{NOT_ANNOTATED}", method.name());
+    if layout.methods.contains(&marked) {
+        marked
+    } else {
+        method.name().to_string()
+    }
+}
+
 pub fn layout(config: &StudyConfig, methods: &[MethodKind]) -> Layout {
     let mut names = vec![report::ORIGINAL.to_string()];
-    names.extend(methods.iter().map(|m| m.name().to_string()));
+    names.extend(methods.iter().map(|&m| label(config, m)));
     Layout {
         models: config.models.iter().map(|m| m.name.clone()).collect(),
         methods: names,
@@ -85,7 +107,10 @@ pub fn run(
     let picked = selection.pick(&jobs)?;
     // A --quiet run prints its plan untimed: the measurement (a few seconds) serves only the estimates.
     let timing = (plan_only || !opts.quiet).then_some(opts.precision);
-    let checked = plan::check(file, &config, &opts.methods, opts.seeds, opts.device, timing)?;
+    if let Some(tokencut) = config.tokencut.as_ref().filter(|_| config.not_annotated()) {
+        make_tokencut_masks(&config, tokencut, opts)?;
+    }
+    let checked = plan::check(file, &config, &opts.methods, opts.seeds, opts.device, timing, &opts.out)?;
     print_plan(file, &config, &checked, &jobs, &picked);
     if plan_only {
         return Ok(None);
@@ -110,6 +135,28 @@ pub fn run(
     }
     let rows = report::merge(&[(long.clone(), report::read_long(&long)?)])?;
     Ok(Some((layout, rows)))
+}
+
+/// The study's "not annotated" masks: TokenCut's, of every image, made once into the output folder (a
+/// rerun, or `--plan` before the run, finds them made); the split is drawn from the masks written.
+fn make_tokencut_masks(config: &StudyConfig, t: &TokenCutEntry, opts: &CompareOptions) -> anyhow::Result<()> {
+    let loaded = model::load_backbone(t.model.as_deref(), &t.checkpoint, opts.device)
+        .with_context(|| format!("[tokencut] checkpoint {}", t.checkpoint.display()))?;
+    let (dir, _) = config.masks(&opts.out);
+    let jobs = masks::jobs(&config.imagenet_s.images, &dir)?;
+    let defaults = tokencut::Options::default();
+    let options = tokencut::Options { tau: t.tau.unwrap_or(defaults.tau), ..defaults };
+    let min_pixels = t.min_pixels.unwrap_or(masks::MIN_PIXELS);
+    let report = masks::run(&loaded.model, &jobs, &dir, &options, min_pixels, opts.quiet)?;
+    eprintln!(
+        "tokencut masks: {} made, {} made before, {} unreadable and {} below {min_pixels} pixels not made (lists in {})",
+        report.written,
+        report.skipped_done,
+        report.unreadable.len(),
+        report.too_small.len(),
+        dir.display()
+    );
+    Ok(())
 }
 
 fn print_plan(file: &Path, config: &StudyConfig, checked: &Checked, jobs: &[Job], picked: &[(usize, &Job)]) {
@@ -203,13 +250,14 @@ impl Study<'_> {
                 self.evaluate(entry, report::ORIGINAL, &(0..self.opts.seeds as u64).collect::<Vec<_>>(), None)
             }
             JobKind::Finetune { method, seed } => {
-                let subject = self.subject(entry, method.name(), seed);
+                let label = label(self.config, method);
+                let subject = self.subject(entry, &label, seed);
                 if self.all_done(&subject) && self.job_dir(entry, method, seed).join(SELECTED).is_file() {
                     eprintln!("  done before: skipped");
                     return Ok(());
                 }
                 let chosen = self.finetune(entry, method, seed)?;
-                self.evaluate(entry, method.name(), &[seed], Some(&chosen))
+                self.evaluate(entry, &label, &[seed], Some(&chosen))
             }
         }
     }
@@ -243,7 +291,7 @@ impl Study<'_> {
         let settings = plan::settings(entry, method, self.config.grid()).map_err(anyhow::Error::msg)?;
         let data = DataConfig {
             images: self.config.imagenet_s.images.clone(),
-            masks: self.config.imagenet_s.masks.clone(),
+            masks: self.config.masks(&self.opts.out).0,
             split: plan::split_config(self.config, seed),
             mask_resize: MaskResize::Nearest,
         };
@@ -407,12 +455,14 @@ pub fn selections(dirs: &[PathBuf], layout: &Layout) -> anyhow::Result<Vec<Selec
         }
     }
     let rank = |list: &[String], name: &str| list.iter().position(|n| n == name).unwrap_or(list.len());
-    selected.sort_by_key(|s| (rank(&layout.models, &s.model), rank(&layout.methods, s.method.name()), s.seed));
+    selected.sort_by_key(|s| {
+        (rank(&layout.models, &s.model), rank(&layout.methods, &layout_label(layout, s.method)), s.seed)
+    });
     Ok(selected)
 }
 
 /// The settings table of `selected`: one row per finetuning job, the kept setting and how it was trained.
-pub fn settings_table(selected: &[Selected]) -> Table {
+pub fn settings_table(selected: &[Selected], layout: &Layout) -> Table {
     let header = [
         "model",
         "method",
@@ -434,7 +484,7 @@ pub fn settings_table(selected: &[Selected]) -> Table {
             let (lambda_bg, lambda_cls, temperature) = s.train.method.weights();
             vec![
                 s.model.clone(),
-                s.method.name().into(),
+                layout_label(layout, s.method),
                 s.seed.to_string(),
                 s.setting.to_string(),
                 s.of.to_string(),

@@ -237,3 +237,44 @@ fn a_study_that_cannot_run_stops_before_training_naming_every_problem() {
         assert!(!result.status.success() && stderr.contains("--data"), "{flag}: {stderr}");
     }
 }
+
+#[test]
+fn a_study_with_tokencut_masks_makes_them_once_and_labels_its_rows_not_annotated() {
+    let root = scratch("compare-study-tokencut");
+    let study = write_study(&root);
+    let text = std::fs::read_to_string(&study).unwrap();
+    let masks_line = format!("masks = {:?}", root.join("imagenet-s/masks"));
+    let annotated = text.replace("grid = [1.0, 2.0]", "grid = [1.0]");
+    let dino = crate::tokencut::tokencut_fixture().join("separating/hub");
+    let not_annotated = format!(
+        "{}\n[tokencut]\ncheckpoint = {dino:?}\nmin_pixels = 0\n",
+        annotated.replace(&masks_line, "masks = \"tokencut\"")
+    );
+    // Without its [tokencut] section the study is refused before any work, naming what is missing.
+    std::fs::write(&study, annotated.replace(&masks_line, "masks = \"tokencut\"")).unwrap();
+    let refused = compare(&study, &root.join("refused"), &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("needs a [tokencut] section"), "{stderr}");
+
+    std::fs::write(&study, not_annotated).unwrap();
+    let out = root.join("out");
+    let run = succeeded(compare(&study, &out, &[]).output().unwrap());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let images: usize = ["images"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(root.join("imagenet-s").join(d)).unwrap())
+        .map(|class| std::fs::read_dir(class.unwrap().path()).unwrap().count())
+        .sum();
+    assert!(stderr.contains(&format!("tokencut masks: {images} made, 0 made before")), "{stderr}");
+    let labels = ["original", "ours (not annotated)", "gradmask (not annotated)"];
+    let accuracy = csv(&out.join("table_accuracy.csv"));
+    assert_eq!(accuracy[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), labels);
+    let settings = csv(&out.join("table_settings.csv"));
+    assert_eq!(settings[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), labels[1..]);
+    let segmentation = csv(&out.join("table_segmentation.csv"));
+    assert_eq!(segmentation[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), labels);
+    // A rerun finds the masks made and every job done.
+    let rerun = succeeded(compare(&study, &out, &[]).output().unwrap());
+    let stderr = String::from_utf8_lossy(&rerun.stderr);
+    assert!(stderr.contains(&format!("tokencut masks: 0 made, {images} made before")), "{stderr}");
+}

@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::support::{fixture, scratch, HARNESS};
 
-fn tokencut_fixture() -> PathBuf {
+pub fn tokencut_fixture() -> PathBuf {
     fixture("tokencut.py", "tokencut", &[])
 }
 
