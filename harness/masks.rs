@@ -1,7 +1,6 @@
 //! `harness masks`: unsupervised foreground masks (TokenCut) from a self-supervised ViT such as DINO's.
 use std::path::PathBuf;
 
-use anyhow::bail;
 use robustvit::masks;
 use robustvit::model;
 use robustvit::tokencut::Options;
@@ -37,23 +36,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if !(-1.0..1.0).contains(&args.tau) {
-        bail!("--tau {}: a cosine similarity threshold must lie in [-1, 1)", args.tau);
-    }
     let device = robustvit::device::parse(&args.device)?;
     let loaded = model::load_backbone(args.model.as_deref(), &args.checkpoint, device)?;
     let jobs = masks::jobs(&args.images, &args.out)?;
     let opts = Options { tau: args.tau, refine: !args.no_refine };
     let report = masks::run(&loaded.model, &jobs, &args.out, &opts, args.min_pixels, args.quiet)?;
-    eprintln!(
-        "masks: {} written, {} already there, {} unreadable, {} below {} pixels at 224x224 (lists in {})",
-        report.written,
-        report.skipped_done,
-        report.unreadable.len(),
-        report.too_small.len(),
-        args.min_pixels,
-        args.out.display()
-    );
+    eprintln!("masks: {}", report.summary(args.min_pixels, &args.out));
     for (path, why) in &report.unreadable {
         eprintln!("  unreadable: {}: {why}", path.display());
     }

@@ -78,6 +78,21 @@ pub struct Report {
     pub too_small: Vec<(PathBuf, u32)>,
 }
 
+impl Report {
+    /// One line: what was written, found, and listed in `out` (`min_pixels`: the floor the run applied).
+    pub fn summary(&self, min_pixels: u32, out: &Path) -> String {
+        format!(
+            "{} written, {} already there, {} unreadable, {} below {min_pixels} pixels at {FLOOR_SIZE}x{FLOOR_SIZE} \
+             (lists in {})",
+            self.written,
+            self.skipped_done,
+            self.unreadable.len(),
+            self.too_small.len(),
+            out.display()
+        )
+    }
+}
+
 /// Foreground pixels of `mask` resized to 224x224 (nearest).
 fn pixels_at_floor_size(mask: &GrayImage) -> u32 {
     let resized = imageops::resize(mask, FLOOR_SIZE, FLOOR_SIZE, FilterType::Nearest);
@@ -108,6 +123,9 @@ pub fn run(
     min_pixels: u32,
     quiet: bool,
 ) -> anyhow::Result<Report> {
+    if !(-1.0..1.0).contains(&opts.tau) {
+        bail!("tau {}: a cosine similarity threshold must lie in [-1, 1)", opts.tau);
+    }
     let mut report = Report::default();
     let todo: Vec<&Job> = jobs.iter().filter(|j| !j.mask.is_file()).collect();
     report.skipped_done = jobs.len() - todo.len();

@@ -148,14 +148,7 @@ fn make_tokencut_masks(config: &StudyConfig, t: &TokenCutEntry, opts: &CompareOp
     let options = tokencut::Options { tau: t.tau.unwrap_or(defaults.tau), ..defaults };
     let min_pixels = t.min_pixels.unwrap_or(masks::MIN_PIXELS);
     let report = masks::run(&loaded.model, &jobs, &dir, &options, min_pixels, opts.quiet)?;
-    eprintln!(
-        "tokencut masks: {} made, {} made before, {} unreadable and {} below {min_pixels} pixels not made (lists in {})",
-        report.written,
-        report.skipped_done,
-        report.unreadable.len(),
-        report.too_small.len(),
-        dir.display()
-    );
+    eprintln!("tokencut masks: {}", report.summary(min_pixels, &dir));
     Ok(())
 }
 

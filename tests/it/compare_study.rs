@@ -265,7 +265,7 @@ fn a_study_with_tokencut_masks_makes_them_once_and_labels_its_rows_not_annotated
         .flat_map(|d| std::fs::read_dir(root.join("imagenet-s").join(d)).unwrap())
         .map(|class| std::fs::read_dir(class.unwrap().path()).unwrap().count())
         .sum();
-    assert!(stderr.contains(&format!("tokencut masks: {images} made, 0 made before")), "{stderr}");
+    assert!(stderr.contains(&format!("tokencut masks: {images} written, 0 already there")), "{stderr}");
     let labels = ["original", "ours (not annotated)", "gradmask (not annotated)"];
     let accuracy = csv(&out.join("table_accuracy.csv"));
     assert_eq!(accuracy[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), labels);
@@ -276,5 +276,5 @@ fn a_study_with_tokencut_masks_makes_them_once_and_labels_its_rows_not_annotated
     // A rerun finds the masks made and every job done.
     let rerun = succeeded(compare(&study, &out, &[]).output().unwrap());
     let stderr = String::from_utf8_lossy(&rerun.stderr);
-    assert!(stderr.contains(&format!("tokencut masks: 0 made, {images} made before")), "{stderr}");
+    assert!(stderr.contains(&format!("tokencut masks: 0 written, {images} already there")), "{stderr}");
 }

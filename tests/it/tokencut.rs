@@ -141,6 +141,20 @@ fn masks_cli_finds_the_objects_lists_bad_images_and_resumes() {
     assert!(String::from_utf8_lossy(&rerun.stderr).contains("0 written, 8 already there"));
     assert_eq!(std::fs::metadata(out.join("class0/disc0.png")).unwrap().modified().unwrap(), before);
 
+    // A threshold no cosine can pass is refused before any work.
+    let refused = Command::new(HARNESS)
+        .args(["masks", "--tau", "1.5", "--checkpoint"])
+        .arg(tokencut_fixture().join("separating/hub"))
+        .arg("--images")
+        .arg(&images)
+        .arg("--out")
+        .arg(root.join("refused"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("tau 1.5"), "{stderr}");
+    assert!(!root.join("refused").exists());
+
     // Masks below the floor are listed with their size, not written.
     let small_out = root.join("small");
     let small = masks(&["--min-pixels", "50000"], &images, &small_out);
