@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use image::{ImageEncoder, RgbImage};
+use image::RgbImage;
 use ndarray::{Array2, ArrayView2, Ix3};
 use ndarray_npy::WriteNpyExt;
 use tch::{Kind, Tensor};
@@ -13,7 +13,7 @@ use tch::{Kind, Tensor};
 use crate::atomic_write;
 use crate::data::array;
 use crate::eval::predict;
-use crate::image::{denormalize_chw, heatmap};
+use crate::image::{denormalize_chw, heatmap, write_png};
 use crate::model::{LoadedModel, VisionTransformer};
 use crate::relevance::{relevance, Graph, Target};
 
@@ -84,16 +84,6 @@ pub fn caption(who: &str, e: &Explained, name: impl Fn(i64) -> String) -> Vec<St
         lines.push(format!("(predicts {})", e.predicted));
     }
     lines
-}
-
-/// Writes `image` as a PNG, atomically.
-pub fn write_png(path: &Path, image: &RgbImage) -> anyhow::Result<()> {
-    let mut bytes = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut bytes)
-        .write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::Rgb8)
-        .with_context(|| format!("encoding {}", path.display()))?;
-    atomic_write::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// What [`explain_files`] wrote.

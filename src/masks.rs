@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use image::imageops::{self, FilterType};
-use image::{GrayImage, ImageEncoder};
+use image::GrayImage;
 use rayon::prelude::*;
 
 use crate::atomic_write;
 use crate::data::imagenet_s::IMAGE_EXTENSIONS;
 use crate::eval::progress_bar;
-use crate::image::decode::load_rgb;
+use crate::image::{load_rgb, write_png};
 use crate::model::VisionTransformer;
 use crate::tokencut::{self, Options};
 
@@ -99,15 +99,11 @@ fn pixels_at_floor_size(mask: &GrayImage) -> u32 {
     resized.pixels().filter(|p| p[0] > 127).count() as u32
 }
 
-fn write_png(path: &Path, mask: &GrayImage) -> anyhow::Result<()> {
-    let mut bytes = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut bytes)
-        .write_image(mask.as_raw(), mask.width(), mask.height(), image::ExtendedColorType::L8)
-        .with_context(|| format!("encoding {}", path.display()))?;
+fn write_mask(path: &Path, mask: &GrayImage) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    atomic_write::write(path, &bytes).with_context(|| format!("writing {}", path.display()))
+    write_png(path, mask)
 }
 
 /// Images decoded ahead of the model, in parallel.
@@ -153,7 +149,7 @@ pub fn run(
                 report.too_small.push((job.image.clone(), pixels));
                 continue;
             }
-            write_png(&job.mask, &mask)?;
+            write_mask(&job.mask, &mask)?;
             report.written += 1;
         }
     }

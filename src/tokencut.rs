@@ -9,10 +9,11 @@
 //! refined. TokenCut refines with a bilateral solver; this refines with a guided filter (He et al., 2010)
 //! on the image's grey levels, which snaps the patch-grid edges to the image's edges the same way (both
 //! are edge-aware smoothers of the coarse mask), then thresholds at one half.
-use image::{GrayImage, Luma, RgbImage};
+use image::{imageops, GrayImage, Luma, RgbImage};
 use tch::{Device, Kind, Tensor};
 
-use crate::image::{IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD};
+use crate::data;
+use crate::image::{normalize_chw, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD};
 use crate::model::VisionTransformer;
 
 /// TokenCut's weight of the edges between dissimilar patches.
@@ -91,18 +92,6 @@ fn guided_filter(guide: &Tensor, p: &Tensor, r: i64) -> Tensor {
     box_mean(&a, r) * guide + box_mean(&b, r)
 }
 
-/// `[1, 3, H, W]` float in [0, 1] from an RGB image.
-fn to_tensor(image: &RgbImage, device: Device) -> Tensor {
-    let (w, h) = (image.width() as i64, image.height() as i64);
-    Tensor::from_slice(image.as_raw())
-        .reshape([h, w, 3])
-        .permute([2, 0, 1])
-        .unsqueeze(0)
-        .to_kind(Kind::Float)
-        .to_device(device)
-        / 255.0
-}
-
 /// Patches beyond which the dense eigen-solve is refused: its N x N f64 matrices (a few copies of 134 MB
 /// at 4096) and O(N^3) time; ImageNet's images have a few hundred to a few thousand at patch 16.
 pub const MAX_PATCHES: i64 = 4096;
@@ -132,10 +121,10 @@ pub fn mask(model: &VisionTransformer, image: &RgbImage, opts: &Options) -> Resu
         return Err(Unusable::TooLarge { width, height, patch, patches, max });
     }
     let device = model.device();
-    let pixels = to_tensor(image, device);
-    let cropped = pixels.narrow(2, 0, h * patch).narrow(3, 0, w * patch);
-    let stats = |v: [f32; 3]| Tensor::from_slice(&v).reshape([1, 3, 1, 1]).to_device(device);
-    let normalised = (&cropped - stats(IMAGENET_DEFAULT_MEAN)) / stats(IMAGENET_DEFAULT_STD);
+    let cropped = imageops::crop_imm(image, 0, 0, (w * patch) as u32, (h * patch) as u32).to_image();
+    // ToTensor, with and without Normalize: `[1, 3, H, W]`.
+    let tensor = |mean, std| data::stack(&[normalize_chw(&cropped, mean, std).view()]).to_device(device);
+    let normalised = tensor(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD);
     let x = tch::no_grad(|| {
         let keys = model.last_keys(&normalised).squeeze_dim(0);
         second_eigenvector(&keys, opts.tau)
@@ -147,7 +136,7 @@ pub fn mask(model: &VisionTransformer, image: &RgbImage, opts: &Options) -> Resu
         .to_device(device);
     let coarse = grid.upsample_nearest2d([h * patch, w * patch], None, None);
     let soft = if opts.refine {
-        let grey = cropped.mean_dim(&[1i64][..], true, Kind::Float);
+        let grey = tensor([0.0; 3], [1.0; 3]).mean_dim(&[1i64][..], true, Kind::Float);
         guided_filter(&grey, &coarse, patch)
     } else {
         coarse

@@ -3,11 +3,13 @@
 pub mod decode;
 pub mod heatmap;
 mod jpeg;
+mod png;
 pub mod resample;
 pub mod transform;
 
 pub use decode::{load_rgb, DecodeError};
 pub use jpeg::save_jpeg;
+pub use png::write_png;
 pub use resample::{resize_exact, Interpolation};
 pub use transform::{
     center_crop, denormalize_chw, eval_resize_dims, eval_transform, gray_view, normalize_chw, on_mask,

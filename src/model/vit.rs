@@ -146,10 +146,33 @@ impl VisionTransformer {
         Ok(())
     }
 
-    fn embed(&self, images: &Tensor) -> Tensor {
-        let patches = self.patch_embed.forward(images).flatten(2, 3).transpose(1, 2);
+    /// Tokens `[B, 1 + h*w, D]` of images whose patch grid is `h x w`. Only `any_size` resamples the position
+    /// embedding to another grid than the checkpoint's (elsewhere another size stays a shape error).
+    fn embed(&self, images: &Tensor, any_size: bool) -> Tensor {
+        let patches = self.patch_embed.forward(images);
+        let (h, w) = (patches.size()[2], patches.size()[3]);
+        let patches = patches.flatten(2, 3).transpose(1, 2);
         let b = patches.size()[0];
-        Tensor::cat(&[self.cls_token.expand([b, -1, -1], false), patches], 1) + &self.pos_embed
+        let pos = if any_size { self.position_embedding(h, w) } else { self.pos_embed.shallow_clone() };
+        Tensor::cat(&[self.cls_token.expand([b, -1, -1], false), patches], 1) + pos
+    }
+
+    /// The position embedding at an `h x w` patch grid, resampled as timm's `resample_abs_pos_embed` does
+    /// (bicubic, antialiased) when it is not the checkpoint's.
+    fn position_embedding(&self, h: i64, w: i64) -> Tensor {
+        let (g, d) = (self.config.grid(), self.config.embed_dim);
+        if (h, w) == (g, g) {
+            return self.pos_embed.shallow_clone();
+        }
+        let grid = self
+            .pos_embed
+            .narrow(1, 1, g * g)
+            .reshape([1, g, g, d])
+            .permute([0, 3, 1, 2])
+            .internal_upsample_bicubic2d_aa([h, w], false, None, None)
+            .permute([0, 2, 3, 1])
+            .reshape([1, h * w, d]);
+        Tensor::cat(&[self.pos_embed.narrow(1, 0, 1), grid], 1)
     }
 
     /// In the residual stream's dtype: under bf16 autocast the head's matmul is bf16, the logits are not.
@@ -161,34 +184,14 @@ impl VisionTransformer {
     }
 
     /// The last block's attention keys of the patch tokens, `[B, N, D]` (heads side by side, patches in
-    /// row-major order), for images `[B, C, H, W]` of any size that is a multiple of the patch size: the
-    /// position embedding is resampled to the patch grid as timm's `resample_abs_pos_embed` does (bicubic,
-    /// antialiased), which is how DINO and TokenCut run at each image's own size.
+    /// row-major order), for images `[B, C, H, W]` of any size that is a multiple of the patch size (the
+    /// position embedding resampled: `embed`), which is how DINO and TokenCut run at each image's own size.
     pub fn last_keys(&self, images: &Tensor) -> Tensor {
-        let (h, w) = (images.size()[2] / self.config.patch_size, images.size()[3] / self.config.patch_size);
-        let patches = self.patch_embed.forward(images).flatten(2, 3).transpose(1, 2);
-        let b = patches.size()[0];
-        let g = self.config.grid();
         let d = self.config.embed_dim;
-        let grid_pos = self.pos_embed.narrow(1, 1, g * g);
-        let grid_pos = if (h, w) == (g, g) {
-            grid_pos
-        } else {
-            grid_pos
-                .reshape([1, g, g, d])
-                .permute([0, 3, 1, 2])
-                .internal_upsample_bicubic2d_aa([h, w], false, None, None)
-                .permute([0, 2, 3, 1])
-                .reshape([1, h * w, d])
-        };
-        let pos = Tensor::cat(&[self.pos_embed.narrow(1, 0, 1), grid_pos], 1);
-        let mut x = Tensor::cat(&[self.cls_token.expand([b, -1, -1], false), patches], 1) + pos;
         let (last, rest) = self.blocks.split_last().expect("a ViT has at least one block");
-        for block in rest {
-            x = block.forward(&x, true).0;
-        }
-        let normed = last.norm1.forward(&x);
-        last.attn.qkv.forward(&normed).narrow(2, d, d).narrow(1, 1, h * w)
+        let x = rest.iter().fold(self.embed(images, true), |x, block| block.forward(&x, true).0);
+        let patches = x.size()[1] - 1;
+        last.attn.qkv.forward(&last.norm1.forward(&x)).narrow(2, d, d).narrow(1, 1, patches)
     }
 
     /// Logits `[B,C]` for images `[B,3,H,W]` (normalised), differentiable (twice, for the input-gradient
@@ -203,7 +206,7 @@ impl VisionTransformer {
     }
 
     fn logits_only(&self, images: &Tensor, fused: bool) -> Tensor {
-        let tokens = self.blocks.iter().fold(self.embed(images), |x, block| block.forward(&x, fused).0);
+        let tokens = self.blocks.iter().fold(self.embed(images, false), |x, block| block.forward(&x, fused).0);
         self.logits(&tokens)
     }
 
@@ -214,7 +217,7 @@ impl VisionTransformer {
 
     /// Logits and every block's attention probabilities, for relevance.
     pub fn forward_with_attention(&self, images: &Tensor) -> ForwardWithAttention {
-        let mut x = self.embed(images);
+        let mut x = self.embed(images, false);
         let mut attention = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
             let (next, attn) = block.forward(&x, false);

@@ -182,11 +182,19 @@ impl StudyConfig {
         self.imagenet_s.masks == Path::new(TOKENCUT)
     }
 
-    /// The finetuning masks of a study writing into `out`, and how they encode the foreground.
-    pub fn masks(&self, out: &Path) -> (PathBuf, MaskSource) {
+    /// The finetuning masks of a study writing into `out`.
+    pub fn masks(&self, out: &Path) -> PathBuf {
         match self.not_annotated() {
-            true => (out.join(TOKENCUT_MASKS), MaskSource::Binary),
-            false => (self.imagenet_s.masks.clone(), self.imagenet_s.mask_source),
+            true => out.join(TOKENCUT_MASKS),
+            false => self.imagenet_s.masks.clone(),
+        }
+    }
+
+    /// How the finetuning masks encode the foreground.
+    pub fn mask_source(&self) -> MaskSource {
+        match self.not_annotated() {
+            true => MaskSource::Binary,
+            false => self.imagenet_s.mask_source,
         }
     }
 }

@@ -735,7 +735,7 @@ fn figure(
             ));
         }
     }
-    explain::write_png(path, &heatmap::vstack(&rows, explain::GAP))
+    crate::image::write_png(path, &heatmap::vstack(&rows, explain::GAP))
 }
 
 /// The method names of the ablation table, in order.

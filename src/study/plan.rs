@@ -165,7 +165,7 @@ pub fn split_config(config: &StudyConfig, seed: u64) -> SplitConfig {
     let short = &config.finetune;
     SplitConfig {
         seed: config.imagenet_s.seed + seed,
-        source: config.masks(Path::new("")).1,
+        source: config.mask_source(),
         train_classes: short.train_classes.unwrap_or(paper.train_classes),
         per_class: short.per_class.unwrap_or(paper.per_class),
         val_per_class: short.val_per_class.unwrap_or(paper.val_per_class),
@@ -275,7 +275,7 @@ pub fn check(
     let mut split_images = (0, 0);
     let mut train_classes = Vec::new();
     for seed in 0..seeds as u64 {
-        let (s, (masks, _)) = (&config.imagenet_s, config.masks(out));
+        let (s, masks) = (&config.imagenet_s, config.masks(out));
         match imagenet_s::split(&s.images, &masks, &split_config(config, seed)) {
             Ok(split) if split.train.is_empty() || split.val.is_empty() => problems.push(format!(
                 "imagenet_s: the split of seed {seed} has {} training and {} validation images",

@@ -107,7 +107,8 @@ pub fn run(
     let picked = selection.pick(&jobs)?;
     // A --quiet run prints its plan untimed: the measurement (a few seconds) serves only the estimates.
     let timing = (plan_only || !opts.quiet).then_some(opts.precision);
-    if let Some(tokencut) = config.tokencut.as_ref().filter(|_| config.not_annotated()) {
+    // config::read has checked that the section comes with masks = "tokencut".
+    if let Some(tokencut) = &config.tokencut {
         make_tokencut_masks(&config, tokencut, opts)?;
     }
     let checked = plan::check(file, &config, &opts.methods, opts.seeds, opts.device, timing, &opts.out)?;
@@ -142,7 +143,7 @@ pub fn run(
 fn make_tokencut_masks(config: &StudyConfig, t: &TokenCutEntry, opts: &CompareOptions) -> anyhow::Result<()> {
     let loaded = model::load_backbone(t.model.as_deref(), &t.checkpoint, opts.device)
         .with_context(|| format!("[tokencut] checkpoint {}", t.checkpoint.display()))?;
-    let (dir, _) = config.masks(&opts.out);
+    let dir = config.masks(&opts.out);
     let jobs = masks::jobs(&config.imagenet_s.images, &dir)?;
     let defaults = tokencut::Options::default();
     let options = tokencut::Options { tau: t.tau.unwrap_or(defaults.tau), ..defaults };
@@ -284,7 +285,7 @@ impl Study<'_> {
         let settings = plan::settings(entry, method, self.config.grid()).map_err(anyhow::Error::msg)?;
         let data = DataConfig {
             images: self.config.imagenet_s.images.clone(),
-            masks: self.config.masks(&self.opts.out).0,
+            masks: self.config.masks(&self.opts.out),
             split: plan::split_config(self.config, seed),
             mask_resize: MaskResize::Nearest,
         };
