@@ -2,7 +2,7 @@
 //! --mask-source binary` reads (`IMAGES/<class>/<stem>.<ext>` -> `OUT/<class>/<stem>.png`; images directly
 //! in IMAGES give masks directly in OUT). Resumable: a mask already written is skipped. An unreadable image
 //! and a mask below the size floor are listed (`unreadable.txt`, `too_small.txt` in OUT) and skipped.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -15,7 +15,7 @@ use crate::data::imagenet_s::IMAGE_EXTENSIONS;
 use crate::eval::progress_bar;
 use crate::image::{load_rgb, write_png};
 use crate::model::VisionTransformer;
-use crate::tokencut::{self, Options};
+use crate::tokencut::{self, Options, Prepared};
 
 /// TokenCut's floor, as the paper applies it: masks are judged at the training resolution.
 pub const FLOOR_SIZE: u32 = 224;
@@ -106,7 +106,7 @@ fn write_mask(path: &Path, mask: &GrayImage) -> anyhow::Result<()> {
     write_png(path, mask)
 }
 
-/// Images decoded ahead of the model, in parallel.
+/// Images decoded ahead of the model, in parallel; those of one patch grid among them share a forward pass.
 const CHUNK: usize = 16;
 
 /// Makes the mask of every job whose mask does not exist yet; the lists of skipped images are written
@@ -122,25 +122,42 @@ pub fn run(
     if !(-1.0..1.0).contains(&opts.tau) {
         bail!("tau {}: a cosine similarity threshold must lie in [-1, 1)", opts.tau);
     }
+    let patch = model.config().patch_size;
     let mut report = Report::default();
-    let todo: Vec<&Job> = jobs.iter().filter(|j| !j.mask.is_file()).collect();
+    let mut todo: Vec<&Job> = jobs.iter().filter(|j| !j.mask.is_file()).collect();
     report.skipped_done = jobs.len() - todo.len();
+    // Images of one size batch together: the work goes in order of the sizes their headers give.
+    todo.sort_by_cached_key(|j| image::image_dimensions(&j.image).ok());
     let bar = progress_bar(todo.len(), "masks", quiet);
     for chunk in todo.chunks(CHUNK) {
-        let decoded: Vec<_> = chunk.par_iter().map(|job| load_rgb(&job.image)).collect();
-        for (job, image) in chunk.iter().zip(decoded) {
+        let prepared: Vec<Result<Prepared, String>> = chunk
+            .par_iter()
+            .map(|job| {
+                let image = load_rgb(&job.image).map_err(|e| e.to_string())?;
+                tokencut::prepare(&image, patch).map_err(|e| e.to_string())
+            })
+            .collect();
+        let mut grids: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
+        for (i, p) in prepared.iter().enumerate() {
+            if let Ok(p) = p {
+                grids.entry(p.grid).or_default().push(i);
+            }
+        }
+        let mut made: Vec<Option<GrayImage>> = vec![None; chunk.len()];
+        for members in grids.values() {
+            let batch: Vec<&Prepared> = members.iter().map(|&i| prepared[i].as_ref().expect("grouped")).collect();
+            let keys = tokencut::keys(model, &batch);
+            for (k, (&i, image)) in members.iter().zip(&batch).enumerate() {
+                made[i] = Some(tokencut::mask_from_keys(image, &keys.get(k as i64), patch, opts));
+            }
+        }
+        let masks = prepared.into_iter().zip(made).map(|(p, m)| p.map(|_| m.expect("each prepared image is batched")));
+        for (job, mask) in chunk.iter().zip(masks) {
             bar.inc(1);
-            let image = match image {
-                Ok(image) => image,
-                Err(e) => {
-                    report.unreadable.push((job.image.clone(), e.to_string()));
-                    continue;
-                }
-            };
-            let mask = match tokencut::mask(model, &image, opts) {
+            let mask = match mask {
                 Ok(mask) => mask,
                 Err(e) => {
-                    report.unreadable.push((job.image.clone(), e.to_string()));
+                    report.unreadable.push((job.image.clone(), e));
                     continue;
                 }
             };

@@ -6,7 +6,7 @@
 //! eigenvector x of (D - W) x = lambda D x (exact: libtorch's `linalg_eigh` on the symmetric normalised
 //! form); patches above the mean of x, on the side of its largest absolute entry (the seed); the
 //! 4-connected component holding the seed, as TokenCut's `ndimage.label` keeps; upsampled to pixels and
-//! refined. TokenCut refines with a bilateral solver; this refines with a guided filter (He et al., 2010)
+//! refined (images of one patch grid share the forward pass: [`keys`]). TokenCut refines with a bilateral solver; this refines with a guided filter (He et al., 2010)
 //! on the image's grey levels, which snaps the patch-grid edges to the image's edges the same way (both
 //! are edge-aware smoothers of the coarse mask), then thresholds at one half.
 use image::{imageops, GrayImage, Luma, RgbImage};
@@ -108,9 +108,18 @@ pub enum Unusable {
     TooLarge { width: u32, height: u32, patch: u32, patches: i64, max: i64 },
 }
 
-/// The binary foreground mask (0/255, the image's size) of `image` by `model`'s keys.
-pub fn mask(model: &VisionTransformer, image: &RgbImage, opts: &Options) -> Result<GrayImage, Unusable> {
-    let patch = model.config().patch_size;
+/// An image cut to whole patches (its last rows and columns short of a patch left out), ready for the model.
+pub struct Prepared {
+    cropped: RgbImage,
+    /// The image's own size.
+    width: u32,
+    height: u32,
+    /// Patch rows and columns.
+    pub grid: (i64, i64),
+}
+
+/// `image` cut to whole `patch`-pixel patches; refused when it has none or more than [`MAX_PATCHES`].
+pub fn prepare(image: &RgbImage, patch: i64) -> Result<Prepared, Unusable> {
     let (width, height) = image.dimensions();
     let (h, w) = (height as i64 / patch, width as i64 / patch);
     if h == 0 || w == 0 {
@@ -120,15 +129,29 @@ pub fn mask(model: &VisionTransformer, image: &RgbImage, opts: &Options) -> Resu
         let (patch, patches, max) = (patch as u32, h * w, MAX_PATCHES);
         return Err(Unusable::TooLarge { width, height, patch, patches, max });
     }
-    let device = model.device();
     let cropped = imageops::crop_imm(image, 0, 0, (w * patch) as u32, (h * patch) as u32).to_image();
-    // ToTensor, with and without Normalize: `[1, 3, H, W]`.
-    let tensor = |mean, std| data::stack(&[normalize_chw(&cropped, mean, std).view()]).to_device(device);
-    let normalised = tensor(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD);
-    let x = tch::no_grad(|| {
-        let keys = model.last_keys(&normalised).squeeze_dim(0);
-        second_eigenvector(&keys, opts.tau)
-    });
+    Ok(Prepared { cropped, width, height, grid: (h, w) })
+}
+
+/// ToTensor, then Normalize with `mean` and `std`: `[B, 3, H, W]` on `device`.
+fn pixels(images: &[&Prepared], mean: [f32; 3], std: [f32; 3], device: Device) -> Tensor {
+    let arrays: Vec<_> = images.iter().map(|p| normalize_chw(&p.cropped, mean, std)).collect();
+    data::stack(&arrays.iter().map(|a| a.view()).collect::<Vec<_>>()).to_device(device)
+}
+
+/// The last-block keys of the patches `[B, N, C]` of images that share one patch grid, in one forward pass.
+pub fn keys(model: &VisionTransformer, images: &[&Prepared]) -> Tensor {
+    assert!(images.windows(2).all(|p| p[0].grid == p[1].grid), "a batch shares one patch grid");
+    let normalised = pixels(images, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, model.device());
+    tch::no_grad(|| model.last_keys(&normalised))
+}
+
+/// The binary foreground mask (0/255, the image's own size) of `image` from its patch keys `[N, C]`
+/// (by a model with `patch`-pixel patches).
+pub fn mask_from_keys(image: &Prepared, keys: &Tensor, patch: i64, opts: &Options) -> GrayImage {
+    let device = keys.device();
+    let ((h, w), (width, height)) = (image.grid, (image.width, image.height));
+    let x = tch::no_grad(|| second_eigenvector(keys, opts.tau));
     let x = Vec::<f64>::try_from(x.to_device(Device::Cpu)).expect("a 1-d f64 tensor");
     let grid = bipartition(&x, h as usize, w as usize);
     let grid = Tensor::from_slice(&grid.iter().map(|&f| f32::from(u8::from(f))).collect::<Vec<f32>>())
@@ -136,7 +159,7 @@ pub fn mask(model: &VisionTransformer, image: &RgbImage, opts: &Options) -> Resu
         .to_device(device);
     let coarse = grid.upsample_nearest2d([h * patch, w * patch], None, None);
     let soft = if opts.refine {
-        let grey = tensor([0.0; 3], [1.0; 3]).mean_dim(&[1i64][..], true, Kind::Float);
+        let grey = pixels(&[image], [0.0; 3], [1.0; 3], device).mean_dim(&[1i64][..], true, Kind::Float);
         guided_filter(&grey, &coarse, patch)
     } else {
         coarse
@@ -145,5 +168,13 @@ pub fn mask(model: &VisionTransformer, image: &RgbImage, opts: &Options) -> Resu
     let pad = [0, width as i64 - w * patch, 0, height as i64 - h * patch];
     let full = soft.replication_pad2d(pad).ge(0.5).to_kind(Kind::Uint8).to_device(Device::Cpu).view([-1]);
     let on = Vec::<u8>::try_from(full).expect("a 1-d u8 tensor");
-    Ok(GrayImage::from_fn(width, height, |x, y| Luma([if on[(y * width + x) as usize] != 0 { 255 } else { 0 }])))
+    GrayImage::from_fn(width, height, |x, y| Luma([if on[(y * width + x) as usize] != 0 { 255 } else { 0 }]))
+}
+
+/// The mask of one image by `model`'s keys ([`crate::masks::run`] batches images of one size instead).
+pub fn mask(model: &VisionTransformer, image: &RgbImage, opts: &Options) -> Result<GrayImage, Unusable> {
+    let patch = model.config().patch_size;
+    let prepared = prepare(image, patch)?;
+    let keys = keys(model, &[&prepared]).squeeze_dim(0);
+    Ok(mask_from_keys(&prepared, &keys, patch, opts))
 }

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use robustvit::image::load_rgb;
+use robustvit::masks;
 use robustvit::model;
 use robustvit::tokencut;
 use tch::{Device, Kind, Tensor};
@@ -55,6 +57,36 @@ fn dino_backbone_loads_and_its_keys_match_timm_at_two_sizes() {
     // Classification refuses a backbone by name.
     let err = model::load(None, &hub, Device::Cpu).err().expect("a backbone must not load for classification");
     assert!(err.to_string().contains("num_classes 0") && err.to_string().contains("harness masks"), "{err}");
+}
+
+#[test]
+fn images_of_one_size_batched_give_each_image_its_own_keys_and_mask() {
+    // Keys: a random DINO-layout ViT (attention mixes the tokens, so a batch mix-up would show).
+    let dino = model::load_backbone(None, &tokencut_fixture().join("dino/hub"), Device::Cpu).unwrap().model;
+    let images = tokencut_fixture().join("images");
+    let out = scratch("tokencut-batch");
+    let jobs = masks::jobs(&images, &out).unwrap();
+    let prepared: Vec<_> = jobs
+        .iter()
+        .map(|j| tokencut::prepare(&load_rgb(&j.image).unwrap(), 16).unwrap())
+        .filter(|p| p.grid == (4, 6))
+        .collect();
+    assert_eq!(prepared.len(), 4, "the fixture has four 64x96 images");
+    let together = tokencut::keys(&dino, &prepared.iter().collect::<Vec<_>>());
+    for (k, p) in prepared.iter().enumerate() {
+        let alone = tokencut::keys(&dino, &[p]).squeeze_dim(0);
+        let diff = (together.get(k as i64) - alone).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "image {k}: batched keys differ by {diff}");
+    }
+    // Masks: the folder job (batched by size, in size order) writes each image's own mask.
+    let separating = model::load_backbone(None, &tokencut_fixture().join("separating/hub"), Device::Cpu).unwrap().model;
+    let opts = tokencut::Options::default();
+    let report = masks::run(&separating, &jobs, &out, &opts, 0, true).unwrap();
+    assert_eq!(report.written, 8);
+    for job in &jobs {
+        let alone = tokencut::mask(&separating, &load_rgb(&job.image).unwrap(), &opts).unwrap();
+        assert!(gray(&job.mask) == alone, "{}: the batched mask differs from the image's own", job.image.display());
+    }
 }
 
 fn masks(args: &[&str], images: &Path, out: &Path) -> Output {
