@@ -194,6 +194,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             seed: args.seed,
             min_mask_pixels: args.min_mask_pixels,
             source: args.mask_source,
+            masks_from: None,
         },
         mask_resize: if args.reference_mask_resize { MaskResize::Bilinear } else { MaskResize::Nearest },
     };

@@ -75,6 +75,11 @@ pub struct SplitConfig {
     /// for TokenCut masks). Setting it makes [`split`] decode masks.
     pub min_mask_pixels: Option<u64>,
     pub source: MaskSource,
+    /// Draw from the mask folder's listing as always, but read each drawn image's mask from this folder
+    /// (same layout) instead; an image without a mask there is skipped (counted in `dropped_masks`) and
+    /// the next one in the class's order taken. Two mask sets of the same images are then compared on the
+    /// same drawn images wherever both have the mask.
+    pub masks_from: Option<PathBuf>,
 }
 
 impl Default for SplitConfig {
@@ -88,6 +93,7 @@ impl Default for SplitConfig {
             seed: 0,
             min_mask_pixels: None,
             source: MaskSource::ImagenetS,
+            masks_from: None,
         }
     }
 }
@@ -109,8 +115,9 @@ pub struct Split {
     /// Tables 10-11); `val_wnids` are all the others.
     pub train_wnids: Vec<String>,
     pub val_wnids: Vec<String>,
-    /// Masks skipped for `min_mask_pixels` while filling the per-class
-    /// quotas (masks past a filled quota are not decoded, so not counted).
+    /// Masks skipped for `min_mask_pixels`, or missing from `masks_from`,
+    /// while filling the per-class quotas (masks past a filled quota are not
+    /// looked at, so not counted).
     pub dropped_masks: usize,
     /// Classes that had fewer usable masks than their quota; all were taken.
     pub short_classes: Vec<String>,
@@ -160,7 +167,8 @@ pub enum DataError {
 /// with a seed derived from (`cfg.seed`, wnid) and taken in that order.
 /// Sorting first makes the split independent of directory-listing order.
 pub fn split(images: &Path, masks: &Path, cfg: &SplitConfig) -> Result<Split, DataError> {
-    for (what, path) in [("images", images), ("masks", masks)] {
+    let masks_from = cfg.masks_from.as_deref().map(|p| ("masks", p));
+    for (what, path) in [("images", images), ("masks", masks)].into_iter().chain(masks_from) {
         if !path.is_dir() {
             return Err(DataError::MissingDir { what, path: path.to_path_buf() });
         }
@@ -193,6 +201,15 @@ pub fn split(images: &Path, masks: &Path, cfg: &SplitConfig) -> Result<Split, Da
     Ok(Split { train, val, train_wnids, val_wnids, dropped_masks, short_classes })
 }
 
+/// Every image the split can draw from (each usable class's masks with their images), in class order.
+pub fn annotated_items(images: &Path, masks: &Path) -> Result<Vec<Item>, DataError> {
+    let mut items = Vec::new();
+    for wnid in class_folders(masks)? {
+        items.extend(class_items(images, masks, &wnid)?);
+    }
+    Ok(items)
+}
+
 /// Up to `quota` items of one class in its seeded order, skipping (and
 /// counting in `dropped`) masks below `cfg.min_mask_pixels`.
 fn take_class(
@@ -207,9 +224,16 @@ fn take_class(
     let mut rng = SplitMix64(derive_seed(cfg.seed, &[fnv1a(wnid)]));
     shuffle(&mut items, &mut rng);
     let mut taken = Vec::with_capacity(quota.min(items.len()));
-    for item in items {
+    for mut item in items {
         if taken.len() == quota {
             break;
+        }
+        if let Some(dir) = &cfg.masks_from {
+            item.mask = dir.join(wnid).join(item.mask.file_name().expect("a mask file has a name"));
+            if !item.mask.is_file() {
+                *dropped += 1;
+                continue;
+            }
         }
         if let Some(min) = cfg.min_mask_pixels {
             let mask = decode_mask(&item.mask, cfg.source)?;

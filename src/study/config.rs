@@ -6,10 +6,12 @@
 //! images = "/data/imagenet/train"    # <images>/<wnid>/<name>.JPEG
 //! masks = "/data/ImageNetS919/train-semi-segmentation"
 //! mask_source = "imagenet-s"         # or "binary" (e.g. TokenCut masks)
-//! # masks = "tokencut"               # the paper's "not annotated" rows: masks of every image made once
-//! seed = 0                           # into OUT/masks-tokencut by the [tokencut] section's model
+//! # masks = "tokencut"               # only the paper's "not annotated" rows: masks of every image made
+//! seed = 0                           # once into OUT/masks-tokencut by the [tokencut] section's model
 //!
-//! # [tokencut]                        # with masks = "tokencut" (harness masks)
+//! # [tokencut]                        # the "not annotated" rows (harness masks): with a masks folder, beside
+//!                                     # the annotated rows, from the same drawn images (their masks made once
+//!                                     # into OUT/masks-tokencut); with masks = "tokencut", alone
 //! # checkpoint = "/weights/dino_vitb16"   # a self-supervised ViT, e.g. timm's vit_base_patch16_224.dino
 //! # model = "vit_base_patch16_224"   # optional, when its config.json names none
 //! # tau = 0.2                        # optional
@@ -51,6 +53,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::eval_sets::{Kind, Protocol};
 use crate::data::imagenet_s::MaskSource;
+use crate::train::methods::MethodKind;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,11 +69,11 @@ pub struct StudyConfig {
     pub protocol: Option<Protocol>,
     /// The share of a dataset's images that may be unreadable before the study stops.
     pub max_unreadable: Option<f64>,
-    /// How to make the finetuning masks when `imagenet_s.masks` is "tokencut".
+    /// How to make the "not annotated" rows' finetuning masks (TokenCut's).
     pub tokencut: Option<TokenCutEntry>,
 }
 
-/// `masks = "tokencut"`: the finetuning masks are made by TokenCut from this self-supervised ViT.
+/// The "not annotated" rows: finetuning masks made by TokenCut from this self-supervised ViT.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCutEntry {
@@ -80,7 +83,7 @@ pub struct TokenCutEntry {
     pub min_pixels: Option<u32>,
 }
 
-/// The value of `imagenet_s.masks` that asks for TokenCut masks.
+/// The value of `imagenet_s.masks` that asks for TokenCut masks only.
 pub const TOKENCUT: &str = "tokencut";
 /// Where a study makes its TokenCut masks, inside its output folder.
 pub const TOKENCUT_MASKS: &str = "masks-tokencut";
@@ -177,24 +180,54 @@ impl StudyConfig {
         self.finetune.grid.as_deref().unwrap_or(&[1.0])
     }
 
-    /// Whether the finetuning masks are TokenCut's (the paper's "not annotated" setting).
-    pub fn not_annotated(&self) -> bool {
-        self.imagenet_s.masks == Path::new(TOKENCUT)
-    }
-
-    /// The finetuning masks of a study writing into `out`.
-    pub fn masks(&self, out: &Path) -> PathBuf {
-        match self.not_annotated() {
-            true => out.join(TOKENCUT_MASKS),
-            false => self.imagenet_s.masks.clone(),
+    /// The finetuning masks the study's rows use: the annotated ones, TokenCut's ("not annotated"), or
+    /// both side by side.
+    pub fn mask_sets(&self) -> Vec<MaskSet> {
+        match (self.imagenet_s.masks == Path::new(TOKENCUT), self.tokencut.is_some()) {
+            (true, _) => vec![MaskSet::NotAnnotated],
+            (false, true) => vec![MaskSet::Annotated, MaskSet::NotAnnotated],
+            (false, false) => vec![MaskSet::Annotated],
         }
     }
 
-    /// How the finetuning masks encode the foreground.
-    pub fn mask_source(&self) -> MaskSource {
-        match self.not_annotated() {
-            true => MaskSource::Binary,
-            false => self.imagenet_s.mask_source,
+    /// The folder of the study's TokenCut masks, for a study writing into `out`.
+    pub fn tokencut_masks(&self, out: &Path) -> PathBuf {
+        out.join(TOKENCUT_MASKS)
+    }
+}
+
+/// Which masks a finetuned row was trained with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaskSet {
+    /// The study's mask folder (human annotation).
+    #[default]
+    Annotated,
+    /// TokenCut's, made by the study: the paper's "not annotated" rows.
+    NotAnnotated,
+}
+
+impl MaskSet {
+    pub fn name(self) -> &'static str {
+        match self {
+            MaskSet::Annotated => "annotated",
+            MaskSet::NotAnnotated => "not annotated",
+        }
+    }
+
+    /// A finetuned row's name: the method's, marked for TokenCut's masks.
+    pub fn label(self, method: MethodKind) -> String {
+        match self {
+            MaskSet::Annotated => method.name().to_string(),
+            MaskSet::NotAnnotated => format!("{} (not annotated)", method.name()),
+        }
+    }
+
+    /// The folder name of a finetuning job with `method`.
+    pub fn dir_name(self, method: MethodKind) -> String {
+        match self {
+            MaskSet::Annotated => method.name().to_string(),
+            MaskSet::NotAnnotated => format!("{}-not-annotated", method.name()),
         }
     }
 }
@@ -211,18 +244,18 @@ pub fn read(path: &Path) -> anyhow::Result<StudyConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let config = parse(&text, path)?;
     let at = path.display();
-    let masks = Some(&config.imagenet_s.masks).filter(|_| !config.not_annotated());
+    let only_tokencut = config.imagenet_s.masks == Path::new(TOKENCUT);
+    let masks = Some(&config.imagenet_s.masks).filter(|_| !only_tokencut);
     for p in [Some(&config.imagenet_s.images), masks].into_iter().flatten() {
         if !p.is_dir() {
             bail!("{at}: {} is not a folder", p.display());
         }
     }
-    match (&config.tokencut, config.not_annotated()) {
-        (None, true) => bail!("{at}: masks = \"{TOKENCUT}\" needs a [tokencut] section naming its checkpoint"),
-        (Some(_), false) => {
-            bail!("{at}: a [tokencut] section is only read with masks = \"{TOKENCUT}\" in [imagenet_s]")
+    match &config.tokencut {
+        None if only_tokencut => {
+            bail!("{at}: masks = \"{TOKENCUT}\" needs a [tokencut] section naming its checkpoint")
         }
-        (Some(t), true) if !t.checkpoint.exists() => {
+        Some(t) if !t.checkpoint.exists() => {
             bail!("{at}: [tokencut] checkpoint {} does not exist", t.checkpoint.display())
         }
         _ => {}

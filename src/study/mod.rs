@@ -171,7 +171,7 @@ fn write(
     let tables = layout.write(out, rows)?;
     let selected = real::selections(dirs, layout)?;
     if !selected.is_empty() {
-        report::write_both(&real::settings_table(&selected, layout), out, "table_settings")?;
+        report::write_both(&real::settings_table(&selected), out, "table_settings")?;
     }
     Ok((tables, selected))
 }

@@ -2,9 +2,9 @@
 //! of the time they take from a measured finetuning step.
 //!
 //! A study is a list of independent jobs, numbered from 1: for each model, the evaluation of the original,
-//! then for each seed and method a finetuning job (its runs, the choice among them, the evaluation of the
-//! chosen one). Jobs share nothing but the study file, so any subset can run in its own process and folder
-//! (`--job K`, `--shard I/N`) and `harness report` merges the folders.
+//! then for each seed, mask set (annotated, TokenCut's) and method a finetuning job (its runs, the choice
+//! among them, the evaluation of the chosen one). Jobs share nothing but the study file, so any subset can
+//! run in its own process and folder (`--job K`, `--shard I/N`) and `harness report` merges the folders.
 //!
 //! Settings of a method for a model: the study file's (`ours = {..}`, `gradmask = {..}`, `rrr = {..}` in the
 //! model's entry), else the paper's for its preset. With `[finetune] grid = [...]` each method also runs at
@@ -21,15 +21,16 @@ use std::time::Instant;
 use anyhow::bail;
 use tch::{Device, Kind, Tensor};
 
-use super::config::{ModelEntry, StudyConfig};
+use super::config::{MaskSet, ModelEntry, StudyConfig, TOKENCUT};
 use crate::data::eval_sets;
 use crate::data::gtsegs::SegmentationFile;
 use crate::data::imagenet;
-use crate::data::imagenet_s::{self, SplitConfig};
+use crate::data::imagenet_s::{self, MaskResize, MaskSource, SplitConfig};
 use crate::data::Batch;
 use crate::eval::accuracy;
 use crate::model::{self, LoadedModel};
 use crate::precision::Precision;
+use crate::train::imagenet_s::DataConfig;
 use crate::train::methods::{InputGradient, Method, MethodKind, Relevance};
 use crate::train::paper;
 
@@ -48,8 +49,9 @@ pub struct Job {
 pub enum JobKind {
     /// Evaluate the original model.
     Original,
-    /// Finetune with `method` on the split drawn with `seed`, then evaluate the chosen run.
-    Finetune { method: MethodKind, seed: u64 },
+    /// Finetune with `method` on the split drawn with `seed` and the masks of `masks`, then evaluate the
+    /// chosen run.
+    Finetune { method: MethodKind, seed: u64, masks: MaskSet },
 }
 
 /// Every job of a study, in the order `--plan` numbers them (from 1).
@@ -58,7 +60,10 @@ pub fn jobs(config: &StudyConfig, methods: &[MethodKind], seeds: usize) -> Vec<J
     for model in 0..config.models.len() {
         jobs.push(Job { model, kind: JobKind::Original });
         for seed in 0..seeds as u64 {
-            jobs.extend(methods.iter().map(|&method| Job { model, kind: JobKind::Finetune { method, seed } }));
+            for masks in config.mask_sets() {
+                let kind = |method| JobKind::Finetune { method, seed, masks };
+                jobs.extend(methods.iter().map(|&method| Job { model, kind: kind(method) }));
+            }
         }
     }
     jobs
@@ -69,7 +74,7 @@ impl Job {
         let name = &config.models[self.model].name;
         match self.kind {
             JobKind::Original => format!("{name} original"),
-            JobKind::Finetune { method, seed } => format!("{name} {method} seed {seed}"),
+            JobKind::Finetune { method, seed, masks } => format!("{name} {} seed {seed}", masks.label(method)),
         }
     }
 }
@@ -159,18 +164,29 @@ pub fn settings(entry: &ModelEntry, kind: MethodKind, grid: &[f64]) -> Result<Ve
     })
 }
 
-/// The finetuning split of `seed` as the study draws it.
-pub fn split_config(config: &StudyConfig, seed: u64) -> SplitConfig {
+/// The finetuning data of `seed` with the masks of `masks`, as a study writing into `out` draws it. The
+/// "not annotated" masks beside annotated ones are drawn from the annotated listing (the same images,
+/// wherever TokenCut made the mask); alone, from the folder of TokenCut's masks.
+pub fn finetuning_data(config: &StudyConfig, seed: u64, masks: MaskSet, out: &Path) -> DataConfig {
     let paper = SplitConfig::default();
     let short = &config.finetune;
-    SplitConfig {
-        seed: config.imagenet_s.seed + seed,
-        source: config.mask_source(),
+    let s = &config.imagenet_s;
+    let tokencut = config.tokencut_masks(out);
+    let (listing, masks_from, source) = match (masks, s.masks == Path::new(TOKENCUT)) {
+        (MaskSet::Annotated, _) => (s.masks.clone(), None, s.mask_source),
+        (MaskSet::NotAnnotated, true) => (tokencut, None, MaskSource::Binary),
+        (MaskSet::NotAnnotated, false) => (s.masks.clone(), Some(tokencut), MaskSource::Binary),
+    };
+    let split = SplitConfig {
+        seed: s.seed + seed,
+        source,
+        masks_from,
         train_classes: short.train_classes.unwrap_or(paper.train_classes),
         per_class: short.per_class.unwrap_or(paper.per_class),
         val_per_class: short.val_per_class.unwrap_or(paper.val_per_class),
         ..paper
-    }
+    };
+    DataConfig { images: s.images.clone(), masks: listing, split, mask_resize: MaskResize::Nearest }
 }
 
 /// What the checks found, for the plan.
@@ -275,21 +291,26 @@ pub fn check(
     let mut split_images = (0, 0);
     let mut train_classes = Vec::new();
     for seed in 0..seeds as u64 {
-        let (s, masks) = (&config.imagenet_s, config.masks(out));
-        match imagenet_s::split(&s.images, &masks, &split_config(config, seed)) {
-            Ok(split) if split.train.is_empty() || split.val.is_empty() => problems.push(format!(
-                "imagenet_s: the split of seed {seed} has {} training and {} validation images",
-                split.train.len(),
-                split.val.len()
-            )),
-            Ok(split) => {
-                split_images = (split.train.len(), split.val.len());
-                match imagenet::indices_of(&split.train_wnids) {
-                    Ok(classes) => train_classes.push(classes),
-                    Err(e) => problems.push(format!("imagenet_s: {}: {e}", masks.display())),
+        for (k, masks) in config.mask_sets().into_iter().enumerate() {
+            let data = finetuning_data(config, seed, masks, out);
+            let what = format!("imagenet_s (seed {seed}, {} masks)", masks.name());
+            match imagenet_s::split(&data.images, &data.masks, &data.split) {
+                Ok(split) if split.train.is_empty() || split.val.is_empty() => problems.push(format!(
+                    "{what}: the split has {} training and {} validation images",
+                    split.train.len(),
+                    split.val.len()
+                )),
+                // Every mask set draws the same classes: the first set's stand for all.
+                Ok(split) if k == 0 => {
+                    split_images = (split.train.len(), split.val.len());
+                    match imagenet::indices_of(&split.train_wnids) {
+                        Ok(classes) => train_classes.push(classes),
+                        Err(e) => problems.push(format!("{what}: {}: {e}", data.masks.display())),
+                    }
                 }
+                Ok(_) => {}
+                Err(e) => problems.push(format!("{what}: {e}")),
             }
-            Err(e) => problems.push(format!("imagenet_s (seed {seed}): {e}")),
         }
     }
     if !problems.is_empty() {

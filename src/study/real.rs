@@ -11,18 +11,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use super::config::{self, ModelEntry, StudyConfig, TokenCutEntry};
+use super::config::{self, MaskSet, ModelEntry, StudyConfig, TokenCutEntry};
 use super::plan::{self, Checked, Job, JobKind, Selection};
 use super::{CompareOptions, StudyManifest};
 use crate::atomic_write;
-use crate::data::imagenet_s::MaskResize;
 use crate::eval::segmentation::METRICS;
 use crate::eval::{accuracy, imagenet_segmentation, PipelineOptions, Unreadable};
 use crate::masks;
 use crate::model::{self, LoadedModel};
 use crate::report::{self, Layout, LongLog, Measurement, SegmentationColumns, Subject, Table};
 use crate::tokencut;
-use crate::train::imagenet_s::{self, DataConfig};
+use crate::train::imagenet_s;
 use crate::train::methods::MethodKind;
 use crate::train::{self, paper, EpochMetrics, Origin, RunManifest, RunOptions, TrainConfig};
 
@@ -40,6 +39,9 @@ pub struct Identity {
 pub struct Selected {
     pub model: String,
     pub method: MethodKind,
+    /// The finetuning masks (annotated, unless the field says otherwise).
+    #[serde(default)]
+    pub masks: MaskSet,
     pub seed: u64,
     /// Which of the job's settings (from 1) was kept, and how many it tried.
     pub setting: usize,
@@ -52,30 +54,12 @@ pub struct Selected {
 
 pub const SELECTED: &str = "selected.json";
 
-/// The rows and columns of the study's tables.
-/// What a finetuned row is called: the method, marked "(not annotated)" when its masks are TokenCut's.
-pub fn label(config: &StudyConfig, method: MethodKind) -> String {
-    match config.not_annotated() {
-        true => format!("{}{NOT_ANNOTATED}", method.name()),
-        false => method.name().to_string(),
-    }
-}
-
-const NOT_ANNOTATED: &str = " (not annotated)";
-
-/// The row name of `method` in `layout` (which knows whether the study's masks were annotated).
-fn layout_label(layout: &Layout, method: MethodKind) -> String {
-    let marked = format!("{}{NOT_ANNOTATED}", method.name());
-    if layout.methods.contains(&marked) {
-        marked
-    } else {
-        method.name().to_string()
-    }
-}
-
+/// The rows and columns of the study's tables: the original, then each mask set's methods.
 pub fn layout(config: &StudyConfig, methods: &[MethodKind]) -> Layout {
     let mut names = vec![report::ORIGINAL.to_string()];
-    names.extend(methods.iter().map(|&m| label(config, m)));
+    for masks in config.mask_sets() {
+        names.extend(methods.iter().map(|&m| masks.label(m)));
+    }
     Layout {
         models: config.models.iter().map(|m| m.name.clone()).collect(),
         methods: names,
@@ -138,13 +122,25 @@ pub fn run(
     Ok(Some((layout, rows)))
 }
 
-/// The study's "not annotated" masks: TokenCut's, of every image, made once into the output folder (a
-/// rerun, or `--plan` before the run, finds them made); the split is drawn from the masks written.
+/// The study's "not annotated" masks: TokenCut's, made once into the output folder (a rerun, or `--plan`
+/// before the run, finds them made) for every image with an annotated mask when the study has those too
+/// (the rows are then drawn from the same images), else for every image; the split is drawn from the masks
+/// written.
 fn make_tokencut_masks(config: &StudyConfig, t: &TokenCutEntry, opts: &CompareOptions) -> anyhow::Result<()> {
     let loaded = model::load_backbone(t.model.as_deref(), &t.checkpoint, opts.device)
         .with_context(|| format!("[tokencut] checkpoint {}", t.checkpoint.display()))?;
-    let dir = config.masks(&opts.out);
-    let jobs = masks::jobs(&config.imagenet_s.images, &dir)?;
+    let dir = config.tokencut_masks(&opts.out);
+    let s = &config.imagenet_s;
+    let jobs = match config.mask_sets().contains(&MaskSet::Annotated) {
+        true => crate::data::imagenet_s::annotated_items(&s.images, &s.masks)?
+            .into_iter()
+            .map(|item| {
+                let mask = dir.join(&item.wnid).join(item.mask.file_name().expect("a mask file has a name"));
+                masks::Job { image: item.image, mask }
+            })
+            .collect(),
+        false => masks::jobs(&s.images, &dir)?,
+    };
     let defaults = tokencut::Options::default();
     let options = tokencut::Options { tau: t.tau.unwrap_or(defaults.tau), ..defaults };
     let min_pixels = t.min_pixels.unwrap_or(masks::MIN_PIXELS);
@@ -243,14 +239,14 @@ impl Study<'_> {
             JobKind::Original => {
                 self.evaluate(entry, report::ORIGINAL, &(0..self.opts.seeds as u64).collect::<Vec<_>>(), None)
             }
-            JobKind::Finetune { method, seed } => {
-                let label = label(self.config, method);
+            JobKind::Finetune { method, seed, masks } => {
+                let label = masks.label(method);
                 let subject = self.subject(entry, &label, seed);
-                if self.all_done(&subject) && self.job_dir(entry, method, seed).join(SELECTED).is_file() {
+                if self.all_done(&subject) && self.job_dir(entry, method, seed, masks).join(SELECTED).is_file() {
                     eprintln!("  done before: skipped");
                     return Ok(());
                 }
-                let chosen = self.finetune(entry, method, seed)?;
+                let chosen = self.finetune(entry, method, seed, masks)?;
                 self.evaluate(entry, &label, &[seed], Some(&chosen))
             }
         }
@@ -271,8 +267,8 @@ impl Study<'_> {
         datasets && (self.config.segmentation.is_none() || self.done.has(s, imagenet_segmentation::DATASET, &METRICS))
     }
 
-    fn job_dir(&self, entry: &ModelEntry, method: MethodKind, seed: u64) -> PathBuf {
-        self.opts.out.join("runs").join(&entry.name).join(format!("seed{seed}")).join(method.name())
+    fn job_dir(&self, entry: &ModelEntry, method: MethodKind, seed: u64, masks: MaskSet) -> PathBuf {
+        self.opts.out.join("runs").join(&entry.name).join(format!("seed{seed}")).join(masks.dir_name(method))
     }
 
     fn load(&self, entry: &ModelEntry, weights: &Path) -> anyhow::Result<LoadedModel> {
@@ -281,15 +277,10 @@ impl Study<'_> {
 
     /// Finetunes every setting of the job (skipping finished runs, resuming interrupted ones), keeps one by
     /// the study's rule and records it in `selected.json`; returns the kept checkpoint.
-    fn finetune(&self, entry: &ModelEntry, method: MethodKind, seed: u64) -> anyhow::Result<PathBuf> {
+    fn finetune(&self, entry: &ModelEntry, method: MethodKind, seed: u64, masks: MaskSet) -> anyhow::Result<PathBuf> {
         let settings = plan::settings(entry, method, self.config.grid()).map_err(anyhow::Error::msg)?;
-        let data = DataConfig {
-            images: self.config.imagenet_s.images.clone(),
-            masks: self.config.masks(&self.opts.out),
-            split: plan::split_config(self.config, seed),
-            mask_resize: MaskResize::Nearest,
-        };
-        let job_dir = self.job_dir(entry, method, seed);
+        let data = plan::finetuning_data(self.config, seed, masks, &self.opts.out);
+        let job_dir = self.job_dir(entry, method, seed, masks);
         // With a grid, the module rule of plan.rs: guarded penalty across epochs and runs alike.
         let floor = match settings.len() {
             1 => None,
@@ -326,8 +317,8 @@ impl Study<'_> {
             .context("a job without settings")?;
         let (train, best, dir) = runs.swap_remove(k);
         let run = dir.strip_prefix(&self.opts.out).unwrap_or(&dir).to_path_buf();
-        let selected =
-            Selected { model: entry.name.clone(), method, seed, setting: k + 1, of: settings.len(), run, train, best };
+        let model = entry.name.clone();
+        let selected = Selected { model, method, masks, seed, setting: k + 1, of: settings.len(), run, train, best };
         atomic_write::write(&job_dir.join(SELECTED), serde_json::to_string_pretty(&selected)?.as_bytes())?;
         Ok(dir.join("best"))
     }
@@ -437,10 +428,8 @@ pub fn selections(dirs: &[PathBuf], layout: &Layout) -> anyhow::Result<Vec<Selec
                             std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
                         let s: Selected =
                             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-                        if !selected
-                            .iter()
-                            .any(|t: &Selected| (&t.model, t.method, t.seed) == (&s.model, s.method, s.seed))
-                        {
+                        let key = |t: &Selected| (t.model.clone(), t.method, t.masks, t.seed);
+                        if !selected.iter().any(|t: &Selected| key(t) == key(&s)) {
                             selected.push(s);
                         }
                     }
@@ -449,14 +438,12 @@ pub fn selections(dirs: &[PathBuf], layout: &Layout) -> anyhow::Result<Vec<Selec
         }
     }
     let rank = |list: &[String], name: &str| list.iter().position(|n| n == name).unwrap_or(list.len());
-    selected.sort_by_key(|s| {
-        (rank(&layout.models, &s.model), rank(&layout.methods, &layout_label(layout, s.method)), s.seed)
-    });
+    selected.sort_by_key(|s| (rank(&layout.models, &s.model), rank(&layout.methods, &s.masks.label(s.method)), s.seed));
     Ok(selected)
 }
 
 /// The settings table of `selected`: one row per finetuning job, the kept setting and how it was trained.
-pub fn settings_table(selected: &[Selected], layout: &Layout) -> Table {
+pub fn settings_table(selected: &[Selected]) -> Table {
     let header = [
         "model",
         "method",
@@ -478,7 +465,7 @@ pub fn settings_table(selected: &[Selected], layout: &Layout) -> Table {
             let (lambda_bg, lambda_cls, temperature) = s.train.method.weights();
             vec![
                 s.model.clone(),
-                layout_label(layout, s.method),
+                s.masks.label(s.method),
                 s.seed.to_string(),
                 s.setting.to_string(),
                 s.of.to_string(),

@@ -26,6 +26,9 @@ pub struct DataConfig {
 pub struct DataSplit {
     pub images: PathBuf,
     pub masks: PathBuf,
+    /// Where the masks were read, when not from `masks` (whose listing drew the images).
+    #[serde(default)]
+    pub masks_from: Option<PathBuf>,
     pub mask_source: MaskSource,
     pub mask_resize: MaskResize,
     pub seed: u64,
@@ -112,7 +115,7 @@ pub fn run(
         split.val.len(),
         split.val_wnids.len(),
         if split.dropped_masks > 0 {
-            format!(", {} masks dropped as too small", split.dropped_masks)
+            format!(", {} drawn images skipped for their masks (too small or not made)", split.dropped_masks)
         } else {
             String::new()
         }
@@ -123,6 +126,7 @@ pub fn run(
     opts.data = Some(DataSplit {
         images: data.images.clone(),
         masks: data.masks.clone(),
+        masks_from: data.split.masks_from.clone(),
         mask_source: source,
         mask_resize: data.mask_resize,
         seed: data.split.seed,

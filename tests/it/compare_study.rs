@@ -239,42 +239,69 @@ fn a_study_that_cannot_run_stops_before_training_naming_every_problem() {
 }
 
 #[test]
-fn a_study_with_tokencut_masks_makes_them_once_and_labels_its_rows_not_annotated() {
+fn tokencut_masks_give_not_annotated_rows_beside_the_annotated_ones_from_the_same_images() {
     let root = scratch("compare-study-tokencut");
     let study = write_study(&root);
-    let text = std::fs::read_to_string(&study).unwrap();
+    let text = std::fs::read_to_string(&study).unwrap().replace("grid = [1.0, 2.0]", "grid = [1.0]");
+    // An image without an annotated mask: the split never draws it, so no TokenCut mask is made for it
+    // beside annotated masks; alone, TokenCut masks every image.
+    let class = std::fs::read_dir(root.join("imagenet-s/images")).unwrap().next().unwrap().unwrap().path();
+    std::fs::copy(class.join("img0.JPEG"), class.join("extra.JPEG")).unwrap();
+    let annotated_images = 9;
     let masks_line = format!("masks = {:?}", root.join("imagenet-s/masks"));
-    let annotated = text.replace("grid = [1.0, 2.0]", "grid = [1.0]");
     let dino = crate::tokencut::tokencut_fixture().join("separating/hub");
-    let not_annotated = format!(
-        "{}\n[tokencut]\ncheckpoint = {dino:?}\nmin_pixels = 0\n",
-        annotated.replace(&masks_line, "masks = \"tokencut\"")
-    );
-    // Without its [tokencut] section the study is refused before any work, naming what is missing.
-    std::fs::write(&study, annotated.replace(&masks_line, "masks = \"tokencut\"")).unwrap();
+    let section = format!("\n[tokencut]\ncheckpoint = {dino:?}\nmin_pixels = 0\n");
+    let only_tokencut = text.replace(&masks_line, "masks = \"tokencut\"");
+
+    // Without its [tokencut] section a study of TokenCut masks only is refused before any work.
+    std::fs::write(&study, &only_tokencut).unwrap();
     let refused = compare(&study, &root.join("refused"), &[]).output().unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("needs a [tokencut] section"), "{stderr}");
+    // With it, the masks of every image are made and only "not annotated" rows are planned.
+    std::fs::write(&study, format!("{only_tokencut}{section}")).unwrap();
+    let plan = succeeded(compare(&study, &root.join("alone"), &["--plan"]).output().unwrap());
+    let stderr = String::from_utf8_lossy(&plan.stderr);
+    let written = format!("tokencut masks: {} written, 0 already there", annotated_images + 1);
+    assert!(stderr.contains(&written), "{stderr}");
+    let stdout = String::from_utf8_lossy(&plan.stdout);
+    assert!(stdout.contains("job   2  vit_tiny_patch16_224 ours (not annotated) seed 0"), "{stdout}");
+    assert!(stdout.contains("3 of 3 jobs"), "{stdout}");
 
-    std::fs::write(&study, not_annotated).unwrap();
+    // Beside annotated masks: both sets of rows in every table, each pair finetuned on the same images.
+    std::fs::write(&study, format!("{text}{section}")).unwrap();
     let out = root.join("out");
     let run = succeeded(compare(&study, &out, &[]).output().unwrap());
     let stderr = String::from_utf8_lossy(&run.stderr);
-    let images: usize = ["images"]
-        .iter()
-        .flat_map(|d| std::fs::read_dir(root.join("imagenet-s").join(d)).unwrap())
-        .map(|class| std::fs::read_dir(class.unwrap().path()).unwrap().count())
-        .sum();
-    assert!(stderr.contains(&format!("tokencut masks: {images} written, 0 already there")), "{stderr}");
-    let labels = ["original", "ours (not annotated)", "gradmask (not annotated)"];
-    let accuracy = csv(&out.join("table_accuracy.csv"));
-    assert_eq!(accuracy[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), labels);
-    let settings = csv(&out.join("table_settings.csv"));
-    assert_eq!(settings[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), labels[1..]);
-    let segmentation = csv(&out.join("table_segmentation.csv"));
-    assert_eq!(segmentation[1..].iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), labels);
+    let written = format!("tokencut masks: {annotated_images} written, 0 already there");
+    assert!(stderr.contains(&written), "{stderr}");
+    let labels = ["original", "ours", "gradmask", "ours (not annotated)", "gradmask (not annotated)"];
+    for table in ["table_accuracy.csv", "table_segmentation.csv", "table_shift.csv", "table_settings.csv"] {
+        let rows = csv(&out.join(table));
+        let have: Vec<&str> = rows[1..].iter().map(|r| r[1].as_str()).collect();
+        let want: Vec<&str> = labels
+            .iter()
+            .copied()
+            .filter(|l| table == "table_accuracy.csv" || table == "table_segmentation.csv" || *l != "original")
+            .collect();
+        assert_eq!(have, want, "{table}");
+    }
+    let split = |dir: &str| {
+        let path = out.join("runs/vit_tiny_patch16_224/seed0").join(dir).join("manifest.json");
+        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        manifest["data"].clone()
+    };
+    for method in ["ours", "gradmask"] {
+        let (annotated, not_annotated) = (split(method), split(&format!("{method}-not-annotated")));
+        for side in ["train_images", "val_images"] {
+            assert_eq!(annotated[side], not_annotated[side], "{method}: {side}");
+        }
+        assert_eq!(not_annotated["masks_from"].as_str().map(PathBuf::from), Some(out.join("masks-tokencut")));
+        assert!(annotated["masks_from"].is_null());
+    }
     // A rerun finds the masks made and every job done.
     let rerun = succeeded(compare(&study, &out, &[]).output().unwrap());
     let stderr = String::from_utf8_lossy(&rerun.stderr);
-    assert!(stderr.contains(&format!("tokencut masks: 0 written, {images} already there")), "{stderr}");
+    let found = format!("tokencut masks: 0 written, {annotated_images} already there");
+    assert!(stderr.contains(&found) && stderr.matches("done before: skipped").count() == 4, "{stderr}");
 }

@@ -58,6 +58,7 @@ fn finetune_manifest(classes: &[String]) -> RunManifest {
         data: Some(DataSplit {
             images: "images".into(),
             masks: "masks".into(),
+            masks_from: None,
             mask_source: MaskSource::ImagenetS,
             mask_resize: MaskResize::Nearest,
             seed: 0,

@@ -36,6 +36,7 @@ fn split_config() -> SplitConfig {
         seed: 7,
         min_mask_pixels: None,
         source: MaskSource::ImagenetS,
+        masks_from: None,
     }
 }
 
@@ -269,6 +270,33 @@ fn resume_after_interrupt_equals_uninterrupted_run() {
     let other = config(ours(RelevanceGrad::Detached), 5, 1e-3);
     let mismatch = train::finetune(&tiny_model(), &train_set, &val, &other, &out, &opts).unwrap_err();
     assert!(mismatch.to_string().contains("other settings"));
+}
+
+#[test]
+fn a_split_reading_masks_from_another_folder_draws_the_same_images_and_skips_missing_masks() {
+    let root = scratch("finetune/masks-from");
+    write_imagenet_s(&root, CLASSES, PER_CLASS);
+    let (images, masks, other) = (root.join("images"), root.join("masks"), root.join("other"));
+    let base = imagenet_s::split(&images, &masks, &split_config()).unwrap();
+    for item in imagenet_s::annotated_items(&images, &masks).unwrap() {
+        std::fs::create_dir_all(other.join(&item.wnid)).unwrap();
+        std::fs::copy(&item.mask, other.join(&item.wnid).join(item.mask.file_name().unwrap())).unwrap();
+    }
+    let removed = &base.train[0];
+    std::fs::remove_file(other.join(&removed.wnid).join(removed.mask.file_name().unwrap())).unwrap();
+    let cfg = SplitConfig { masks_from: Some(other.clone()), ..split_config() };
+    let sub = imagenet_s::split(&images, &masks, &cfg).unwrap();
+    assert_eq!((&sub.train_wnids, &sub.val_wnids), (&base.train_wnids, &base.val_wnids));
+    assert_eq!(sub.dropped_masks, 1);
+    let images_of = |items: &[imagenet_s::Item]| items.iter().map(|i| i.image.clone()).collect::<Vec<_>>();
+    assert_eq!(images_of(&sub.val), images_of(&base.val));
+    // The same drawn images, but the one whose mask is missing: its class's next image (of 4) instead.
+    let kept: Vec<_> = images_of(&base.train).into_iter().filter(|p| *p != removed.image).collect();
+    assert!(kept.iter().all(|p| images_of(&sub.train).contains(p)));
+    let added: Vec<_> = sub.train.iter().filter(|i| !images_of(&base.train).contains(&i.image)).collect();
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0].wnid, removed.wnid);
+    assert!(sub.train.iter().chain(&sub.val).all(|i| i.mask.starts_with(&other)), "masks read from the other folder");
 }
 
 fn split_err(root: &Path) -> String {
