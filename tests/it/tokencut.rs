@@ -89,11 +89,15 @@ fn images_of_one_size_batched_give_each_image_its_own_keys_and_mask() {
     }
 }
 
+/// `harness masks` by the separating ViT, which must succeed.
 fn masks(args: &[&str], images: &Path, out: &Path) -> Output {
-    let checkpoint = tokencut_fixture().join("separating/hub");
+    masks_by(&tokencut_fixture().join("separating/hub"), args, images, out)
+}
+
+fn masks_by(checkpoint: &Path, args: &[&str], images: &Path, out: &Path) -> Output {
     let output = Command::new(HARNESS)
         .args(["masks", "--quiet", "--checkpoint"])
-        .arg(&checkpoint)
+        .arg(checkpoint)
         .arg("--images")
         .arg(images)
         .arg("--out")
@@ -166,6 +170,20 @@ fn masks_cli_finds_the_objects_lists_bad_images_and_resumes() {
     eprintln!("mean IoU with the true masks: refined {refined:.3}, patch grid {coarse:.3}");
     assert!(refined > 0.9, "refined masks: mean IoU {refined}");
     assert!(refined > coarse, "the refinement did not help: {coarse} -> {refined}");
+
+    // The random DINO-layout backbone (patch 16, position embedding resampled) runs on both image sizes (and on
+    // the huge image, 1225 of its patches).
+    let dino = masks_by(&tokencut_fixture().join("dino/hub"), &["--min-pixels", "0"], &images, &root.join("dino"));
+    let stderr = String::from_utf8_lossy(&dino.stderr);
+    assert!(stderr.contains("9 written, 0 already there, 2 unreadable"), "{stderr}");
+    for size in [(96, 64), (90, 70)] {
+        let made = ["class0", "class1"]
+            .iter()
+            .flat_map(|c| std::fs::read_dir(root.join("dino").join(c)).unwrap())
+            .filter(|e| gray(&e.as_ref().unwrap().path()).dimensions() == size)
+            .count();
+        assert_eq!(made, 4, "masks of {size:?} images");
+    }
 
     // A rerun finds every mask written and leaves it alone.
     let before = std::fs::metadata(out.join("class0/disc0.png")).unwrap().modified().unwrap();
