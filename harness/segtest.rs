@@ -5,6 +5,7 @@ use robustvit::atomic_write;
 use robustvit::eval::imagenet_segmentation::{self, DATASET};
 use robustvit::eval::segmentation::METRICS;
 use robustvit::eval::{PipelineOptions, Unreadable, MAX_UNREADABLE};
+use robustvit::precision::Precision;
 use robustvit::report::{self, Measurement, Subject};
 
 use crate::model_args::ModelArgs;
@@ -36,23 +37,33 @@ pub struct Args {
     /// with an error; a file of which no entry can be read is always an error.
     #[arg(long, default_value_t = MAX_UNREADABLE, value_parser = crate::max_unreadable)]
     max_unreadable: f64,
+    /// The arithmetic of the forward and backward passes behind the relevance: fp32, or bf16 autocast (CPUs
+    /// with AVX512-BF16/AMX, and CUDA); the attention, its gradient and the relevance stay fp32.
+    #[arg(long, default_value = "fp32", value_parser = crate::named::<Precision>(Precision::NAMES))]
+    precision: Precision,
     #[arg(long)]
     quiet: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = args.model.load()?;
+    args.precision.check(loaded.vs.device())?;
     let opts = PipelineOptions {
         batch_size: args.batch_size.max(1),
         quiet: args.quiet,
+        precision: args.precision,
         ..imagenet_segmentation::default_pipeline()
     };
     let r = imagenet_segmentation::run(&loaded, &args.data, args.limit, &opts)?;
     let m = &r.metrics;
     let [(_, pixel), (_, miou), (_, map)] = m.percent();
     println!(
-        "segmentation: pixel accuracy {pixel:6.2}  mIoU {miou:6.2}  mAP {map:6.2}  ({} images, {} unreadable, {:.1} img/s)",
-        m.images(), r.unreadable.len(), r.images_per_second
+        "segmentation {}: pixel accuracy {pixel:6.2}  mIoU {miou:6.2}  mAP {map:6.2}  ({} images, {} unreadable, \
+         {:.1} img/s)",
+        args.precision,
+        m.images(),
+        r.unreadable.len(),
+        r.images_per_second
     );
     let log = crate::eval::unreadable_log(args.csv.as_deref(), "segtest_unreadable.log");
     let entries: Vec<(String, String)> =

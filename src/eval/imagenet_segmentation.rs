@@ -59,7 +59,7 @@ pub fn run(
             Err(e) => unreadable.push((index, format!("{e:#}"))),
         }
         if pending.len() >= batch_size || (index + 1 == total && !pending.is_empty()) {
-            add_samples(&loaded.model, &pending, &mut metrics)?;
+            opts.precision.run(loaded.vs.device(), || add_samples(&loaded.model, &pending, &mut metrics))?;
             pending.clear();
         }
         bar.inc(1);
