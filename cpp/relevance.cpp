@@ -12,6 +12,13 @@
 
 #include <algorithm>
 
+// Function versions for the vector widths of x86-64 CPUs, picked when the library loads (GCC and Clang).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ROBUSTVIT_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ROBUSTVIT_VECTOR_CLONES
+#endif
+
 namespace robustvit {
 namespace {
 
@@ -26,14 +33,8 @@ struct CpuKernels {
     std::vector<acc_t> partial(d.B * d.H * d.T, acc_t(0));
     at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
       for (int64_t bh = begin; bh < end; ++bh) {
-        const acc_t* v = v_in + (bh / d.H) * d.T;
-        acc_t* __restrict__ p = partial.data() + bh * d.T;
-        for (int64_t i = 0; i < rows; ++i) {
-          const acc_t vi = v[i];
-          const scalar_t* __restrict__ a = A + (bh * d.T + i) * d.T;
-          const scalar_t* __restrict__ g = G + (bh * d.T + i) * d.T;
-          for (int64_t j = 0; j < d.T; ++j) p[j] += vi * clamp_min0(acc_t(g[j]) * acc_t(a[j]));
-        }
+        row_task(A + bh * d.T * d.T, G + bh * d.T * d.T, v_in + (bh / d.H) * d.T, partial.data() + bh * d.T, rows,
+                 d.T);
       }
     });
     for (int64_t b = 0; b < d.B; ++b) {
@@ -42,6 +43,18 @@ struct CpuKernels {
         for (int64_t h = 0; h < d.H; ++h) sum += partial[(b * d.H + h) * d.T + j];
         v_out[b * d.T + j] = v_in[b * d.T + j] + sum / acc_t(d.H);
       }
+    }
+  }
+
+  // p[j] += sum_{i < rows} v[i] * max(G*A, 0)[i,j] over one (b,h)'s [T,T] slices.
+  ROBUSTVIT_VECTOR_CLONES static void row_task(const scalar_t* A, const scalar_t* G, const acc_t* v, acc_t* p,
+                                               int64_t rows, int64_t T) {
+    for (int64_t i = 0; i < rows; ++i) {
+      const acc_t vi = v[i];
+      const scalar_t* __restrict__ a = A + i * T;
+      const scalar_t* __restrict__ g = G + i * T;
+      acc_t* __restrict__ out = p;
+      for (int64_t j = 0; j < T; ++j) out[j] += vi * clamp_min0(acc_t(g[j]) * acc_t(a[j]));
     }
   }
 
@@ -64,47 +77,58 @@ struct CpuKernels {
   template <bool kWriteA, bool kWriteG>
   static void backward_rows(const scalar_t* A, const scalar_t* G, const acc_t* v, const acc_t* g, acc_t* g_next,
                             scalar_t* dA, scalar_t* dG, const GaeDims& d) {
-    const acc_t inv_h = acc_t(1) / acc_t(d.H);
     // Tasks of kRows consecutive rows i of one sample, head by head: each head's rows are contiguous, so A, G
     // and dA stream in three runs at a time (the heads of one row at a time made 3H strided streams, more than
     // the prefetcher follows). The head sums of max(G*A, 0) for the task's rows stay in L1 for g_next.
-    constexpr int64_t kRows = 16;
     const int64_t chunks = (d.T + kRows - 1) / kRows;
     at::parallel_for(0, d.B * chunks, 1, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> abar_rows(kRows * d.T);
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / chunks, i0 = (task % chunks) * kRows, rows = std::min(kRows, d.T - i0);
-        const acc_t* __restrict__ gb = g + b * d.T;
-        std::fill(abar_rows.begin(), abar_rows.end(), acc_t(0));
-        for (int64_t h = 0; h < d.H; ++h) {
-          for (int64_t r = 0; r < rows; ++r) {
-            const int64_t i = i0 + r, row = ((b * d.H + h) * d.T + i) * d.T;
-            const acc_t vi = v[b * d.T + i] * inv_h;
-            const scalar_t* __restrict__ a = A + row;
-            const scalar_t* __restrict__ gg = G + row;
-            scalar_t* __restrict__ da = kWriteA ? dA + row : nullptr;
-            scalar_t* __restrict__ dg = kWriteG ? dG + row : nullptr;
-            acc_t* __restrict__ abar = abar_rows.data() + r * d.T;
-            for (int64_t j = 0; j < d.T; ++j) {
-              const acc_t av = acc_t(a[j]), gv = acc_t(gg[j]);
-              const acc_t w = gv * av;
-              // Both sides computed unconditionally so that the select becomes a blend.
-              const acc_t upstream = vi * gb[j];
-              const acc_t pass = w >= acc_t(0) ? upstream : acc_t(0);
-              if constexpr (kWriteA) da[j] = scalar_t(pass * gv);
-              if constexpr (kWriteG) dg[j] = scalar_t(pass * av);
-              abar[j] += clamp_min0(w);
-            }
-          }
-        }
-        for (int64_t r = 0; r < rows; ++r) {
-          const acc_t* __restrict__ abar = abar_rows.data() + r * d.T;
-          acc_t acc = 0;
-          for (int64_t j = 0; j < d.T; ++j) acc += abar[j] * gb[j];
-          g_next[b * d.T + i0 + r] = gb[i0 + r] + acc * inv_h;
-        }
+        const int64_t b = task / chunks, i0 = (task % chunks) * kRows;
+        backward_task<kWriteA, kWriteG>(A, G, v, g, g_next, dA, dG, d, b, i0, abar_rows.data());
       }
     });
+  }
+
+  static constexpr int64_t kRows = 16;
+
+  // Rows [i0, i0 + kRows) of sample b (fewer at the end), every head. Built for AVX-512 and AVX2 too, chosen
+  // at load time by the CPU (the rest of the build targets the x86-64 baseline, SSE2).
+  template <bool kWriteA, bool kWriteG>
+  ROBUSTVIT_VECTOR_CLONES static void backward_task(const scalar_t* A, const scalar_t* G, const acc_t* v,
+                                                    const acc_t* g, acc_t* g_next, scalar_t* dA, scalar_t* dG,
+                                                    const GaeDims& d, int64_t b, int64_t i0, acc_t* abar_rows) {
+    const acc_t inv_h = acc_t(1) / acc_t(d.H);
+    const int64_t rows = std::min(kRows, d.T - i0);
+    const acc_t* __restrict__ gb = g + b * d.T;
+    std::fill(abar_rows, abar_rows + kRows * d.T, acc_t(0));
+    for (int64_t h = 0; h < d.H; ++h) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = i0 + r, row = ((b * d.H + h) * d.T + i) * d.T;
+        const acc_t vi = v[b * d.T + i] * inv_h;
+        const scalar_t* __restrict__ a = A + row;
+        const scalar_t* __restrict__ gg = G + row;
+        scalar_t* __restrict__ da = kWriteA ? dA + row : nullptr;
+        scalar_t* __restrict__ dg = kWriteG ? dG + row : nullptr;
+        acc_t* __restrict__ abar = abar_rows + r * d.T;
+        for (int64_t j = 0; j < d.T; ++j) {
+          const acc_t av = acc_t(a[j]), gv = acc_t(gg[j]);
+          const acc_t w = gv * av;
+          // Both sides computed unconditionally so that the select becomes a blend.
+          const acc_t upstream = vi * gb[j];
+          const acc_t pass = w >= acc_t(0) ? upstream : acc_t(0);
+          if constexpr (kWriteA) da[j] = scalar_t(pass * gv);
+          if constexpr (kWriteG) dg[j] = scalar_t(pass * av);
+          abar[j] += clamp_min0(w);
+        }
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const acc_t* __restrict__ abar = abar_rows + r * d.T;
+      acc_t acc = 0;
+      for (int64_t j = 0; j < d.T; ++j) acc += abar[j] * gb[j];
+      g_next[b * d.T + i0 + r] = gb[i0 + r] + acc * inv_h;
+    }
   }
 };
 
