@@ -12,6 +12,7 @@ use robustvit::data::{imagenet, pipeline, stack};
 use robustvit::eval::{accuracy, PipelineOptions};
 use robustvit::image::save_jpeg;
 use robustvit::model::{self, LoadedModel, VisionTransformer};
+use robustvit::precision::Precision;
 use tch::{nn, Device, Tensor};
 
 #[derive(clap::Args)]
@@ -27,6 +28,9 @@ pub struct Args {
     /// Where the generated images go (default: a folder in the system temp dir, removed afterwards).
     #[arg(long)]
     scratch: Option<PathBuf>,
+    /// The arithmetic of the forward passes, in the whole evaluation and the forward-only loop alike.
+    #[arg(long, default_value = "fp32", value_parser = crate::named::<Precision>(Precision::NAMES))]
+    precision: Precision,
 }
 
 fn write_images(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
@@ -43,11 +47,12 @@ fn write_images(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
 }
 
 /// Images per second of the model's forward alone over `batches` (the bound of any evaluation loop).
-fn forward_only(loaded: &LoadedModel, batches: &[Tensor]) -> f64 {
+fn forward_only(loaded: &LoadedModel, batches: &[Tensor], precision: Precision) -> f64 {
     let started = Instant::now();
     let mut images = 0;
     for batch in batches {
-        let logits = loaded.model.predict(&batch.to_device(loaded.vs.device()));
+        let device = loaded.vs.device();
+        let logits = precision.run(device, || loaded.model.predict(&batch.to_device(device)));
         images += logits.size()[0];
         drop(std::hint::black_box(logits));
     }
@@ -59,8 +64,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .scratch
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("robustvit-bench-{}", std::process::id())));
+    args.precision.check(Device::Cpu)?;
     write_images(&dir, args.images)?;
-    let opts = PipelineOptions { batch_size: args.batch_size, quiet: true, ..PipelineOptions::default() };
+    let opts = PipelineOptions {
+        batch_size: args.batch_size,
+        quiet: true,
+        precision: args.precision,
+        ..PipelineOptions::default()
+    };
     let items = robustvit::data::eval_sets::scan(Kind::ImagenetVal, &dir)?;
     let cfg = model::preset("vit_base_patch16_224").expect("built-in preset").preprocess;
     let started = Instant::now();
@@ -87,9 +98,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let vit = VisionTransformer::new(&vs.root(), &preset.config);
         let loaded = LoadedModel { vs, model: vit, name: name.into(), preprocess: preset.preprocess };
         let r = accuracy::of_dataset(&loaded, Kind::ImagenetVal, &dir, Protocol::Standard, &opts)?;
-        let forward = forward_only(&loaded, &batches);
-        println!("whole evaluation, {name} (batch {}): {:.1} images/s", args.batch_size, r.images_per_second);
-        println!("forward-only loop over preloaded tensors, {name} (batch {}): {forward:.1} images/s", args.batch_size);
+        let forward = forward_only(&loaded, &batches, args.precision);
+        let (batch, precision) = (args.batch_size, args.precision);
+        println!("whole evaluation, {name} (batch {batch}, {precision}): {:.1} images/s", r.images_per_second);
+        println!(
+            "forward-only loop over preloaded tensors, {name} (batch {batch}, {precision}): {forward:.1} images/s"
+        );
         println!(
             "the whole evaluation of {name} runs at {:.0}% of its forward-only loop",
             100.0 * r.images_per_second / forward
