@@ -183,11 +183,16 @@ impl StudyConfig {
     /// The finetuning masks the study's rows use: the annotated ones, TokenCut's ("not annotated"), or
     /// both side by side.
     pub fn mask_sets(&self) -> Vec<MaskSet> {
-        match (self.imagenet_s.masks == Path::new(TOKENCUT), self.tokencut.is_some()) {
+        match (self.tokencut_only(), self.tokencut.is_some()) {
             (true, _) => vec![MaskSet::NotAnnotated],
             (false, true) => vec![MaskSet::Annotated, MaskSet::NotAnnotated],
             (false, false) => vec![MaskSet::Annotated],
         }
+    }
+
+    /// Whether `masks = "tokencut"`: the study has no annotated masks.
+    pub fn tokencut_only(&self) -> bool {
+        self.imagenet_s.masks == Path::new(TOKENCUT)
     }
 
     /// The folder of the study's TokenCut masks, for a study writing into `out`.
@@ -244,15 +249,14 @@ pub fn read(path: &Path) -> anyhow::Result<StudyConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let config = parse(&text, path)?;
     let at = path.display();
-    let only_tokencut = config.imagenet_s.masks == Path::new(TOKENCUT);
-    let masks = Some(&config.imagenet_s.masks).filter(|_| !only_tokencut);
+    let masks = Some(&config.imagenet_s.masks).filter(|_| !config.tokencut_only());
     for p in [Some(&config.imagenet_s.images), masks].into_iter().flatten() {
         if !p.is_dir() {
             bail!("{at}: {} is not a folder", p.display());
         }
     }
     match &config.tokencut {
-        None if only_tokencut => {
+        None if config.tokencut_only() => {
             bail!("{at}: masks = \"{TOKENCUT}\" needs a [tokencut] section naming its checkpoint")
         }
         Some(t) if !t.checkpoint.exists() => {

@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::bail;
 use tch::{Device, Kind, Tensor};
 
-use super::config::{MaskSet, ModelEntry, StudyConfig, TOKENCUT};
+use super::config::{MaskSet, ModelEntry, StudyConfig};
 use crate::data::eval_sets;
 use crate::data::gtsegs::SegmentationFile;
 use crate::data::imagenet;
@@ -172,7 +172,7 @@ pub fn finetuning_data(config: &StudyConfig, seed: u64, masks: MaskSet, out: &Pa
     let short = &config.finetune;
     let s = &config.imagenet_s;
     let tokencut = config.tokencut_masks(out);
-    let (listing, masks_from, source) = match (masks, s.masks == Path::new(TOKENCUT)) {
+    let (listing, masks_from, source) = match (masks, config.tokencut_only()) {
         (MaskSet::Annotated, _) => (s.masks.clone(), None, s.mask_source),
         (MaskSet::NotAnnotated, true) => (tokencut, None, MaskSource::Binary),
         (MaskSet::NotAnnotated, false) => (s.masks.clone(), Some(tokencut), MaskSource::Binary),

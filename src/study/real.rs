@@ -131,15 +131,15 @@ fn make_tokencut_masks(config: &StudyConfig, t: &TokenCutEntry, opts: &CompareOp
         .with_context(|| format!("[tokencut] checkpoint {}", t.checkpoint.display()))?;
     let dir = config.tokencut_masks(&opts.out);
     let s = &config.imagenet_s;
-    let jobs = match config.mask_sets().contains(&MaskSet::Annotated) {
-        true => crate::data::imagenet_s::annotated_items(&s.images, &s.masks)?
+    let jobs = match config.tokencut_only() {
+        true => masks::jobs(&s.images, &dir)?,
+        false => crate::data::imagenet_s::annotated_items(&s.images, &s.masks)?
             .into_iter()
             .map(|item| {
                 let mask = dir.join(&item.wnid).join(item.mask.file_name().expect("a mask file has a name"));
                 masks::Job { image: item.image, mask }
             })
             .collect(),
-        false => masks::jobs(&s.images, &dir)?,
     };
     let defaults = tokencut::Options::default();
     let options = tokencut::Options { tau: t.tau.unwrap_or(defaults.tau), ..defaults };
