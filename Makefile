@@ -61,7 +61,8 @@ pylib: system-deps $(STAMP)
 bench: system-deps $(STAMP)
 	cargo bench -p robustvit --features bench --bench gae_relevance -- ratios
 	cargo run --release --quiet --bin harness -- bench-step --python $(VENV)/bin/python --out target/bench-step.csv
-	cargo run --release --quiet --bin harness -- bench-eval
+	$(VENV)/bin/python python/bench/gtsegs.py target/bench-gtsegs.mat 128
+	cargo run --release --quiet --bin harness -- bench-eval --segtest target/bench-gtsegs.mat
 
 # CUDA without a GPU: pip's nvcc in .venv.
 cuda-tools: $(STAMP)

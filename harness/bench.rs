@@ -1,15 +1,16 @@
 //! `harness bench-eval`: images per second of the evaluation input pipeline alone (decode, resize, crop,
 //! normalise on all cores), of the whole evaluation with randomly initialised preset models, and of the
-//! same model's forward alone over the same images preloaded as batches, on generated JPEGs. A measurement,
-//! not a test: run it on an otherwise idle machine.
-use std::path::PathBuf;
+//! same model's forward alone over the same images preloaded as batches, on generated JPEGs; with
+//! `--segtest`, the segmentation test likewise against its relevance alone. A measurement, not a test: run
+//! it on an otherwise idle machine.
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
 use image::{Rgb, RgbImage};
 use robustvit::data::eval_sets::{Kind, Protocol};
 use robustvit::data::{imagenet, pipeline, stack};
-use robustvit::eval::{accuracy, PipelineOptions};
+use robustvit::eval::{accuracy, imagenet_segmentation, segmentation, PipelineOptions};
 use robustvit::image::save_jpeg;
 use robustvit::model::{self, LoadedModel, VisionTransformer};
 use robustvit::precision::Precision;
@@ -28,6 +29,10 @@ pub struct Args {
     /// Where the generated images go (default: a folder in the system temp dir, removed afterwards).
     #[arg(long)]
     scratch: Option<PathBuf>,
+    /// Also the segmentation test on this gtsegs file (python/bench/gtsegs.py makes one): the whole test
+    /// against the relevance alone over its entries preloaded, per model.
+    #[arg(long)]
+    segtest: Option<PathBuf>,
     /// The arithmetic of the forward passes, in the whole evaluation and the forward-only loop alike.
     #[arg(long, default_value = "fp32", value_parser = crate::named::<Precision>(Precision::NAMES))]
     precision: Precision,
@@ -57,6 +62,22 @@ fn forward_only(loaded: &LoadedModel, batches: &[Tensor], precision: Precision) 
         drop(std::hint::black_box(logits));
     }
     images as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The whole segmentation test of `loaded` on `file` against the relevance alone over its entries
+/// preloaded, same batch size, in images per second.
+fn segtest(loaded: &LoadedModel, file: &Path, precision: Precision) -> anyhow::Result<()> {
+    let opts = PipelineOptions { quiet: true, precision, ..imagenet_segmentation::default_pipeline() };
+    let whole = imagenet_segmentation::run(loaded, file, None, &opts)?.images_per_second;
+    let samples = imagenet_segmentation::preload(loaded, file, None)?;
+    let started = Instant::now();
+    precision.run(loaded.vs.device(), || segmentation::of_samples(&loaded.model, &samples, opts.batch_size))?;
+    let alone = samples.len() as f64 / started.elapsed().as_secs_f64();
+    let (name, batch) = (&loaded.name, opts.batch_size);
+    println!("whole segmentation test, {name} (batch {batch}, {precision}): {whole:.1} images/s");
+    println!("relevance loop over preloaded samples, {name} (batch {batch}, {precision}): {alone:.1} images/s");
+    println!("the whole segmentation test of {name} runs at {:.0}% of its relevance loop", 100.0 * whole / alone);
+    Ok(())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -108,6 +129,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "the whole evaluation of {name} runs at {:.0}% of its forward-only loop",
             100.0 * r.images_per_second / forward
         );
+        if let Some(file) = &args.segtest {
+            segtest(&loaded, file, args.precision)?;
+        }
     }
     if args.scratch.is_none() {
         let _ = std::fs::remove_dir_all(&dir);

@@ -70,6 +70,17 @@ pub fn run(
     Ok(SegtestResult { metrics, unreadable, images_per_second: total as f64 / started.elapsed().as_secs_f64() })
 }
 
+/// The readable entries of the file's first `limit` (or all), transformed as the test transforms them, in
+/// memory: what a loop of the relevance alone runs over (`harness bench-eval --segtest`).
+pub fn preload(loaded: &LoadedModel, path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<Sample>> {
+    let file = SegmentationFile::open(path)?;
+    let total = limit.map_or(file.len(), |n| n.min(file.len()));
+    Ok((0..total)
+        .filter_map(|i| file.read(i).ok())
+        .map(|(image, mask)| to_sample(&image, &mask, &loaded.preprocess))
+        .collect())
+}
+
 /// The reference's transforms: `Resize((S, S))` (bilinear) on the image, `Resize((S, S), NEAREST)` on the
 /// mask, then the model's normalisation.
 fn to_sample(image: &RgbImage, mask: &GrayImage, cfg: &PreprocessConfig) -> Sample {
