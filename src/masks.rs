@@ -1,7 +1,9 @@
 //! `harness masks`: a folder of TokenCut foreground masks for a folder of images, in the layout `finetune
 //! --mask-source binary` reads (`IMAGES/<class>/<stem>.<ext>` -> `OUT/<class>/<stem>.png`; images directly
 //! in IMAGES give masks directly in OUT). Resumable: a mask already written is skipped. An unreadable image
-//! and a mask below the size floor are listed (`unreadable.txt`, `too_small.txt` in OUT) and skipped.
+//! and a mask below the size floor are listed (`unreadable.txt`, `too_small.txt` in OUT) and skipped; a rerun
+//! with the same options does not make again the masks `too_small.txt` lists (unreadable images are tried
+//! again: they may have been mended).
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -76,14 +78,20 @@ pub struct Report {
     pub unreadable: Vec<(PathBuf, String)>,
     /// Images whose mask had fewer foreground pixels than the floor at 224x224 (the count is given).
     pub too_small: Vec<(PathBuf, u32)>,
+    /// Of `too_small`, those an earlier run with the same options listed: not made again.
+    pub small_before: usize,
 }
 
 impl Report {
     /// One line: what was written, found, and listed in `out` (`min_pixels`: the floor the run applied).
     pub fn summary(&self, min_pixels: u32, out: &Path) -> String {
+        let before = match self.small_before {
+            0 => String::new(),
+            n => format!(", {n} of them as an earlier run listed"),
+        };
         format!(
-            "{} written, {} already there, {} unreadable, {} below {min_pixels} pixels at {FLOOR_SIZE}x{FLOOR_SIZE} \
-             (lists in {})",
+            "{} written, {} already there, {} unreadable, {} below {min_pixels} pixels at {FLOOR_SIZE}x{FLOOR_SIZE}\
+             {before} (lists in {})",
             self.written,
             self.skipped_done,
             self.unreadable.len(),
@@ -91,6 +99,31 @@ impl Report {
             out.display()
         )
     }
+}
+
+/// The list of images whose mask fell below the floor, in the output folder.
+const TOO_SMALL: &str = "too_small.txt";
+
+/// The first line of `too_small.txt`: the options that decided it, so that a rerun with the same ones can
+/// trust it.
+fn small_header(opts: &Options, min_pixels: u32) -> String {
+    format!("# tau {}, min_pixels {min_pixels}, refine {}", opts.tau, opts.refine)
+}
+
+/// The images (with their pixel counts) that `too_small.txt` lists under `header`; none when it is missing or
+/// was written with other options.
+fn listed_small(path: &Path, header: &str) -> HashMap<PathBuf, u32> {
+    let Ok(text) = std::fs::read_to_string(path) else { return HashMap::new() };
+    let mut lines = text.lines();
+    if lines.next() != Some(header) {
+        return HashMap::new();
+    }
+    lines
+        .filter_map(|line| {
+            let (image, pixels) = line.rsplit_once('\t')?;
+            Some((PathBuf::from(image), pixels.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Foreground pixels of `mask` resized to 224x224 (nearest).
@@ -126,6 +159,17 @@ pub fn run(
     let mut report = Report::default();
     let mut todo: Vec<&Job> = jobs.iter().filter(|j| !j.mask.is_file()).collect();
     report.skipped_done = jobs.len() - todo.len();
+    // An image an earlier run with these options found too small would be found so again.
+    let header = small_header(opts, min_pixels);
+    let listed = listed_small(&out.join(TOO_SMALL), &header);
+    todo.retain(|job| match listed.get(&job.image) {
+        Some(&pixels) => {
+            report.too_small.push((job.image.clone(), pixels));
+            report.small_before += 1;
+            false
+        }
+        None => true,
+    });
     // Images of one size batch together: the work goes in order of the sizes their headers give.
     todo.sort_by_cached_key(|j| image::image_dimensions(&j.image).ok());
     let bar = progress_bar(todo.len(), "masks", quiet);
@@ -172,10 +216,13 @@ pub fn run(
     }
     bar.finish_and_clear();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // In path order, whatever order the work went in.
+    report.unreadable.sort();
+    report.too_small.sort();
     let lines = |rows: Vec<String>| rows.iter().map(|r| format!("{r}\n")).collect::<String>();
     let unreadable = lines(report.unreadable.iter().map(|(p, e)| format!("{}\t{e}", p.display())).collect());
     atomic_write::write(&out.join("unreadable.txt"), unreadable.as_bytes())?;
     let small = lines(report.too_small.iter().map(|(p, n)| format!("{}\t{n}", p.display())).collect());
-    atomic_write::write(&out.join("too_small.txt"), small.as_bytes())?;
+    atomic_write::write(&out.join(TOO_SMALL), format!("{header}\n{small}").as_bytes())?;
     Ok(report)
 }

@@ -209,6 +209,16 @@ fn masks_cli_finds_the_objects_lists_bad_images_and_resumes() {
     let small_out = root.join("small");
     let small = masks(&["--min-pixels", "50000"], &images, &small_out);
     assert!(String::from_utf8_lossy(&small.stderr).contains("0 written"), "{}", String::from_utf8_lossy(&small.stderr));
-    assert_eq!(std::fs::read_to_string(small_out.join("too_small.txt")).unwrap().lines().count(), 8);
+    let listed = std::fs::read_to_string(small_out.join("too_small.txt")).unwrap();
+    assert!(listed.starts_with("# tau 0.2, min_pixels 50000, refine true\n"), "{listed}");
+    assert_eq!(listed.lines().filter(|l| !l.starts_with('#')).count(), 8, "{listed}");
     assert!(!small_out.join("class0").exists());
+    // A rerun with the same options takes the list as it stands; with other options it makes the masks again.
+    let again = masks(&["--min-pixels", "50000"], &images, &small_out);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("8 below 50000 pixels at 224x224, 8 of them as an earlier run listed"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(small_out.join("too_small.txt")).unwrap(), listed);
+    let other = masks(&["--min-pixels", "40000"], &images, &small_out);
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(stderr.contains("8 below 40000 pixels at 224x224 (lists in"), "{stderr}");
 }
