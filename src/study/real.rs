@@ -397,7 +397,14 @@ impl Study<'_> {
     }
 
     fn unreadable_log(&self, s: &Subject, dataset: &str) -> PathBuf {
-        self.opts.out.join("unreadable").join(format!("{}.{}.seed{}.{dataset}.log", s.model, s.method, s.seed))
+        // A row's name as a file name: `ours (not annotated)` -> `ours-not-annotated`.
+        let method: Vec<&str> = s
+            .method
+            .split(|c: char| !(c.is_ascii_alphanumeric() || "-_".contains(c)))
+            .filter(|w| !w.is_empty())
+            .collect();
+        let name = format!("{}.{}.seed{}.{dataset}.log", s.model, method.join("-"), s.seed);
+        self.opts.out.join("unreadable").join(name)
     }
 
     fn record(&mut self, rows: &[Measurement]) -> anyhow::Result<()> {
