@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use image::{Rgb, RgbImage};
 use robustvit::data::eval_sets::{Kind, Protocol};
+use robustvit::data::gtsegs::SegmentationFile;
 use robustvit::data::{imagenet, pipeline, stack};
 use robustvit::eval::{accuracy, imagenet_segmentation, segmentation, PipelineOptions};
 use robustvit::image::save_jpeg;
@@ -86,6 +87,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("robustvit-bench-{}", std::process::id())));
     args.precision.check(Device::Cpu)?;
+    // A file that is not gtsegs' stops the run before its first measurement, not after the evaluations.
+    if let Some(file) = &args.segtest {
+        SegmentationFile::open(file)?;
+    }
     write_images(&dir, args.images)?;
     let opts = PipelineOptions {
         batch_size: args.batch_size,
