@@ -185,6 +185,8 @@ fn bench_eval_reports_pipeline_and_model_throughput() {
     let result = Command::new(HARNESS)
         .args(["bench-eval", "--images", "4", "--batch-size", "2", "--models", "vit_tiny_patch16_224", "--scratch"])
         .arg(&scratch)
+        .arg("--segtest")
+        .arg(crate::support::segtest::segtest_fixture().join("gtsegs.mat"))
         .output()
         .unwrap();
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
@@ -197,6 +199,15 @@ fn bench_eval_reports_pipeline_and_model_throughput() {
     assert!(rate("pipeline alone") > 0.0 && rate("whole evaluation, vit_tiny_patch16_224") > 0.0);
     assert!(rate("forward-only loop over preloaded tensors, vit_tiny_patch16_224") > 0.0);
     assert!(text.contains("the whole evaluation of vit_tiny_patch16_224 runs at "), "{text}");
+    assert!(rate("whole segmentation test, vit_tiny_patch16_224") > 0.0);
+    assert!(rate("relevance loop over preloaded samples, vit_tiny_patch16_224") > 0.0);
+    // A --segtest file that is not gtsegs' is refused, naming it, before any measurement.
+    let bad = scratch.join("not-gtsegs.mat");
+    std::fs::write(&bad, b"MATLAB 5.0 MAT-file").unwrap();
+    let result = Command::new(HARNESS).args(["bench-eval", "--segtest"]).arg(&bad).output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success() && stderr.contains("not-gtsegs.mat"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&result.stdout).contains("pipeline alone"));
 }
 
 #[test]
