@@ -192,7 +192,7 @@ pub fn run(
             let batch: Vec<&Prepared> = members.iter().map(|&i| prepared[i].as_ref().expect("grouped")).collect();
             let keys = tokencut::keys(model, &batch);
             for (k, (&i, image)) in members.iter().zip(&batch).enumerate() {
-                made[i] = Some(tokencut::mask_from_keys(image, &keys.get(k as i64), patch, opts));
+                made[i] = Some(tokencut::mask_from_keys(image, &keys.get(k as i64), opts));
             }
         }
         let masks = prepared.into_iter().zip(made).map(|(p, m)| p.map(|_| m.expect("each prepared image is batched")));

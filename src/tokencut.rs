@@ -6,9 +6,10 @@
 //! eigenvector x of (D - W) x = lambda D x (exact: libtorch's `linalg_eigh` on the symmetric normalised
 //! form); patches above the mean of x, on the side of its largest absolute entry (the seed); the
 //! 4-connected component holding the seed, as TokenCut's `ndimage.label` keeps; upsampled to pixels and
-//! refined (images of one patch grid share the forward pass: [`keys`]). TokenCut refines with a bilateral solver; this refines with a guided filter (He et al., 2010)
-//! on the image's grey levels, which snaps the patch-grid edges to the image's edges the same way (both
-//! are edge-aware smoothers of the coarse mask), then thresholds at one half.
+//! refined. Images of one patch grid share the forward pass ([`keys`]). TokenCut refines with a bilateral
+//! solver; this refines with a guided filter (He et al., 2010) on the image's grey levels, which snaps the
+//! patch-grid edges to the image's edges the same way (both are edge-aware smoothers of the coarse mask),
+//! then thresholds at one half.
 use image::{imageops, GrayImage, Luma, RgbImage};
 use tch::{Device, Kind, Tensor};
 
@@ -114,6 +115,8 @@ pub struct Prepared {
     /// The image's own size.
     width: u32,
     height: u32,
+    /// The patch side it was cut to.
+    patch: i64,
     /// Patch rows and columns.
     pub grid: (i64, i64),
 }
@@ -130,7 +133,7 @@ pub fn prepare(image: &RgbImage, patch: i64) -> Result<Prepared, Unusable> {
         return Err(Unusable::TooLarge { width, height, patch, patches, max });
     }
     let cropped = imageops::crop_imm(image, 0, 0, (w * patch) as u32, (h * patch) as u32).to_image();
-    Ok(Prepared { cropped, width, height, grid: (h, w) })
+    Ok(Prepared { cropped, width, height, patch, grid: (h, w) })
 }
 
 /// ToTensor, then Normalize with `mean` and `std`: `[B, 3, H, W]` on `device`.
@@ -142,15 +145,15 @@ fn pixels(images: &[&Prepared], mean: [f32; 3], std: [f32; 3], device: Device) -
 /// The last-block keys of the patches `[B, N, C]` of images that share one patch grid, in one forward pass.
 pub fn keys(model: &VisionTransformer, images: &[&Prepared]) -> Tensor {
     assert!(images.windows(2).all(|p| p[0].grid == p[1].grid), "a batch shares one patch grid");
+    assert!(images.iter().all(|p| p.patch == model.config().patch_size), "images cut to the model's patch");
     let normalised = pixels(images, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, model.device());
     tch::no_grad(|| model.last_keys(&normalised))
 }
 
-/// The binary foreground mask (0/255, the image's own size) of `image` from its patch keys `[N, C]`
-/// (by a model with `patch`-pixel patches).
-pub fn mask_from_keys(image: &Prepared, keys: &Tensor, patch: i64, opts: &Options) -> GrayImage {
+/// The binary foreground mask (0/255, the image's own size) of `image` from its patch keys `[N, C]`.
+pub fn mask_from_keys(image: &Prepared, keys: &Tensor, opts: &Options) -> GrayImage {
     let device = keys.device();
-    let ((h, w), (width, height)) = (image.grid, (image.width, image.height));
+    let ((h, w), (width, height), patch) = (image.grid, (image.width, image.height), image.patch);
     let x = tch::no_grad(|| second_eigenvector(keys, opts.tau));
     let x = Vec::<f64>::try_from(x.to_device(Device::Cpu)).expect("a 1-d f64 tensor");
     let grid = bipartition(&x, h as usize, w as usize);
@@ -173,8 +176,7 @@ pub fn mask_from_keys(image: &Prepared, keys: &Tensor, patch: i64, opts: &Option
 
 /// The mask of one image by `model`'s keys ([`crate::masks::run`] batches images of one size instead).
 pub fn mask(model: &VisionTransformer, image: &RgbImage, opts: &Options) -> Result<GrayImage, Unusable> {
-    let patch = model.config().patch_size;
-    let prepared = prepare(image, patch)?;
+    let prepared = prepare(image, model.config().patch_size)?;
     let keys = keys(model, &[&prepared]).squeeze_dim(0);
-    Ok(mask_from_keys(&prepared, &keys, patch, opts))
+    Ok(mask_from_keys(&prepared, &keys, opts))
 }
