@@ -46,8 +46,9 @@ const RENDER_SEED: u64 = 1000;
 /// Settings a method's grid may grow by, past the edge where its kept setting lies.
 const MAX_EXTENSIONS: usize = 3;
 /// The selection rules `table_selection.csv` compares, over every setting and epoch of a method: the
-/// paper's lowest validation loss, and the lowest penalty among those within 1, 2 (this benchmark's rule)
-/// and 5 points of the original's validation accuracy.
+/// paper's lowest validation loss, and the guarded penalty (lowest among epochs, one standard error across
+/// settings: `train::choose_setting`) within 1, 2 (this benchmark's rule) and 5 points of the original's
+/// validation accuracy.
 const RULES: [(&str, Option<f64>); 4] =
     [("val_loss", None), ("guard_1", Some(0.01)), ("guard_2", Some(train::ACCURACY_MARGIN)), ("guard_5", Some(0.05))];
 
@@ -355,7 +356,7 @@ fn load(dir: &Path, device: Device) -> anyhow::Result<LoadedModel> {
 
 /// Mean loss terms of `method` on the original model over the finetuning set, batch by batch as in training.
 fn initial_terms(original: &LoadedModel, method: &Method, samples: &[Sample]) -> anyhow::Result<Vec<f64>> {
-    Ok(train::evaluate(original, method, samples, 8)?.0)
+    Ok(train::evaluate(original, method, samples, 8)?.terms)
 }
 
 /// A method's setting at a multiple of its central one: the method's (and `ce`'s) LR around 1e-4; each
@@ -438,14 +439,18 @@ impl Finetuned {
                     accuracy_floor: margin.map(|m| original_val_accuracy - m),
                     ..cfg.clone()
                 };
+                // As the study keeps a run: each setting's epoch, then the setting (histories are ascending).
                 let configs: Vec<TrainConfig> = self.histories.iter().map(|(cfg, _)| rule(cfg)).collect();
-                let candidates: Vec<(&TrainConfig, &EpochMetrics)> = configs
+                let runs: Vec<(&TrainConfig, &EpochMetrics)> = configs
                     .iter()
                     .zip(&self.histories)
-                    .flat_map(|(cfg, (_, history))| history.iter().map(move |epoch| (cfg, epoch)))
+                    .filter_map(|(cfg, (_, history))| {
+                        let epochs: Vec<_> = history.iter().map(|epoch| (cfg, epoch)).collect();
+                        train::choose(&epochs).map(|k| epochs[k])
+                    })
                     .collect();
-                let kept = train::choose(&candidates)?;
-                candidates[kept].1.probe.map(|top1| (name, top1))
+                let kept = train::choose_setting(&runs)?;
+                runs[kept].1.probe.map(|top1| (name, top1))
             })
             .collect()
     }
@@ -481,9 +486,9 @@ impl SeedRuns<'_> {
                 runs.push((multiple, summary, cfg));
             }
             runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-            // Across settings the same rule as across epochs: lowest penalty among runs that keep accuracy.
-            let k = train::choose(&runs.iter().map(|(_, summary, cfg)| (cfg, &summary.best)).collect::<Vec<_>>())
-                .context("an empty hyperparameter grid")?;
+            let k =
+                train::choose_setting(&runs.iter().map(|(_, summary, cfg)| (cfg, &summary.best)).collect::<Vec<_>>())
+                    .context("an empty hyperparameter grid")?;
             let n = runs.len();
             let edge = match k {
                 _ if n == 1 => None,
@@ -601,8 +606,8 @@ pub fn run(e: &Options, opts: &CompareOptions) -> anyhow::Result<Vec<Measurement
 
     let (control_dir, original_dir) = originals(&objects, &part, &val, &budget, e, opts)?;
     let original = load(&original_dir, opts.device)?;
-    let (_, original_val_accuracy) =
-        train::evaluate(&original, &Method::CrossEntropy(CrossEntropy { temperature: 1.0 }), &val, 256)?;
+    let original_val_accuracy =
+        train::evaluate(&original, &Method::CrossEntropy(CrossEntropy { temperature: 1.0 }), &val, 256)?.accuracy;
     let floor = original_val_accuracy - train::ACCURACY_MARGIN;
     let mut rows = Vec::new();
     let control = load(&control_dir, opts.device)?;

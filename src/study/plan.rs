@@ -9,10 +9,11 @@
 //! Settings of a method for a model: the study file's (`ours = {..}`, `gradmask = {..}`, `rrr = {..}` in the
 //! model's entry), else the paper's for its preset. With `[finetune] grid = [...]` each method also runs at
 //! those multiples of its setting (the LR for the method, lambda_bg for the baselines: each one's own
-//! penalty scale), and one rule chooses for every method, across epochs and runs alike: the lowest
-//! validation penalty among those whose validation accuracy stays within
-//! [`crate::train::ACCURACY_MARGIN`] of the original's. Without a grid each method runs once at its setting
-//! and keeps the epoch of lowest validation loss (the paper's rule).
+//! penalty scale), and one rule chooses for every method among those whose validation accuracy stays within
+//! [`crate::train::ACCURACY_MARGIN`] of the original's: across epochs the lowest validation penalty, across
+//! runs the weakest setting within one standard error of the lowest ([`crate::train::choose_setting`]).
+//! Without a grid each method runs once at its setting and keeps the epoch of lowest validation loss (the
+//! paper's rule).
 use std::collections::HashSet;
 use std::hash::Hasher;
 use std::path::Path;

@@ -281,7 +281,7 @@ impl Study<'_> {
         let settings = plan::settings(entry, method, self.config.grid()).map_err(anyhow::Error::msg)?;
         let data = plan::finetuning_data(self.config, seed, masks, &self.opts.out);
         let job_dir = self.job_dir(entry, method, seed, masks);
-        // With a grid, the module rule of plan.rs: guarded penalty across epochs and runs alike.
+        // With a grid, the module rule of plan.rs: guarded penalty across epochs, one standard error across runs.
         let floor = match settings.len() {
             1 => None,
             _ => Some(imagenet_s::val_accuracy(&self.load(entry, &entry.checkpoint)?, &data)? - train::ACCURACY_MARGIN),
@@ -313,8 +313,12 @@ impl Study<'_> {
             };
             runs.push((cfg, best, dir));
         }
-        let k = train::choose(&runs.iter().map(|(cfg, best, _)| (cfg, best)).collect::<Vec<_>>())
-            .context("a job without settings")?;
+        // The setting rule reads the runs from the weakest setting to the strongest.
+        let grid = self.config.grid();
+        let mut order: Vec<usize> = (0..runs.len()).collect();
+        order.sort_by(|&a, &b| grid[a].total_cmp(&grid[b]));
+        let ascending: Vec<_> = order.iter().map(|&i| (&runs[i].0, &runs[i].1)).collect();
+        let k = order[train::choose_setting(&ascending).context("a job without settings")?];
         let (train, best, dir) = runs.swap_remove(k);
         let run = dir.strip_prefix(&self.opts.out).unwrap_or(&dir).to_path_buf();
         let model = entry.name.clone();
