@@ -275,10 +275,11 @@ def test_gradients_match_reference(name):
     assert_close(second_order(ours, inputs), second_order(ref, inputs), 1e-10)
 
 
-@pytest.mark.parametrize("start_layer", [0, 2])
+@pytest.mark.parametrize("start_layer", [0, 1])
 def test_gae_relevance_gradcheck(start_layer):
-    attn, grad = gae_inputs(2, 3, 2, 5)
-    fn = gae_fn(ops.gae_relevance, 3, start_layer)
+    # Two layers compose the rollout; gradgradcheck's cost grows with the square of the inputs' size.
+    attn, grad = gae_inputs(2, 2, 2, 4)
+    fn = gae_fn(ops.gae_relevance, 2, start_layer)
     assert torch.autograd.gradcheck(fn, attn + grad)
     assert torch.autograd.gradgradcheck(fn, attn + grad)
 
