@@ -11,7 +11,7 @@
 //! those multiples of its setting (the LR for the method, lambda_bg for the baselines: each one's own
 //! penalty scale), and one rule chooses for every method among those whose validation accuracy stays within
 //! [`crate::train::ACCURACY_MARGIN`] of the original's: across epochs the lowest validation penalty, across
-//! runs the weakest setting within one standard error of the lowest ([`crate::train::choose_setting`]).
+//! runs the weakest setting tied with the lowest ([`crate::train::choose_setting`]).
 //! Without a grid each method runs once at its setting and keeps the epoch of lowest validation loss (the
 //! paper's rule).
 use std::collections::HashSet;

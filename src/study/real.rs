@@ -281,7 +281,7 @@ impl Study<'_> {
         let settings = plan::settings(entry, method, self.config.grid()).map_err(anyhow::Error::msg)?;
         let data = plan::finetuning_data(self.config, seed, masks, &self.opts.out);
         let job_dir = self.job_dir(entry, method, seed, masks);
-        // With a grid, the module rule of plan.rs: guarded penalty across epochs, one standard error across runs.
+        // With a grid, the module rule of plan.rs: guarded penalty across epochs, the weakest tied across runs.
         let floor = match settings.len() {
             1 => None,
             _ => Some(imagenet_s::val_accuracy(&self.load(entry, &entry.checkpoint)?, &data)? - train::ACCURACY_MARGIN),

@@ -95,7 +95,7 @@ pub fn val_accuracy(loaded: &LoadedModel, data: &DataConfig) -> anyhow::Result<f
     let split = imagenet_s::split(&data.images, &data.masks, &data.split)?;
     let val = val_samples(&split.val, data.split.source, &transform(loaded, data))?;
     let plain = Method::CrossEntropy(CrossEntropy { temperature: 1.0 });
-    Ok(train::evaluate(loaded, &plain, &val, 8)?.accuracy)
+    Ok(train::evaluate(loaded, &plain, &val, 8)?.1)
 }
 
 /// Runs the whole job; the run manifest records the split.
