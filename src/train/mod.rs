@@ -217,9 +217,8 @@ pub fn better(cfg: &TrainConfig, candidate: &EpochMetrics, best: Option<&EpochMe
         Selection::ValLoss => candidate.val[0] < best.val[0],
         Selection::ValAcc => by_accuracy(candidate, best),
         Selection::GuardedPenalty => {
-            let floor = cfg.accuracy_floor.unwrap_or(0.0);
             let k = penalty_index(&cfg.method);
-            match (candidate.val_accuracy >= floor, best.val_accuracy >= floor) {
+            match (keeps_accuracy(cfg, candidate), keeps_accuracy(cfg, best)) {
                 (true, true) => candidate.val[k] < best.val[k],
                 (true, false) => true,
                 (false, true) => false,
@@ -251,13 +250,17 @@ pub fn choose(candidates: &[(&TrainConfig, &EpochMetrics)]) -> Option<usize> {
 pub fn choose_setting(runs: &[(&TrainConfig, &EpochMetrics)]) -> Option<usize> {
     let lowest = choose(runs)?;
     let (cfg, best) = runs[lowest];
-    let floor = cfg.accuracy_floor.unwrap_or(0.0);
-    if cfg.select != Selection::GuardedPenalty || best.val_accuracy < floor {
+    if cfg.select != Selection::GuardedPenalty || !keeps_accuracy(cfg, best) {
         return Some(lowest);
     }
     let k = penalty_index(&cfg.method);
     let within = best.val[k] + best.val[k].abs() * PENALTY_TIE;
-    runs.iter().position(|(cfg, run)| run.val_accuracy >= cfg.accuracy_floor.unwrap_or(0.0) && run.val[k] <= within)
+    runs.iter().position(|(cfg, run)| keeps_accuracy(cfg, run) && run.val[k] <= within)
+}
+
+/// Whether `metrics` reach the validation accuracy `cfg`'s guarded rule asks for.
+fn keeps_accuracy(cfg: &TrainConfig, metrics: &EpochMetrics) -> bool {
+    metrics.val_accuracy >= cfg.accuracy_floor.unwrap_or(0.0)
 }
 
 /// Where `method`'s penalty is among its terms.
