@@ -473,37 +473,74 @@ struct SeedRuns<'a> {
 
 impl SeedRuns<'_> {
     /// Finetunes a fresh copy of the original at each of `multiples` (ascending) of `grid`'s setting and keeps
-    /// one run. While the kept setting lies at an edge of the multiples tried, the grid grows past that edge
-    /// (a tenth of the second lowest, ten times the second highest: the grids alternate steps of about 3 and
-    /// 3.3), at most [`MAX_EXTENSIONS`] times.
+    /// one run. An LR grid of several settings is closed below by LR 0: the original itself, scored on the
+    /// validation images as a run's epoch is, so a method that no finetuning helps keeps the original's
+    /// weights rather than the smallest LR tried. While the kept setting lies at an open edge of the
+    /// multiples tried, the grid grows past that edge (a tenth of the second lowest, ten times the second
+    /// highest: the grids alternate steps of about 3 and 3.3), at most [`MAX_EXTENSIONS`] times.
     fn finetune_grid(&self, label: &str, grid: &Grid, multiples: &[f64]) -> anyhow::Result<Finetuned> {
         let mut runs: Vec<(f64, train::Summary, TrainConfig)> = Vec::new();
+        if let (Grid::Lr(method), true) = (grid, multiples.len() > 1) {
+            runs.push(self.unchanged(label, method)?);
+        }
+        let unchanged = runs.len();
         let mut queue = multiples.to_vec();
         let mut extensions = 0;
         loop {
             for multiple in queue.drain(..) {
-                let (summary, cfg) = self.finetune_one(label, runs.len(), grid.at(multiple))?;
+                let (summary, cfg) = self.finetune_one(label, runs.len() - unchanged, grid.at(multiple))?;
                 runs.push((multiple, summary, cfg));
             }
             runs.sort_by(|a, b| a.0.total_cmp(&b.0));
             let k =
                 train::choose_setting(&runs.iter().map(|(_, summary, cfg)| (cfg, &summary.best)).collect::<Vec<_>>())
                     .context("an empty hyperparameter grid")?;
-            let n = runs.len();
-            let edge = match k {
-                _ if n == 1 => None,
-                0 => Some("lowest"),
-                _ if k + 1 == n => Some("highest"),
-                _ => None,
-            };
+            let multiples: Vec<f64> = runs.iter().map(|(multiple, _, _)| *multiple).collect();
+            let edge = open_edge(&multiples, k);
             if edge.is_some() && extensions < MAX_EXTENSIONS {
                 extensions += 1;
+                let n = runs.len();
                 queue.push(if k == 0 { runs[1].0 / 10.0 } else { runs[n - 2].0 * 10.0 });
                 continue;
             }
             let histories = runs.iter().map(|(_, summary, cfg)| (cfg.clone(), summary.history.clone())).collect();
             let (multiple, summary, _) = runs.swap_remove(k);
             return Ok(Finetuned { best: summary.best, dir: summary.best_dir, multiple, histories, edge });
+        }
+    }
+
+    /// The LR-0 end of `method`'s LR grid: the original, scored on the validation (and probe) images as a
+    /// run's epoch is.
+    fn unchanged(&self, label: &str, method: &Method) -> anyhow::Result<(f64, train::Summary, TrainConfig)> {
+        let cfg = self.config(method.clone(), 0.0);
+        let original = load(self.original_dir, self.opts.device)?;
+        let (val, val_accuracy) = train::evaluate(&original, method, self.val, cfg.batch_size)?;
+        let probe = accuracy::of_samples(&original.model, &self.probe, 256).0;
+        let terms: Vec<String> = method.term_names().iter().zip(&val).map(|(n, v)| format!("val {n} {v:.5}")).collect();
+        eprintln!(
+            "seed {}: {label} at LR 0 (the original): {}, val acc {val_accuracy:.4}",
+            self.seed,
+            terms.join(", ")
+        );
+        let metrics =
+            EpochMetrics { epoch: 0, lr: 0.0, train: Vec::new(), val, val_accuracy, seconds: 0.0, probe: Some(probe) };
+        let summary = train::Summary {
+            best_epoch: 0,
+            best: metrics.clone(),
+            history: vec![metrics],
+            best_dir: self.original_dir.to_path_buf(),
+        };
+        Ok((0.0, summary, cfg))
+    }
+
+    /// The configuration of one run of the grid.
+    fn config(&self, method: Method, lr: f64) -> TrainConfig {
+        TrainConfig {
+            epochs: self.budget.finetune_epochs,
+            select: Selection::GuardedPenalty,
+            accuracy_floor: Some(self.floor),
+            precision: self.opts.precision,
+            ..paper::train_config(method, lr, self.seed)
         }
     }
 
@@ -514,20 +551,25 @@ impl SeedRuns<'_> {
         k: usize,
         (method, lr): (Method, f64),
     ) -> anyhow::Result<(train::Summary, TrainConfig)> {
-        let SeedRuns { original_dir, set, val, floor, seed, budget, ref out, opts, ref probe } = *self;
-        let cfg = TrainConfig {
-            epochs: budget.finetune_epochs,
-            select: Selection::GuardedPenalty,
-            accuracy_floor: Some(floor),
-            precision: opts.precision,
-            ..paper::train_config(method, lr, seed)
-        };
+        let SeedRuns { original_dir, set, val, seed, ref out, opts, ref probe, .. } = *self;
+        let cfg = self.config(method, lr);
         let dir = out.join(format!("{label}-{k}"));
         fresh_out(&dir)?;
         let loaded = load(original_dir, opts.device)?;
         eprintln!("seed {seed}: finetuning {label} setting {k} (lr {lr:e})");
         let run_opts = RunOptions { probe: Some(probe.clone()), ..quiet_run(opts, format!("{label}-{k}")) };
         Ok((train::finetune(&loaded, set, val, &cfg, &dir, &run_opts)?, cfg))
+    }
+}
+
+/// `lowest` or `highest` when the `k`-th of `multiples` (ascending, several) lies at that edge and the grid
+/// could grow past it; multiple 0 (LR 0, the original) is a closed end.
+fn open_edge(multiples: &[f64], k: usize) -> Option<&'static str> {
+    match k {
+        _ if multiples.len() < 2 => None,
+        0 if multiples[0] > 0.0 => Some("lowest"),
+        _ if k + 1 == multiples.len() => Some("highest"),
+        _ => None,
     }
 }
 
@@ -617,7 +659,7 @@ pub fn run(e: &Options, opts: &CompareOptions) -> anyhow::Result<Vec<Measurement
         Some((_, seeds)) => seeds.push(seed_hits),
         None => hits.push((method.to_string(), vec![seed_hits])),
     };
-    let mut edges = Vec::new();
+    let mut grid_notes = Vec::new();
     for seed in 0..opts.seeds as u64 {
         record("control", measure(&control.model, "control", seed, &eval, &mut rows)?);
         record(report::ORIGINAL, measure(&original.model, report::ORIGINAL, seed, &eval, &mut rows)?);
@@ -658,7 +700,17 @@ pub fn run(e: &Options, opts: &CompareOptions) -> anyhow::Result<Vec<Measurement
                     .map(|(rule, top1)| subject.row(report::SELECTION, rule, top1)),
             );
             if let Some(edge) = picked.edge {
-                edges.push(format!("seed {seed}: {} kept the {edge} setting of its grid", kind.name()));
+                grid_notes.push(format!(
+                    "seed {seed}: {} kept the {edge} setting of its grid; a wider grid might change the result",
+                    kind.name()
+                ));
+            } else if picked.multiple == 0.0 {
+                grid_notes.push(format!(
+                    "seed {seed}: {} kept LR 0, the original's weights: no LR tried lowered its validation penalty \
+                     by more than the {}% tie",
+                    kind.name(),
+                    train::PENALTY_TIE * 100.0
+                ));
             }
             record(kind.name(), measure(&load(&picked.dir, opts.device)?.model, kind.name(), seed, &eval, &mut rows)?);
         }
@@ -679,8 +731,8 @@ pub fn run(e: &Options, opts: &CompareOptions) -> anyhow::Result<Vec<Measurement
         }
     }
     rows.extend(significance(&hits)?);
-    for edge in &edges {
-        eprintln!("note: {edge}; a wider grid might change the result");
+    for note in &grid_notes {
+        eprintln!("note: {note}");
     }
     Ok(rows)
 }
@@ -746,4 +798,51 @@ fn figure(
 /// The method names of the ablation table, in order.
 pub fn ablation_names() -> Vec<&'static str> {
     std::iter::once("ours").chain(ablations().into_iter().map(|(n, _)| n)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(val_ce: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch: 1,
+            lr: 0.0,
+            train: Vec::new(),
+            val: vec![val_ce],
+            val_accuracy: 0.953,
+            seconds: 0.0,
+            probe: None,
+        }
+    }
+
+    /// `ce`'s grid as the study closes it below (LR 0, the original, first), with validation CEs measured on
+    /// the embedded benchmark: the setting kept and whether it lies at an open edge.
+    fn kept(multiples: &[f64], val_ce: &[f64]) -> (usize, Option<&'static str>) {
+        let cfg = TrainConfig {
+            select: Selection::GuardedPenalty,
+            accuracy_floor: Some(0.933),
+            ..paper::train_config(Method::CrossEntropy(CrossEntropy { temperature: 1.0 }), LR, 0)
+        };
+        let epochs: Vec<EpochMetrics> = val_ce.iter().map(|&v| epoch(v)).collect();
+        let runs: Vec<_> = epochs.iter().map(|e| (&cfg, e)).collect();
+        let k = train::choose_setting(&runs).expect("a kept setting");
+        (k, open_edge(multiples, k))
+    }
+
+    #[test]
+    fn an_lr_grid_is_closed_below_by_the_original() {
+        let multiples = [0.0, 0.1, 0.3, 1.0, 3.0, 10.0];
+        // Seed 1 of animal-mnist: every finetuning raises the validation CE, so the original is kept, and
+        // LR 0 is no edge to grow past.
+        assert_eq!(kept(&multiples, &[0.2063, 0.2074, 0.2110, 0.2364, 0.2385, 0.3178]), (0, None));
+        // Seed 0: an interior LR, well below the original's CE.
+        assert_eq!(kept(&multiples, &[0.2063, 0.1808, 0.1740, 0.1684, 0.1854, 0.2571]), (3, None));
+        // The smallest LR tried is kept, but the original lies above the tie: the best LR is bracketed.
+        assert_eq!(kept(&multiples, &[0.2063, 0.1700, 0.1800, 0.1900, 0.2000, 0.2100]), (1, None));
+        // Without the closed end the same runs would sit at the lowest edge and grow it.
+        assert_eq!(kept(&multiples[1..], &[0.1700, 0.1800, 0.1900, 0.2000, 0.2100]), (0, Some("lowest")));
+        assert_eq!(kept(&multiples, &[0.2063, 0.2100, 0.2000, 0.1900, 0.1800, 0.1700]), (5, Some("highest")));
+        assert_eq!(open_edge(&[1.0], 0), None, "a single setting has no edge");
+    }
 }
