@@ -37,6 +37,10 @@ pub struct Args {
     /// The arithmetic of the forward passes, in the whole evaluation and the forward-only loop alike.
     #[arg(long, default_value = "fp32", value_parser = crate::named::<Precision>(Precision::NAMES))]
     precision: Precision,
+    /// Rounds of each comparison, the whole run and the loop alone taken in turn: the machine's speed
+    /// drifts by 10-20% between measurements, so each ratio pairs neighbours and the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 }
 
 fn write_images(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
@@ -67,17 +71,45 @@ fn forward_only(loaded: &LoadedModel, batches: &[Tensor], precision: Precision) 
 
 /// The whole segmentation test of `loaded` on `file` against the relevance alone over its entries
 /// preloaded, same batch size, in images per second.
-fn segtest(loaded: &LoadedModel, file: &Path, precision: Precision) -> anyhow::Result<()> {
+fn segtest(loaded: &LoadedModel, file: &Path, precision: Precision, rounds: u32) -> anyhow::Result<()> {
     let opts = PipelineOptions { quiet: true, precision, ..imagenet_segmentation::default_pipeline() };
-    let whole = imagenet_segmentation::run(loaded, file, None, &opts)?.images_per_second;
     let samples = imagenet_segmentation::preload(loaded, file, None)?;
-    let started = Instant::now();
-    precision.run(loaded.vs.device(), || segmentation::of_samples(&loaded.model, &samples, opts.batch_size))?;
-    let alone = samples.len() as f64 / started.elapsed().as_secs_f64();
-    let (name, batch) = (&loaded.name, opts.batch_size);
-    println!("whole segmentation test, {name} (batch {batch}, {precision}): {whole:.1} images/s");
-    println!("relevance loop over preloaded samples, {name} (batch {batch}, {precision}): {alone:.1} images/s");
-    println!("the whole segmentation test of {name} runs at {:.0}% of its relevance loop", 100.0 * whole / alone);
+    let whole = || Ok(imagenet_segmentation::run(loaded, file, None, &opts)?.images_per_second);
+    let alone = || {
+        let started = Instant::now();
+        precision.run(loaded.vs.device(), || segmentation::of_samples(&loaded.model, &samples, opts.batch_size))?;
+        Ok(samples.len() as f64 / started.elapsed().as_secs_f64())
+    };
+    let (name, what) = (&loaded.name, format!("(batch {}, {precision})", opts.batch_size));
+    let names = [
+        format!("whole segmentation test, {name} {what}"),
+        format!("relevance loop over preloaded samples, {name} {what}"),
+        format!("the whole segmentation test of {name} runs at"),
+    ];
+    paired(rounds, whole, alone, &names, "of its relevance loop")
+}
+
+/// Runs `whole` and `alone` in turn `rounds` times, printing each one's images per second under its name,
+/// then the median of the rounds' ratios (between `summary` and `of`) and the ratios themselves.
+fn paired(
+    rounds: u32,
+    mut whole: impl FnMut() -> anyhow::Result<f64>,
+    mut alone: impl FnMut() -> anyhow::Result<f64>,
+    [whole_name, alone_name, summary]: &[String; 3],
+    of: &str,
+) -> anyhow::Result<()> {
+    let mut ratios = Vec::new();
+    for _ in 0..rounds {
+        let w = whole()?;
+        println!("{whole_name}: {w:.1} images/s");
+        let a = alone()?;
+        println!("{alone_name}: {a:.1} images/s");
+        ratios.push(100.0 * w / a);
+    }
+    let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.0}%")).collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    println!("{summary} {median:.0}% {of} (median of {rounds} rounds, each its own pair: {})", listed.join(", "));
     Ok(())
 }
 
@@ -123,19 +155,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let vs = nn::VarStore::new(Device::Cpu);
         let vit = VisionTransformer::new(&vs.root(), &preset.config);
         let loaded = LoadedModel { vs, model: vit, name: name.into(), preprocess: preset.preprocess };
-        let r = accuracy::of_dataset(&loaded, Kind::ImagenetVal, &dir, Protocol::Standard, &opts)?;
-        let forward = forward_only(&loaded, &batches, args.precision);
-        let (batch, precision) = (args.batch_size, args.precision);
-        println!("whole evaluation, {name} (batch {batch}, {precision}): {:.1} images/s", r.images_per_second);
-        println!(
-            "forward-only loop over preloaded tensors, {name} (batch {batch}, {precision}): {forward:.1} images/s"
-        );
-        println!(
-            "the whole evaluation of {name} runs at {:.0}% of its forward-only loop",
-            100.0 * r.images_per_second / forward
-        );
+        let whole =
+            || Ok(accuracy::of_dataset(&loaded, Kind::ImagenetVal, &dir, Protocol::Standard, &opts)?.images_per_second);
+        let alone = || Ok(forward_only(&loaded, &batches, args.precision));
+        let what = format!("(batch {}, {})", args.batch_size, args.precision);
+        let names = [
+            format!("whole evaluation, {name} {what}"),
+            format!("forward-only loop over preloaded tensors, {name} {what}"),
+            format!("the whole evaluation of {name} runs at"),
+        ];
+        paired(args.rounds, whole, alone, &names, "of its forward-only loop")?;
         if let Some(file) = &args.segtest {
-            segtest(&loaded, file, args.precision)?;
+            segtest(&loaded, file, args.precision, args.rounds)?;
         }
     }
     if args.scratch.is_none() {
