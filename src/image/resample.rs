@@ -144,8 +144,9 @@ impl Coeffs {
     }
 }
 
-/// Rounds away the fixed-point fraction and clips to uint8 (PIL's clip8 table).
-fn clip8(acc: i64) -> u8 {
+/// Rounds away the fixed-point fraction and clips to uint8 (PIL's clip8 table). Sums are C `int`s in PIL:
+/// the weights' 22 bits leave headroom for 8-bit pixels, so i32 holds them as there.
+fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
@@ -197,10 +198,10 @@ fn horizontal_pass(src: &RgbImage, row0: usize, col0: usize, coeffs: &Coeffs, ou
     for (y, out_row) in out.chunks_exact_mut(out_stride).enumerate() {
         let in_row = &src[(row0 + y) * in_stride..][..in_stride];
         for (out_px, (&(xmin, n), k)) in out_row.chunks_exact_mut(3).zip(coeffs.taps()) {
-            let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
+            let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
             for (px, &w) in in_row[(xmin - col0) * 3..][..n * 3].chunks_exact(3).zip(k) {
                 for c in 0..3 {
-                    acc[c] += i64::from(px[c]) * i64::from(w);
+                    acc[c] += i32::from(px[c]) * w;
                 }
             }
             for c in 0..3 {
@@ -219,14 +220,19 @@ fn vertical_pass(src: &RgbImage, row0: usize, col0: usize, coeffs: &Coeffs, out:
         return;
     }
     let src = src.as_raw();
+    // A whole output row accumulates source row by source row (the same sums as PIL's pixel by pixel, in
+    // the same order), so the inner loop runs along contiguous bytes and vectorises.
+    let mut acc = vec![0i32; out_stride];
     for (out_row, (&(ymin, n), k)) in out.chunks_exact_mut(out_stride).zip(coeffs.taps()) {
+        acc.fill(1 << (PRECISION_BITS - 1));
         let rows = &src[(ymin - row0) * in_stride..][..n * in_stride];
-        for (i, o) in out_row.iter_mut().enumerate() {
-            let mut acc = 1i64 << (PRECISION_BITS - 1);
-            for (row, &w) in rows.chunks_exact(in_stride).zip(k) {
-                acc += i64::from(row[col0 * 3 + i]) * i64::from(w);
+        for (row, &w) in rows.chunks_exact(in_stride).zip(k) {
+            for (a, &px) in acc.iter_mut().zip(&row[col0 * 3..][..out_stride]) {
+                *a += i32::from(px) * w;
             }
-            *o = clip8(acc);
+        }
+        for (o, &a) in out_row.iter_mut().zip(&acc) {
+            *o = clip8(a);
         }
     }
 }
