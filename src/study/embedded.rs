@@ -460,6 +460,8 @@ impl Finetuned {
 /// validation images, the accuracy floor of the selection rule, and where the runs go.
 struct SeedRuns<'a> {
     original_dir: &'a Path,
+    /// The original, loaded once: scored as the LR-0 end of LR grids (runs load their own copies to train).
+    original: &'a LoadedModel,
     set: &'a Fixed,
     val: &'a [Sample],
     floor: f64,
@@ -513,8 +515,8 @@ impl SeedRuns<'_> {
     /// run's epoch is.
     fn unchanged(&self, label: &str, method: &Method) -> anyhow::Result<(f64, train::Summary, TrainConfig)> {
         let cfg = self.config(method.clone(), 0.0);
-        let original = load(self.original_dir, self.opts.device)?;
-        let (val, val_accuracy) = train::evaluate(&original, method, self.val, cfg.batch_size)?;
+        let original = self.original;
+        let (val, val_accuracy) = train::evaluate(original, method, self.val, cfg.batch_size)?;
         let probe = accuracy::of_samples(&original.model, &self.probe, 256).0;
         let terms: Vec<String> = method.term_names().iter().zip(&val).map(|(n, v)| format!("val {n} {v:.5}")).collect();
         eprintln!(
@@ -668,6 +670,7 @@ pub fn run(e: &Options, opts: &CompareOptions) -> anyhow::Result<Vec<Measurement
         let out = opts.out.join("runs").join(format!("seed{seed}"));
         let runs = SeedRuns {
             original_dir: &original_dir,
+            original: &original,
             set: &set,
             val: &val,
             floor,
