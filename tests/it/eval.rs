@@ -206,6 +206,11 @@ fn bench_eval_reports_pipeline_and_model_throughput() {
     assert!(summary.is_some_and(|l| l.contains("of its forward-only loop (median of 2 rounds")), "{text}");
     assert!(rate("whole segmentation test, vit_tiny_patch16_224") > 0.0);
     assert!(rate("relevance loop over preloaded samples, vit_tiny_patch16_224") > 0.0);
+    // No rounds is no measurement: refused by name before any work.
+    let result = Command::new(HARNESS).args(["bench-eval", "--rounds", "0"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success() && stderr.contains("'--rounds <ROUNDS>'"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&result.stdout).contains("pipeline alone"));
     // A --segtest file that is not gtsegs' is refused, naming it, before any measurement.
     let bad = scratch.join("not-gtsegs.mat");
     std::fs::write(&bad, b"MATLAB 5.0 MAT-file").unwrap();
