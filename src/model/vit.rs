@@ -3,6 +3,10 @@
 //! needed for relevance, and the fused kernel's backward has no double backward. `forward_fused` (once
 //! differentiable, no probabilities) and `predict` (no gradients) use the fused kernel
 //! (scaled_dot_product_attention).
+//!
+//! The logits read only the class token of the last block, so that block computes keys and values for every
+//! token but the query, attention, projection and MLP for the class token alone (timm's numbers, 1/T of
+//! that block's query-side work: docs/performance.md).
 use tch::nn::{self, Module};
 use tch::Tensor;
 
@@ -12,6 +16,17 @@ const LN_EPS: f64 = 1e-6;
 
 fn layer_norm(vs: nn::Path, dim: i64) -> nn::LayerNorm {
     nn::layer_norm(vs, vec![dim], nn::LayerNormConfig { eps: LN_EPS, ..Default::default() })
+}
+
+/// How a block's attention runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attend {
+    /// The fused kernel: differentiable once, no probabilities.
+    Fused,
+    /// Written out (differentiable twice); the probabilities are not kept.
+    WrittenOut,
+    /// Written out, the probabilities returned for relevance.
+    Recorded,
 }
 
 #[derive(Debug)]
@@ -33,22 +48,47 @@ impl Attention {
         }
     }
 
-    /// Output `[B,T,D]` and, unless `fused`, the post-softmax attention `[B,H,T,T]`.
-    fn forward(&self, x: &Tensor, fused: bool) -> (Tensor, Option<Tensor>) {
+    /// `[B,T,n*D]` -> `[n,B,H,T,D/H]`.
+    fn heads(&self, x: &Tensor, n: i64) -> Tensor {
+        let size = x.size();
+        let h = self.num_heads;
+        x.reshape([size[0], size[1], n, h, size[2] / (n * h)]).permute([2, 0, 3, 1, 4])
+    }
+
+    /// Output `[B,Q,D]` for the first `Q` tokens of `x` `[B,T,D]` as queries (all `T` as keys) and, when
+    /// `Recorded`, the post-softmax attention `[B,H,T,T]`, whose rows past the queries are zero.
+    fn forward(&self, x: &Tensor, queries: i64, attend: Attend) -> (Tensor, Option<Tensor>) {
         let size = x.size();
         let (b, t, d) = (size[0], size[1], size[2]);
-        let qkv = self.qkv.forward(x).reshape([b, t, 3, self.num_heads, d / self.num_heads]).permute([2, 0, 3, 1, 4]);
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        let (out, attn) = if fused {
+        let (q, k, v) = if queries == t {
+            let qkv = self.heads(&self.qkv.forward(x), 3);
+            (qkv.get(0), qkv.get(1), qkv.get(2))
+        } else {
+            // Rows [0,D) of the qkv weight make the queries, rows [D,3D) the keys and values.
+            let (w, bias) = (&self.qkv.ws, self.qkv.bs.as_ref());
+            let kv = x.linear(&w.narrow(0, d, 2 * d), bias.map(|b| b.narrow(0, d, 2 * d)));
+            let q = x.narrow(1, 0, queries).linear(&w.narrow(0, 0, d), bias.map(|b| b.narrow(0, 0, d)));
+            let kv = self.heads(&kv, 2);
+            (self.heads(&q, 1).get(0), kv.get(0), kv.get(1))
+        };
+        let (out, attn) = if attend == Attend::Fused {
             let out = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, self.scale, false);
             (out, None)
         } else {
             // Softmax in the input's dtype (fp32 under bf16 autocast, whose matmuls give bf16 scores): the
             // attention that relevance reads keeps full precision.
-            let attn = (q * self.scale).matmul(&k.transpose(-2, -1)).softmax(-1, x.kind());
-            (attn.matmul(&v), Some(attn))
+            let rows = (q * self.scale).matmul(&k.transpose(-2, -1)).softmax(-1, x.kind());
+            if attend == Attend::Recorded && queries < t {
+                // The full map, zero where no query ran; the output reads its rows back, so the gradient to the
+                // map is the full model's (zero in the rows nothing downstream reads).
+                let zeros = rows.new_zeros([b, self.num_heads, t - queries, t], (rows.kind(), rows.device()));
+                let full = Tensor::cat(&[rows, zeros], 2);
+                (full.narrow(2, 0, queries).matmul(&v), Some(full))
+            } else {
+                (rows.matmul(&v), (attend == Attend::Recorded).then_some(rows))
+            }
         };
-        (self.proj.forward(&out.transpose(1, 2).reshape([b, t, d])), attn)
+        (self.proj.forward(&out.transpose(1, 2).reshape([b, queries, d])), attn)
     }
 }
 
@@ -73,9 +113,10 @@ impl Block {
         }
     }
 
-    fn forward(&self, x: &Tensor, fused: bool) -> (Tensor, Option<Tensor>) {
-        let (a, attn) = self.attn.forward(&self.norm1.forward(x), fused);
-        let x = x + a;
+    /// The block's output `[B,Q,D]` for the first `Q` tokens (`queries`) and its attention as `Attention`'s.
+    fn forward(&self, x: &Tensor, queries: i64, attend: Attend) -> (Tensor, Option<Tensor>) {
+        let (a, attn) = self.attn.forward(&self.norm1.forward(x), queries, attend);
+        let x = x.narrow(1, 0, queries) + a;
         let hidden = self.fc1.forward(&self.norm2.forward(&x)).gelu("none");
         (&x + self.fc2.forward(&hidden), attn)
     }
@@ -95,7 +136,9 @@ pub struct VisionTransformer {
     head: Option<nn::Linear>,
 }
 
-/// Logits `[B,C]` and, per block, the post-softmax attention `[B,H,T,T]` (in the autograd graph).
+/// Logits `[B,C]` and, per block, the post-softmax attention `[B,H,T,T]` (in the autograd graph). The last
+/// block's holds the class token's row alone (its other rows are zero: nothing downstream reads them, so their
+/// gradient is zero in the full model too, and relevance reads the class token's row).
 #[derive(Debug)]
 pub struct ForwardWithAttention {
     pub logits: Tensor,
@@ -175,12 +218,12 @@ impl VisionTransformer {
         Tensor::cat(&[self.pos_embed.narrow(1, 0, 1), grid], 1)
     }
 
-    /// In the residual stream's dtype: under bf16 autocast the head's matmul is bf16, the logits are not.
-    /// A backbone gives its normalised class token, as timm's does (loading refuses backbones for
-    /// classification: model::load).
-    fn logits(&self, tokens: &Tensor) -> Tensor {
-        let cls = self.norm.forward(tokens).select(1, 0);
-        self.head.as_ref().map_or(cls.shallow_clone(), |head| head.forward(&cls)).to_kind(tokens.kind())
+    /// Logits of the class token `[B,1,D]`, in the residual stream's dtype: under bf16 autocast the head's
+    /// matmul is bf16, the logits are not. A backbone gives its normalised class token, as timm's does
+    /// (loading refuses backbones for classification: model::load).
+    fn logits(&self, cls_token: &Tensor) -> Tensor {
+        let cls = self.norm.forward(cls_token).select(1, 0);
+        self.head.as_ref().map_or(cls.shallow_clone(), |head| head.forward(&cls)).to_kind(cls_token.kind())
     }
 
     /// The last block's attention keys of the patch tokens, `[B, N, D]` (heads side by side, patches in
@@ -189,25 +232,36 @@ impl VisionTransformer {
     pub fn last_keys(&self, images: &Tensor) -> Tensor {
         let d = self.config.embed_dim;
         let (last, rest) = self.blocks.split_last().expect("a ViT has at least one block");
-        let x = rest.iter().fold(self.embed(images, true), |x, block| block.forward(&x, true).0);
-        let patches = x.size()[1] - 1;
+        let x = self.embed(images, true);
+        let t = x.size()[1];
+        let x = rest.iter().fold(x, |x, block| block.forward(&x, t, Attend::Fused).0);
+        let patches = t - 1;
         last.attn.qkv.forward(&last.norm1.forward(&x)).narrow(2, d, d).narrow(1, 1, patches)
     }
 
     /// Logits `[B,C]` for images `[B,3,H,W]` (normalised), differentiable (twice, for the input-gradient
     /// baselines).
     pub fn forward(&self, images: &Tensor) -> Tensor {
-        self.logits_only(images, false)
+        self.logits(&self.blocks_forward(images, Attend::WrittenOut).0)
     }
 
     /// Logits through the fused attention kernel: differentiable once, not twice (cross-entropy training).
     pub fn forward_fused(&self, images: &Tensor) -> Tensor {
-        self.logits_only(images, true)
+        self.logits(&self.blocks_forward(images, Attend::Fused).0)
     }
 
-    fn logits_only(&self, images: &Tensor, fused: bool) -> Tensor {
-        let tokens = self.blocks.iter().fold(self.embed(images, false), |x, block| block.forward(&x, fused).0);
-        self.logits(&tokens)
+    /// The class token after the last block, `[B,1,D]`, and each block's attention when `Recorded`.
+    fn blocks_forward(&self, images: &Tensor, attend: Attend) -> (Tensor, Vec<Tensor>) {
+        let mut x = self.embed(images, false);
+        let t = x.size()[1];
+        let last = self.blocks.len() - 1;
+        let mut attention = Vec::with_capacity(self.blocks.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (next, attn) = block.forward(&x, if i == last { 1 } else { t }, attend);
+            x = next;
+            attention.extend(attn);
+        }
+        (x, attention)
     }
 
     /// Logits for evaluation: no gradients, the fused attention kernel.
@@ -217,13 +271,7 @@ impl VisionTransformer {
 
     /// Logits and every block's attention probabilities, for relevance.
     pub fn forward_with_attention(&self, images: &Tensor) -> ForwardWithAttention {
-        let mut x = self.embed(images, false);
-        let mut attention = Vec::with_capacity(self.blocks.len());
-        for block in &self.blocks {
-            let (next, attn) = block.forward(&x, false);
-            x = next;
-            attention.push(attn.expect("the written-out attention returns its probabilities"));
-        }
+        let (x, attention) = self.blocks_forward(images, Attend::Recorded);
         ForwardWithAttention { logits: self.logits(&x), attention }
     }
 }
