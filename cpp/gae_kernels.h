@@ -91,8 +91,15 @@ inline void check_gae_levels(const std::optional<at::Tensor>& levels, at::Tensor
 
 struct GaeDims {
   int64_t B, H, T;
+  // Set by the backward when its outputs together outgrow a last-level cache, so that nothing gains from
+  // finding them there afterwards: the CPU kernels may then write them with streaming stores.
+  bool stream_outputs = false;
   explicit GaeDims(const at::Tensor& attn0) : B(attn0.size(0)), H(attn0.size(1)), T(attn0.size(2)) {}
 };
+
+// Outputs of at least this many bytes in all count as outgrowing a last-level cache (32 MiB on the EPYC
+// machines measured in docs/performance.md).
+constexpr int64_t kStreamOutputBytes = int64_t(64) << 20;
 
 inline std::vector<at::Tensor> contiguous(at::TensorList ts) {
   std::vector<at::Tensor> out;
@@ -182,51 +189,51 @@ std::tuple<at::Tensor, at::Tensor> gae_forward(const std::vector<at::Tensor>& A,
   return {rel, levels};
 }
 
-// The levels the backward reads (levels[l] for l > start_layer, every row of every block; see the top of this
-// file). The forward's saved levels differ from them only at level L-1, whose forward step read the CLS row
-// alone: where that step over all rows gives the same vector (all finite: the other rows add exact zeros),
-// the saved levels serve and the backward reads each block once; otherwise they are computed again.
-template <template <typename, typename> class Kernels, typename scalar_t, typename acc_t>
-at::Tensor backward_levels(const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& G, int64_t start_layer,
-                           const std::optional<at::Tensor>& saved, const GaeDims& d,
-                           const at::TensorOptions& acc_opts) {
-  const int64_t L = static_cast<int64_t>(A.size());
-  if (saved.has_value() && saved->defined()) {
-    if (L - 1 <= start_layer) return saved->contiguous();  // the backward reads levels[L] = e0 alone
-    at::Tensor last = at::zeros({2, d.B, d.T}, acc_opts);
-    last[1].select(1, 0).fill_(1);
-    Kernels<scalar_t, acc_t>::row_step(A[L - 1].data_ptr<scalar_t>(), G[L - 1].data_ptr<scalar_t>(),
-                                       last[1].data_ptr<acc_t>(), last[0].data_ptr<acc_t>(), d.T, d);
-    const at::Tensor levels = saved->contiguous();
-    if (at::equal(last[0], levels[L - 1])) return levels;
-  }
-  return cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer + 1, false, d, acc_opts);
-}
-
 // `saved_levels`: the forward's levels (gae_forward), or none to compute them here.
+//
+// The backward reads levels[l] for l > start_layer over every row of every block (see the top of this file).
+// The forward's saved levels differ from those only at level L-1, whose forward step read the CLS row of block
+// L-1 alone, and only where another row of that block holds a non-finite max(G*A, 0) (finite rows add exact
+// zeros). Such an entry makes its row's part of the gradient after block L-1 non-finite, and the backward
+// computes that block last: so the saved levels serve unless that gradient comes out non-finite outside the
+// CLS column, and then the backward runs again with levels over every row. Each block is read once otherwise.
 template <template <typename, typename> class Kernels>
 TensorLists gae_backward(const at::Tensor& grad_rel, const std::vector<at::Tensor>& A,
                          const std::vector<at::Tensor>& G, int64_t start_layer, bool attn_needs_grad,
                          bool grad_needs_grad, const std::optional<at::Tensor>& saved_levels) {
-  const GaeDims d(A[0]);
+  GaeDims d(A[0]);
   std::vector<at::Tensor> dA = block_grads(A, start_layer, attn_needs_grad);
   std::vector<at::Tensor> dG = block_grads(G, start_layer, grad_needs_grad);
+  const int64_t outputs = static_cast<int64_t>(A.size() - start_layer) * (attn_needs_grad + grad_needs_grad);
+  d.stream_outputs = outputs * A[0].numel() * A[0].element_size() >= kStreamOutputBytes;
   if (d.B == 0) return {dA, dG};  // nothing to write (and CUDA rejects empty grids)
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "_gae_relevance_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_opts = accumulation_options<scalar_t>(A[0]);
-    const at::Tensor levels =
-        backward_levels<Kernels, scalar_t, acc_t>(A, G, start_layer, saved_levels, d, acc_opts);
-    at::Tensor g = initial_row_grad(grad_rel, acc_opts);
-    at::Tensor g_next = at::empty_like(g);
-    for (size_t l = start_layer; l < A.size(); ++l) {
-      Kernels<scalar_t, acc_t>::backward_block(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(),
-                                               levels[l + 1].data_ptr<acc_t>(), g.data_ptr<acc_t>(),
-                                               g_next.data_ptr<acc_t>(),
-                                               attn_needs_grad ? dA[l].data_ptr<scalar_t>() : nullptr,
-                                               grad_needs_grad ? dG[l].data_ptr<scalar_t>() : nullptr, d);
-      std::swap(g, g_next);
+    // Returns the gradient reaching the row vector after the last block.
+    const auto run = [&](const at::Tensor& levels) {
+      at::Tensor g = initial_row_grad(grad_rel, acc_opts);
+      at::Tensor g_next = at::empty_like(g);
+      for (size_t l = start_layer; l < A.size(); ++l) {
+        Kernels<scalar_t, acc_t>::backward_block(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(),
+                                                 levels[l + 1].data_ptr<acc_t>(), g.data_ptr<acc_t>(),
+                                                 g_next.data_ptr<acc_t>(),
+                                                 attn_needs_grad ? dA[l].data_ptr<scalar_t>() : nullptr,
+                                                 grad_needs_grad ? dG[l].data_ptr<scalar_t>() : nullptr, d);
+        std::swap(g, g_next);
+      }
+      return g;
+    };
+    const auto every_row = [&] {
+      return cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer + 1, false, d, acc_opts);
+    };
+    if (!saved_levels.has_value() || !saved_levels->defined()) {
+      run(every_row());
+      return;
     }
+    const at::Tensor g_last = run(saved_levels->contiguous());
+    const int64_t L = static_cast<int64_t>(A.size());
+    if (L - 1 > start_layer && !g_last.narrow(1, 1, d.T - 1).isfinite().all().item<bool>()) run(every_row());
   });
   return {dA, dG};
 }

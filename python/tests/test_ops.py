@@ -184,6 +184,34 @@ def test_gae_relevance_gradients_vit_b_shapes_float32():
                  grads(gae_fn(ref_gae, 12, 0), attn + grad), 1e-5)
 
 
+def ref_gae_cls_row(attn, grad, start_layer=0):
+    """The CLS row alone (method.md section 1): v = e0; v += v @ Abar from the last block to the first."""
+    b, _, t, _ = attn[0].shape
+    v = torch.zeros(b, 1, t, dtype=attn[0].dtype)
+    v[:, 0, 0] = 1
+    for a, g in reversed(list(zip(attn, grad))[start_layer:]):
+        v = v + v @ (g * a).clamp(min=0).mean(dim=1)
+    return v[:, 0, 1:]
+
+
+def test_gae_relevance_gradient_written_by_streaming_stores():
+    """Gradients to A of more than 64 MiB in all take the backward that writes them with streaming stores (AVX2,
+    whole cache lines staged): odd T so that rows start off cache lines, two blocks, two heads, NaN and Inf in
+    a non-CLS row of the first block, against autograd through the CLS-row composite."""
+    attn, grad = gae_inputs(1, 2, 2, 2051, dtype=torch.float32, seed=6, grad_requires=False)
+    assert sum(a.numel() * a.element_size() for a in attn) >= 64 << 20
+    with torch.no_grad():
+        grad[0][0, 1, 5, 7] = float("nan")
+        grad[0][0, 0, 9, 2040] = float("inf")
+    ours = grads(gae_fn(ops.gae_relevance, 2, 0), attn + grad)
+    expected = grads(gae_fn(ref_gae_cls_row, 2, 0), attn + grad)
+    for a, e in zip(ours, expected):
+        assert torch.equal(a.isnan(), e.isnan()) and torch.equal(a.isinf(), e.isinf())
+        assert bool(e.isnan().any())
+        finite = e.isfinite()
+        torch.testing.assert_close(a[finite], e[finite], rtol=1e-4, atol=1e-9)
+
+
 # ---- NaN and Inf: the pattern of the reference rollout and its autograd ----
 
 # name: (block, (b, h, i, j) of the non-finite entry, start_layer, value of the partner (G for A, A for G) there).
