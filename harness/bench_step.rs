@@ -2,8 +2,9 @@
 //! same step in plain PyTorch + timm (python/bench/step.py, as the released code runs it and as it is best
 //! written), on randomly initialised preset models. The harness step runs in fp32 and, where the CPU
 //! computes bf16 natively, in bf16 autocast; the plain PyTorch steps in fp32. Each measurement runs in a
-//! fresh process, one after the other in one run, so the ratios compare like with like. A measurement, not
-//! a test.
+//! fresh process, one after the other in one run, so the ratios compare like with like; `--rounds` repeats
+//! the set and reports each ratio as the median of the rounds' own ratios, with the worst round beside it.
+//! A measurement, not a test.
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -33,6 +34,11 @@ pub struct Args {
     /// Timed steps; the median is reported.
     #[arg(long, default_value_t = 5)]
     steps: usize,
+    /// Rounds of each model and method, its variants measured in turn within a round: the machine's speed
+    /// drifts by 10-20% between measurements, so each ratio pairs neighbours; the table gives the median of
+    /// the rounds' ratios and the worst (largest) one, and the median seconds over the rounds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// The Python with torch and timm (the project's .venv when run through make).
     #[arg(long, default_value = "python3")]
     python: PathBuf,
@@ -106,6 +112,12 @@ fn measure_here(spec: &str, args: &Args) -> anyhow::Result<Value> {
     Ok(json!({ "variant": "harness", "model": name, "method": method_name, "seconds": seconds, "peak_mb": peak_mb }))
 }
 
+/// The middle value (the upper one of an even count); `xs` is never empty (--rounds >= 1).
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
 /// Runs one measurement in a fresh process; its JSON is the last line it prints.
 fn measure(mut cmd: Command, what: &str) -> anyhow::Result<(f64, f64)> {
     let out = cmd.output().with_context(|| format!("starting {what}"))?;
@@ -115,10 +127,11 @@ fn measure(mut cmd: Command, what: &str) -> anyhow::Result<(f64, f64)> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().with_context(|| format!("{what} printed nothing"))?;
     let v: Value = serde_json::from_str(line).with_context(|| format!("{what} printed {line:?}"))?;
-    let mut secs: Vec<f64> = v["seconds"].as_array().into_iter().flatten().filter_map(Value::as_f64).collect();
-    secs.sort_by(f64::total_cmp);
-    let median = *secs.get(secs.len() / 2).with_context(|| format!("{what} timed no step"))?;
-    Ok((median, v["peak_mb"].as_f64().context("no peak_mb")?))
+    let secs: Vec<f64> = v["seconds"].as_array().into_iter().flatten().filter_map(Value::as_f64).collect();
+    if secs.is_empty() {
+        bail!("{what} timed no step");
+    }
+    Ok((median(secs), v["peak_mb"].as_f64().context("no peak_mb")?))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -145,42 +158,62 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cmd.args(["--steps", &args.steps.to_string()]);
     };
     println!(
-        "batch {}, {} timed steps after {} warm-up, {} threads; seconds are medians, MB the resident set's growth; \
-         the plain PyTorch steps run in fp32",
+        "batch {}, {} timed steps after {} warm-up, {} round(s), {} threads; seconds are medians, MB the resident \
+         set's growth, ratios the median of the rounds' ratios and the worst round's; the plain PyTorch steps run \
+         in fp32",
         args.batch,
         args.steps,
         args.warmup,
+        args.rounds,
         tch::get_num_threads()
     );
     let mut header = vec!["model".to_string(), "method".to_string()];
     for variant in precisions.iter().map(|p| format!("harness_{p}")).chain(["best".into(), "reference".into()]) {
         header.extend([format!("{variant}_s"), format!("{variant}_mb")]);
     }
-    header.extend(precisions.iter().map(|p| format!("harness_{p}_vs_best")));
-    header.push("harness_fp32_vs_reference".into());
+    for p in &precisions {
+        header.extend([format!("harness_{p}_vs_best"), format!("harness_{p}_vs_best_worst")]);
+    }
+    header.extend(["harness_fp32_vs_reference".into(), "harness_fp32_vs_reference_worst".into()]);
     println!("{}", header.join(","));
     let mut rows = Vec::new();
     for name in &models {
         for m in &methods {
-            let mut measured = Vec::new();
-            for p in &precisions {
-                let mut own = Command::new(&exe);
-                own.args(["bench-step", "--one", &format!("{name}:{m}"), "--precision", p.name()]);
-                common(&mut own);
-                measured.push(measure(own, &format!("the harness step ({name}, {m}, {p})"))?);
+            // rounds[r][v]: (seconds, MB) of variant v (the harness precisions, best, reference) in round r.
+            let mut rounds = Vec::new();
+            for _ in 0..args.rounds {
+                let mut measured = Vec::new();
+                for p in &precisions {
+                    let mut own = Command::new(&exe);
+                    own.args(["bench-step", "--one", &format!("{name}:{m}"), "--precision", p.name()]);
+                    common(&mut own);
+                    measured.push(measure(own, &format!("the harness step ({name}, {m}, {p})"))?);
+                }
+                for variant in ["best", "reference"] {
+                    let mut py = Command::new(&args.python);
+                    py.arg(&args.script).args(["--model", name, "--method", m, "--variant", variant]);
+                    common(&mut py);
+                    let what = format!("{} {} ({name}, {m}, {variant})", args.python.display(), args.script.display());
+                    measured.push(measure(py, &what)?);
+                }
+                rounds.push(measured);
             }
-            for variant in ["best", "reference"] {
-                let mut py = Command::new(&args.python);
-                py.arg(&args.script).args(["--model", name, "--method", m, "--variant", variant]);
-                common(&mut py);
-                let what = format!("{} {} ({name}, {m}, {variant})", args.python.display(), args.script.display());
-                measured.push(measure(py, &what)?);
-            }
-            let (best, reference) = (measured[precisions.len()].0, measured[precisions.len() + 1].0);
+            let (best, reference) = (precisions.len(), precisions.len() + 1);
             let mut row = vec![name.to_string(), m.to_string()];
-            row.extend(measured.iter().flat_map(|(s, mb)| [format!("{s:.4}"), format!("{mb:.0}")]));
-            row.extend(measured[..precisions.len()].iter().map(|(s, _)| format!("{:.3}", s / best)));
-            row.push(format!("{:.3}", measured[0].0 / reference));
+            for v in 0..=reference {
+                let secs = median(rounds.iter().map(|r| r[v].0).collect());
+                let mb = median(rounds.iter().map(|r| r[v].1).collect());
+                row.extend([format!("{secs:.4}"), format!("{mb:.0}")]);
+            }
+            let ratios = |v: usize, of: usize| -> [String; 2] {
+                let per_round: Vec<f64> = rounds.iter().map(|r| r[v].0 / r[of].0).collect();
+                let worst = per_round.iter().copied().fold(f64::MIN, f64::max);
+                [format!("{:.3}", median(per_round)), format!("{worst:.3}")]
+            };
+            for v in 0..precisions.len() {
+                row.extend(ratios(v, best));
+            }
+            row.extend(ratios(0, reference));
             println!("{}", row.join(","));
             rows.push(row);
         }

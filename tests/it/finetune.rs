@@ -451,3 +451,12 @@ fn bf16_step_stays_close_to_fp32() {
         assert!(cosine > 0.99, "{}: gradient cosine {cosine}", method.name());
     }
 }
+
+#[test]
+fn bench_step_refuses_zero_rounds_before_any_measurement() {
+    // No rounds is no ratio: refused by name before any process starts.
+    let result = Command::new(HARNESS).args(["bench-step", "--rounds", "0"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success() && stderr.contains("'--rounds <ROUNDS>'"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&result.stdout).contains("timed steps"));
+}
