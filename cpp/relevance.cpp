@@ -156,13 +156,20 @@ struct CpuKernels {
     const acc_t inv_h = acc_t(1) / acc_t(d.H);
     const int64_t slice = d.T * d.T;
     std::vector<acc_t> dots(d.B * d.H * d.T);
+    // fp32 dA alone (the training default) with streaming stores, where the outputs outgrow the cache.
+    bool stream = false;
+#ifdef ROBUSTVIT_STREAMING_STORES
+    if constexpr (std::is_same_v<scalar_t, float> && kWriteA && !kWriteG) {
+      stream = d.stream_outputs && __builtin_cpu_supports("avx2");
+    }
+#endif
     at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> stage(d.stream_outputs ? d.T + 16 : 0);  // a row and under a line of the last
+      std::vector<float> stage(stream ? d.T + 16 : 0);  // a row and under a line of the last
       for (int64_t bh = begin; bh < end; ++bh) {
         const int64_t b = bh / d.H;
 #ifdef ROBUSTVIT_STREAMING_STORES
         if constexpr (std::is_same_v<scalar_t, float> && kWriteA && !kWriteG) {
-          if (d.stream_outputs && __builtin_cpu_supports("avx2")) {
+          if (stream) {
             backward_task_streaming(A + bh * slice, G + bh * slice, v + b * d.T, g + b * d.T, dA + bh * slice,
                                     dots.data() + bh * d.T, d.T, inv_h, stage.data());
             continue;

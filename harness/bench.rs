@@ -89,6 +89,12 @@ fn segtest(loaded: &LoadedModel, file: &Path, precision: Precision, rounds: u32)
     paired(rounds, whole, alone, &names, "of its relevance loop")
 }
 
+/// The middle value of measurements (the upper one of an even count); `xs` is never empty (rounds >= 1).
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
 /// Runs `whole` and `alone` in turn `rounds` times, printing each one's images per second under its name,
 /// then the median of the rounds' ratios (between `summary` and `of`) and the ratios themselves.
 fn paired(
@@ -107,8 +113,7 @@ fn paired(
         ratios.push(100.0 * w / a);
     }
     let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.0}%")).collect();
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios[ratios.len() / 2];
+    let median = median(ratios);
     println!("{summary} {median:.0}% {of} (median of {rounds} rounds, each its own pair: {})", listed.join(", "));
     Ok(())
 }

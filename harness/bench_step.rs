@@ -18,6 +18,8 @@ use robustvit::train::{self, optim::AdamW};
 use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
+use crate::bench::median;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Preset models, comma separated.
@@ -110,12 +112,6 @@ fn measure_here(spec: &str, args: &Args) -> anyhow::Result<Value> {
     }
     let peak_mb = (status_kb("VmHWM")? - base_kb) / 1024.0;
     Ok(json!({ "variant": "harness", "model": name, "method": method_name, "seconds": seconds, "peak_mb": peak_mb }))
-}
-
-/// The middle value (the upper one of an even count); `xs` is never empty (--rounds >= 1).
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }
 
 /// Runs one measurement in a fresh process; its JSON is the last line it prints.
