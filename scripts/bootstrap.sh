@@ -7,14 +7,16 @@ venv=$root/.venv
 stamp=$venv/.robustvit-requirements
 want=$(cat "$root/scripts/requirements.txt" "$root/scripts/constraints.txt" | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  touch "$stamp"  # newer than this script too, so make does not ask again
   exit 0
 fi
 command -v cargo >/dev/null || { echo "bootstrap: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 echo "bootstrap: installing scripts/requirements.txt into .venv (torch is ~4.6 GB, a few minutes the first time)"
-# uv installs the same pinned set in 42 s where pip took 98 (parallel downloads and unpacking), and
-# byte-compiles it (Python processes here may not write .pyc files: PYTHONDONTWRITEBYTECODE).
+# uv installs the same pinned set in 42 s where pip took 98 (parallel downloads and unpacking), and in
+# seconds from its cache. No byte-compiling here (a minute of CPU for every module): Python caches what it
+# imports (the Makefile lets it).
 "$venv/bin/pip" install --quiet --disable-pip-version-check uv==0.9.30
-"$venv/bin/uv" pip install --quiet --python "$venv/bin/python" --compile-bytecode \
+"$venv/bin/uv" pip install --quiet --python "$venv/bin/python" \
   -r "$root/scripts/requirements.txt" -c "$root/scripts/constraints.txt"
 echo "$want" > "$stamp"

@@ -2,7 +2,8 @@
 // applies to calls from Rust exactly as from Python. Kept apart from cpp/, which knows nothing of cxx.
 #pragma once
 
-#include <ATen/ATen.h>
+// The tensor type alone: this header is parsed again by the cxx-generated code.
+#include <ATen/core/Tensor.h>
 
 #include <c10/util/Exception.h>
 

@@ -72,7 +72,7 @@ fn borrow(t: &Tensor) -> &ffi::Tensor {
 
 fn own(p: UniquePtr<ffi::Tensor>) -> Tensor {
     // SAFETY: `into_raw` hands over a heap `at::Tensor*`, which tch takes ownership of and deletes.
-    unsafe { Tensor::from_ptr(p.into_raw() as *mut torch_sys::C_tensor) }
+    unsafe { Tensor::from_ptr(p.into_raw() as *mut _) }
 }
 
 fn tensor_list(ts: &[Tensor]) -> UniquePtr<ffi::TensorList> {
