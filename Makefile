@@ -33,17 +33,29 @@ $(OBJECTS): $(STAMP)
 	$(VENV)/bin/pip download --quiet --no-deps animal-mnist==0.4 -d target/downloads
 	@touch $@  # pip leaves an already downloaded file's time alone: without this make would ask again each run
 
-test: test-rust test-python
-
 # One build serves both halves: the Rust tests, and the ops library the Python tests load. --locked: the
 # tests run against Cargo.lock as committed. Two tests at a time, each process on one thread (libtorch's
 # OpenMP, rayon): the tests' models are too small to gain from a second thread, so on 2 cores the cold
 # integration suite took 109 s where one test at a time on two threads took about 200 s.
+RUST_TESTS := RUST_TEST_THREADS=2 OMP_NUM_THREADS=1 RAYON_NUM_THREADS=1 cargo test --locked
+PYTHON_TESTS := ROBUSTVIT_OPS_LIB=$(PYLIB) $(VENV)/bin/python -m pytest python/tests -q
+
+# Both suites, side by side once everything is built (the Python suite keeps about one core busy for half a
+# minute, and the Rust suite leaves cores idle while its fixtures are made); the Python report follows the
+# Rust one, and either failing fails the target.
+test: system-deps $(STAMP) $(OBJECTS)
+	cargo test --locked --no-run
+	@echo "$(PYTHON_TESTS) (beside the Rust tests; its report follows theirs)"
+	@$(PYTHON_TESTS) > target/python-tests.log 2>&1 & python=$$!; \
+	$(RUST_TESTS); rust=$$?; \
+	wait $$python; status=$$?; cat target/python-tests.log; \
+	[ $$rust -eq 0 ] && [ $$status -eq 0 ]
+
 test-rust: system-deps $(STAMP) $(OBJECTS)
-	RUST_TEST_THREADS=2 OMP_NUM_THREADS=1 RAYON_NUM_THREADS=1 cargo test --locked
+	$(RUST_TESTS)
 
 test-python: pylib
-	ROBUSTVIT_OPS_LIB=$(PYLIB) $(VENV)/bin/python -m pytest python/tests -q
+	$(PYTHON_TESTS)
 
 # The gates CI runs beside the tests: formatting as rustfmt.toml says, and clippy without warnings.
 lint: fmt-check clippy

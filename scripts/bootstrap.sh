@@ -20,3 +20,8 @@ echo "bootstrap: installing scripts/requirements.txt into .venv (torch is ~4.6 G
 "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" \
   -r "$root/scripts/requirements.txt" -c "$root/scripts/constraints.txt"
 echo "$want" > "$stamp"
+# Byte-compile what the tests import, in the background at the lowest priority, while the Rust build (which
+# follows) keeps the cores busy: otherwise the tests' first Python processes compile torch at once, each its own.
+env -u PYTHONDONTWRITEBYTECODE nice -n 19 "$venv/bin/python" -c \
+  "import torch, timm, torchvision, safetensors.torch, numpy, PIL.Image, sklearn.metrics, scipy.linalg, h5py, pytest" \
+  >/dev/null 2>&1 &
