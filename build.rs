@@ -43,13 +43,16 @@ impl Libtorch {
         for var in ["LIBTORCH", "LIBTORCH_USE_PYTORCH", "VIRTUAL_ENV"] {
             println!("cargo:rerun-if-env-changed={var}");
         }
-        let root = match env::var_os("LIBTORCH") {
-            Some(root) => PathBuf::from(root),
-            None if env::var_os("LIBTORCH_USE_PYTORCH").is_some() => torch_package(),
-            None => panic!(
+        // torch-sys's order: the Python package first, then $LIBTORCH.
+        let root = if env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
+            torch_package()
+        } else if let Some(root) = env::var_os("LIBTORCH") {
+            PathBuf::from(root)
+        } else {
+            panic!(
                 "libtorch not found: build through `make` (it sets LIBTORCH_USE_PYTORCH=1 and the project's .venv) \
                  or set LIBTORCH to a libtorch folder"
-            ),
+            )
         };
         let version = std::fs::read_to_string(root.join("version.py"))
             .unwrap_or_default()
