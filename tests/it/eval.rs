@@ -14,7 +14,7 @@ use robustvit::train::imagenet_s::DataSplit;
 use robustvit::train::methods::{Method, Relevance};
 use robustvit::train::{Origin, RunManifest, Selection, TrainConfig};
 
-use crate::support::{fixture, hub, root, scratch, HARNESS};
+use crate::support::{hub, made, root, scratch, HARNESS};
 
 const KINDS: [(&str, &str); 7] = [
     ("imagenet-val", "val"),
@@ -27,9 +27,7 @@ const KINDS: [(&str, &str); 7] = [
 ];
 
 fn eval_timm() -> PathBuf {
-    let hub = hub("vit_tiny_patch16_224");
-    let si_map = root().join("src/data/tables/si_score_label_to_imagenet.json");
-    fixture("eval_sets.py", "eval", &[hub.to_str().unwrap(), si_map.to_str().unwrap()])
+    made("eval")
 }
 
 /// A finetuning run's manifest whose split trained on `classes`.

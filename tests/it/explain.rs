@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{fixture, hub, python, scratch, timm, HARNESS};
+use crate::support::{hub, made, python, scratch, timm, HARNESS};
 use image::{Rgb, RgbImage};
 use robustvit::image::{denormalize_chw, eval_transform, load_rgb, normalize_chw};
 use robustvit::model;
@@ -40,11 +40,10 @@ fn read_npy(path: &Path) -> (Vec<u8>, Vec<f32>) {
     (bytes[..end].to_vec(), data)
 }
 
-/// numpy's `.npy` of the GAE relevance of `image`'s predicted class by the vit_tiny fixture, computed by
-/// python/fixtures/explain_reference.py with timm and the full-matrix rollout.
-fn reference_relevance(image: &Path) -> PathBuf {
-    let args = [tiny().to_str().unwrap().to_string(), image.to_str().unwrap().to_string()];
-    fixture("explain_reference.py", "explain-reference", &[&args[0], &args[1]]).join("relevance.npy")
+/// numpy's `.npy` of the GAE relevance of the timm fixture photo's predicted class by the vit_tiny fixture,
+/// computed by python/fixtures/explain_reference.py with timm and the full-matrix rollout.
+fn reference_relevance() -> PathBuf {
+    made("explain-reference").join("relevance.npy")
 }
 
 #[test]
@@ -72,7 +71,7 @@ fn explain_writes_pictures_grid_and_the_raw_relevance() {
     assert_eq!((grid.width(), grid.height()), (3 * 224 + 2 * 4, 2 * 256 + 4));
 
     // The raw relevance: what numpy loads from it is what timm and the full-matrix rollout compute.
-    let reference = reference_relevance(&photo);
+    let reference = reference_relevance();
     for label in ["original", "finetuned"] {
         let npy = out.join(format!("photo.{label}.npy"));
         let check = Command::new(python()).args(["-c", NUMPY_AGREES]).arg(&npy).arg(&reference).output().unwrap();
@@ -112,7 +111,7 @@ fn explain_names_bad_images_and_classes_and_keeps_the_good_ones() {
 fn heatmap_is_brightest_on_the_object_whose_relevance_is_known() {
     // python/fixtures/known_relevance.py: a hand-set ViT whose relevance is positive exactly on dark
     // patches, and a bright 64 px image with a dark square object on whole patches.
-    let data = fixture("known_relevance.py", "known-relevance", &[]);
+    let data = made("known-relevance");
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(data.join("expected.json")).unwrap()).unwrap();
     let b: Vec<u32> = expected["object_box"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();

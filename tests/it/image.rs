@@ -11,7 +11,7 @@ use image::{GrayImage, Luma, RgbImage};
 use robustvit::image::{eval_transform, load_rgb, on_mask, resize_exact, Interpolation, PreprocessConfig};
 use serde::Deserialize;
 
-use crate::support::fixture;
+use crate::support::made;
 
 #[derive(Deserialize)]
 struct Index {
@@ -70,7 +70,7 @@ struct EvalCase {
 }
 
 fn goldens() -> (PathBuf, Index) {
-    let dir = fixture("pil_goldens.py", "pil-goldens", &[]);
+    let dir = made("pil-goldens");
     let index = serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
     (dir, index)
 }

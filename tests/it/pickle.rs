@@ -13,10 +13,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tch::Tensor;
 
-use crate::support::fixture;
+use crate::support::made;
 
 fn pickles() -> PathBuf {
-    fixture("pickles.py", "pickles", &[])
+    made("pickles")
 }
 
 /// One torch.save file: its expected tensors and its keys in torch.load's order, with their dtypes.

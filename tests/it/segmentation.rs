@@ -5,7 +5,7 @@ use ndarray::{arr2, Array2};
 use robustvit::eval::segmentation::{average_precision, SegmentationMetrics};
 use serde::Deserialize;
 
-use crate::support::fixture;
+use crate::support::made;
 
 #[derive(Deserialize)]
 struct ApCase {
@@ -33,7 +33,7 @@ struct Fixtures {
 }
 
 fn fixtures() -> Fixtures {
-    let dir = fixture("segmentation_metrics.py", "segmentation-metrics", &[]);
+    let dir = made("segmentation-metrics");
     serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap()
 }
 

@@ -10,10 +10,10 @@ use robustvit::model;
 use robustvit::tokencut;
 use tch::{Device, Kind, Tensor};
 
-use crate::support::{fixture, scratch, HARNESS};
+use crate::support::{made, scratch, HARNESS};
 
 pub fn tokencut_fixture() -> PathBuf {
-    fixture("tokencut.py", "tokencut", &[])
+    made("tokencut")
 }
 
 #[test]

@@ -233,25 +233,15 @@ fn config_json_keys_are_understood_or_refused_by_name() {
 
 /// Every argument of the installed timm's `VisionTransformer.__init__` that is not a size, at its default,
 /// loads: the arguments checkpoint.rs knows are this timm's. Those whose default is a Python class (which a
-/// config.json cannot hold) are the ones it expects.
+/// config.json cannot hold) are the ones it expects. (python/fixtures/timm_models.py reads them with
+/// `inspect`.)
 #[test]
 fn model_args_at_the_installed_timms_defaults_load() {
-    let script = "import inspect, json, timm\n\
-        sizes = {'img_size', 'patch_size', 'in_chans', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio', 'num_classes'}\n\
-        params = list(inspect.signature(timm.models.vision_transformer.VisionTransformer.__init__).parameters.values())\n\
-        args, classes = {}, []\n\
-        for p in params[1:]:\n\
-        \x20   try:\n\
-        \x20       args[p.name] = json.loads(json.dumps(p.default))\n\
-        \x20   except TypeError:\n\
-        \x20       classes.append(p.name)\n\
-        print(json.dumps({'args': {k: v for k, v in args.items() if k not in sizes}, 'classes': classes}))";
-    let out = Command::new(python()).args(["-c", script]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let timm: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(timm["classes"], json!(["embed_layer", "block_fn", "mlp_layer", "attn_layer"]));
-    assert!(timm["args"].as_object().unwrap().len() >= 30, "{timm}");
-    let dir = custom_hub_with("config-timm-defaults", "model_args", &timm["args"]);
+    let path = timm().join("model_args.json");
+    let installed: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(installed["classes"], json!(["embed_layer", "block_fn", "mlp_layer", "attn_layer"]));
+    assert!(installed["args"].as_object().unwrap().len() >= 30, "{installed}");
+    let dir = custom_hub_with("config-timm-defaults", "model_args", &installed["args"]);
     model::load(None, &dir, Device::Cpu).unwrap_or_else(|e| panic!("{e}"));
 }
 

@@ -24,8 +24,9 @@ pub fn python() -> PathBuf {
 /// `target/fixtures/<name>`: the folder `python/fixtures/<script> <args...> <folder>` writes. Made once:
 /// under an exclusive lock on `target/fixtures/.<name>.lock` (it holds across threads and test processes),
 /// into a temporary folder that is renamed into place when the script has succeeded, with a stamp of what
-/// made it. It is remade when the script, the Python environment (scripts/requirements.txt and
-/// constraints.txt) or a fixture it reads (an argument that is itself a fixture folder) changes.
+/// made it. It is remade when a script of python/fixtures/ (they import each other), the Python environment
+/// (scripts/requirements.txt and constraints.txt) or a fixture it reads (an argument that is itself a
+/// fixture folder) changes.
 pub fn fixture(script: &str, name: &str, args: &[&str]) -> PathBuf {
     let base = root().join("target/fixtures");
     let dir = base.join(name);
@@ -59,13 +60,21 @@ pub fn fixture(script: &str, name: &str, args: &[&str]) -> PathBuf {
 
 const STAMP: &str = ".stamp";
 
-/// What a fixture depends on, hashed: the script, the Python environment's pins, the arguments and the
-/// stamps of fixtures among them.
+/// What a fixture depends on, hashed: the script and the others of its folder, the Python environment's
+/// pins, the arguments and the stamps of fixtures among them.
 fn stamp(script: &Path, args: &[&str]) -> String {
     let mut h = std::hash::DefaultHasher::new();
-    for file in [script.to_path_buf(), root().join("scripts/requirements.txt"), root().join("scripts/constraints.txt")]
-    {
-        h.write(&fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())));
+    let folder = script.parent().expect("a script lies in python/fixtures");
+    let mut scripts: Vec<PathBuf> = fs::read_dir(folder)
+        .unwrap_or_else(|e| panic!("{}: {e}", folder.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "py"))
+        .collect();
+    scripts.sort();
+    h.write(script.file_name().unwrap().as_encoded_bytes());
+    let pins = [root().join("scripts/requirements.txt"), root().join("scripts/constraints.txt")];
+    for file in scripts.iter().chain(&pins) {
+        h.write(&fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display())));
     }
     let base = root().join("target/fixtures");
     for arg in args {
@@ -78,9 +87,19 @@ fn stamp(script: &Path, args: &[&str]) -> String {
     format!("{:016x}", h.finish())
 }
 
-/// Checkpoints, inputs and outputs made with the .venv's timm (python/fixtures/timm_models.py, about 15 s).
+/// `target/fixtures/python/<name>`, one of the fixtures python/fixtures/all.py makes from fixed recipes, all
+/// in one Python process (importing torch and timm costs about 8 s of a core each time; the set takes about
+/// 25 s): timm, eval, segtest, explain-reference, known-relevance, pickles, pil-goldens,
+/// segmentation-metrics, tokencut, each written by the script of that name.
+pub fn made(name: &str) -> PathBuf {
+    let dir = fixture("all.py", "python", &[]).join(name);
+    assert!(dir.is_dir(), "python/fixtures/all.py made no {}", dir.display());
+    dir
+}
+
+/// Checkpoints, inputs and outputs made with the .venv's timm (python/fixtures/timm_models.py).
 pub fn timm() -> PathBuf {
-    fixture("timm_models.py", "timm", &["make"])
+    made("timm")
 }
 
 /// The timm hub folder of the fixture model `name` (vit_tiny_patch16_224, deit_tiny_patch16_224, custom).

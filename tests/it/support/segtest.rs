@@ -1,11 +1,11 @@
 //! The tiny gtsegs file of python/fixtures/segtest.py and its reference metrics.
 use std::path::{Path, PathBuf};
 
-use super::{fixture, hub};
+use super::made;
 
 /// The folder holding `gtsegs.mat` and `expected.json`.
 pub fn segtest_fixture() -> PathBuf {
-    fixture("segtest.py", "segtest", &[hub("vit_tiny_patch16_224").to_str().unwrap()])
+    made("segtest")
 }
 
 /// `expected.json`: the reference metrics (percent), the scored image count and the broken entries.
