@@ -137,8 +137,10 @@ def idx(name, header):
         return np.frombuffer(f.read(), np.uint8, offset=header)
 x = np.concatenate([idx("train-images-idx3-ubyte.gz", 16), idx("t10k-images-idx3-ubyte.gz", 16)]).reshape(-1, 784)
 y = np.concatenate([idx("train-labels-idx1-ubyte.gz", 8), idx("t10k-labels-idx1-ubyte.gz", 8)])
-_, first = np.unique(x, axis=0, return_index=True)
-pairs = np.unique(np.concatenate([x, y[:, None]], axis=1), axis=0)
+# Each row as one opaque value (compared as bytes, as np.unique(axis=0) compares them, 20x faster).
+rows = lambda a: np.ascontiguousarray(a).view(np.dtype((np.void, a.shape[1]))).ravel()
+_, first = np.unique(rows(x), return_index=True)
+pairs = np.unique(rows(np.concatenate([x, y[:, None]], axis=1)))
 print(len(x), len(y))
 print(" ".join(str(c) for c in np.bincount(y, minlength=10)))
 for i in [0, 60000, len(x) - 1, first.max()]:
