@@ -25,8 +25,7 @@ pub fn python() -> PathBuf {
 /// under an exclusive lock on `target/fixtures/.<name>.lock` (it holds across threads and test processes),
 /// into a temporary folder that is renamed into place when the script has succeeded, with a stamp of what
 /// made it. It is remade when a script of python/fixtures/ (they import each other), the Python environment
-/// (scripts/requirements.txt and constraints.txt) or a fixture it reads (an argument that is itself a
-/// fixture folder) changes.
+/// (scripts/requirements.txt and constraints.txt) or the arguments change.
 pub fn fixture(script: &str, name: &str, args: &[&str]) -> PathBuf {
     let base = root().join("target/fixtures");
     let dir = base.join(name);
@@ -61,7 +60,7 @@ pub fn fixture(script: &str, name: &str, args: &[&str]) -> PathBuf {
 const STAMP: &str = ".stamp";
 
 /// What a fixture depends on, hashed: the script and the others of its folder, the Python environment's
-/// pins, the arguments and the stamps of fixtures among them.
+/// pins and the arguments.
 fn stamp(script: &Path, args: &[&str]) -> String {
     let mut h = std::hash::DefaultHasher::new();
     let folder = script.parent().expect("a script lies in python/fixtures");
@@ -76,13 +75,8 @@ fn stamp(script: &Path, args: &[&str]) -> String {
     for file in scripts.iter().chain(&pins) {
         h.write(&fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display())));
     }
-    let base = root().join("target/fixtures");
     for arg in args {
         h.write(arg.as_bytes());
-        let upstream = Path::new(arg).strip_prefix(&base).ok().and_then(|rel| rel.components().next());
-        if let Some(name) = upstream {
-            h.write(&fs::read(base.join(name).join(STAMP)).unwrap_or_default());
-        }
     }
     format!("{:016x}", h.finish())
 }
