@@ -75,6 +75,12 @@ inline void check_gae_backward_grad(const at::Tensor& grad_rel, const at::Tensor
               attn0.sym_size(0), ",", attn0.sym_size(3) - 1, "], got ", grad_rel.sym_sizes());
 }
 
+// Words of the sign bits of one row of T entries (KeptBlocks); T an int64_t or a SymInt.
+template <typename Int>
+Int sign_words(const Int& T) {
+  return (T + 31) / 32;
+}
+
 // The forward's levels handed to _gae_relevance_backward: [L+1,B,T] in the accumulation dtype, on attn's device.
 inline void check_gae_levels(const std::optional<at::Tensor>& levels, at::TensorList attn) {
   if (!levels.has_value() || !levels->defined()) return;
@@ -87,6 +93,41 @@ inline void check_gae_levels(const std::optional<at::Tensor>& levels, at::Tensor
   TORCH_CHECK(levels->scalar_type() == acc && levels->device() == a.device(),
               "robustvit::_gae_relevance_backward: argument 'levels' must be ", acc, " on ", a.device(), ", got ",
               levels->scalar_type(), " on ", levels->device());
+}
+
+// What the forward keeps, when asked (CPU kernels), so that the backward of the blocks [start_layer, L-1) reads
+// G without A: n = L-1-start_layer blocks of Abar [n,B,T,T] (accumulation dtype) and the bits [G*A >= 0]
+// [n,B,H,T,W] (int32 words, W = sign_words(T), bit j%32 of word j/32 for column j). The last block is left out:
+// its forward step reads the CLS row alone, and its backward reads A and G as before.
+struct KeptBlocks {
+  at::Tensor abar, signs;
+  bool defined() const { return abar.defined() && abar.numel() > 0; }
+};
+
+// The kept blocks handed to _gae_relevance_backward: both or neither, of the forward's shapes.
+inline void check_gae_kept(const std::optional<at::Tensor>& abar, const std::optional<at::Tensor>& signs,
+                           at::TensorList attn, int64_t start_layer) {
+  const bool has_abar = abar.has_value() && abar->defined(), has_signs = signs.has_value() && signs->defined();
+  TORCH_CHECK(has_abar == has_signs, "robustvit::_gae_relevance_backward: arguments 'abar' and 'signs' come "
+              "together (from _gae_relevance_forward with keep_blocks=True), got only '", has_abar ? "abar" : "signs",
+              "'");
+  if (!has_abar) return;
+  const at::Tensor& a = attn[0];
+  const int64_t n = static_cast<int64_t>(attn.size()) - 1 - start_layer;
+  const auto acc = at::toOpMathType(a.scalar_type());
+  TORCH_CHECK(abar->dim() == 4 && abar->sym_size(0) == n && abar->sym_size(1) == a.sym_size(0) &&
+                  abar->sym_size(2) == a.sym_size(3) && abar->sym_size(3) == a.sym_size(3) &&
+                  abar->scalar_type() == acc && abar->device() == a.device(),
+              "robustvit::_gae_relevance_backward: argument 'abar' must be ", acc, " of shape [L-1-start_layer,B,T,T] "
+              "= [", n, ",", a.sym_size(0), ",", a.sym_size(3), ",", a.sym_size(3), "] on ", a.device(), ", got ",
+              abar->scalar_type(), " ", abar->sym_sizes(), " on ", abar->device());
+  TORCH_CHECK(signs->dim() == 5 && signs->sym_size(0) == n && signs->sym_size(1) == a.sym_size(0) &&
+                  signs->sym_size(2) == a.sym_size(1) && signs->sym_size(3) == a.sym_size(3) &&
+                  signs->sym_size(4) == sign_words(a.sym_size(3)) && signs->scalar_type() == at::kInt &&
+                  signs->device() == a.device(),
+              "robustvit::_gae_relevance_backward: argument 'signs' must be Int of shape [L-1-start_layer,B,H,T,W] = [",
+              n, ",", a.sym_size(0), ",", a.sym_size(1), ",", a.sym_size(3), ",", sign_words(a.sym_size(3)), "] on ",
+              a.device(), ", got ", signs->scalar_type(), " ", signs->sym_sizes(), " on ", signs->device());
 }
 
 struct GaeDims {
@@ -146,20 +187,40 @@ inline std::vector<at::Tensor> block_grads(const std::vector<at::Tensor>& like, 
 //   static void backward_block(const scalar_t* A, const scalar_t* G, const acc_t* v, const acc_t* g,
 //                              acc_t* g_next, scalar_t* dA, scalar_t* dG, const GaeDims&)
 //     one block of the backward (formulas at CpuKernels in relevance.cpp); dA / dG may be null.
+//   static constexpr bool kKeepsBlocks
+//     whether the backend keeps blocks (KeptBlocks); if so, also
+//   static void row_step_keeping(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out,
+//                                acc_t* abar, int32_t* signs, const GaeDims&)
+//     row_step over every row, writing the block's Abar and sign bits
+//   static void backward_block_kept(const scalar_t* G, const int32_t* signs, const acc_t* abar, const acc_t* v,
+//                                   const acc_t* g, acc_t* g_next, scalar_t* dA, const GaeDims&)
+//     backward_block for dA alone, from G, the sign bits and Abar
 // Inputs are contiguous and validated by the caller.
 
 // levels[l] = e0^T (I + Abar_{L-1}) ... (I + Abar_l) for l in [stop, L]; levels[L] = e0. cls_first: the step
 // from e0 reads the CLS row of block L-1 alone (the forward; the backward reads all rows, see the top of this file).
+// keep: defined KeptBlocks for the blocks [stop, L-1) to fill, or null.
 template <template <typename, typename> class Kernels, typename scalar_t, typename acc_t>
 at::Tensor cls_row_levels(const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& G, int64_t stop,
-                          bool cls_first, const GaeDims& d, const at::TensorOptions& acc_opts) {
+                          bool cls_first, const GaeDims& d, const at::TensorOptions& acc_opts,
+                          const KeptBlocks* keep = nullptr) {
+  using K = Kernels<scalar_t, acc_t>;
   const int64_t L = static_cast<int64_t>(A.size());
   at::Tensor levels = at::zeros({L + 1, d.B, d.T}, acc_opts);
   levels[L].select(1, 0).fill_(1);
   for (int64_t l = L - 1; l >= stop; --l) {
-    Kernels<scalar_t, acc_t>::row_step(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(),
-                                       levels[l + 1].data_ptr<acc_t>(), levels[l].data_ptr<acc_t>(),
-                                       cls_first && l == L - 1 ? 1 : d.T, d);
+    const scalar_t* a = A[l].data_ptr<scalar_t>();
+    const scalar_t* g = G[l].data_ptr<scalar_t>();
+    acc_t* v_in = levels[l + 1].data_ptr<acc_t>();
+    acc_t* v_out = levels[l].data_ptr<acc_t>();
+    if constexpr (K::kKeepsBlocks) {
+      if (keep != nullptr && l < L - 1) {
+        K::row_step_keeping(a, g, v_in, v_out, keep->abar[l - stop].data_ptr<acc_t>(),
+                            keep->signs[l - stop].data_ptr<int32_t>(), d);
+        continue;
+      }
+    }
+    K::row_step(a, g, v_in, v_out, cls_first && l == L - 1 ? 1 : d.T, d);
   }
   return levels;
 }
@@ -169,12 +230,25 @@ at::TensorOptions accumulation_options(const at::Tensor& like) {
   return like.options().dtype(c10::CppTypeToScalarType<at::opmath_type<scalar_t>>::value);
 }
 
-// The relevance and the forward's levels [L+1,B,T] (accumulation dtype), which the backward reuses.
+// The uninitialised KeptBlocks of shapes [n,B,T,T] and [n,B,H,T,W] (keep), or [0] each (not kept); the Meta
+// kernel's too, hence symbolic sizes.
+inline KeptBlocks kept_blocks(const at::Tensor& attn0, int64_t blocks, int64_t start_layer, bool keep) {
+  const auto acc_opts = attn0.options().dtype(at::toOpMathType(attn0.scalar_type()));
+  const auto sign_opts = attn0.options().dtype(at::kInt);
+  if (!keep) return {at::empty({0}, acc_opts), at::empty({0}, sign_opts)};
+  const c10::SymInt n = blocks - 1 - start_layer, B = attn0.sym_size(0), H = attn0.sym_size(1), T = attn0.sym_size(3);
+  return {at::empty_symint({n, B, T, T}, acc_opts), at::empty_symint({n, B, H, T, sign_words(T)}, sign_opts)};
+}
+
+// The relevance, the forward's levels [L+1,B,T] (accumulation dtype), which the backward reuses, and the kept
+// blocks (keep_blocks; backends with kKeepsBlocks only).
 template <template <typename, typename> class Kernels>
-std::tuple<at::Tensor, at::Tensor> gae_forward(const std::vector<at::Tensor>& A, const std::vector<at::Tensor>& G,
-                                               int64_t start_layer) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gae_forward(const std::vector<at::Tensor>& A,
+                                                                       const std::vector<at::Tensor>& G,
+                                                                       int64_t start_layer, bool keep_blocks) {
   const GaeDims d(A[0]);
   at::Tensor rel, levels;
+  const KeptBlocks kept = kept_blocks(A[0], static_cast<int64_t>(A.size()), start_layer, keep_blocks);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "gae_relevance", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_opts = accumulation_options<scalar_t>(A[0]);
@@ -183,13 +257,15 @@ std::tuple<at::Tensor, at::Tensor> gae_forward(const std::vector<at::Tensor>& A,
       levels = at::zeros({static_cast<int64_t>(A.size()) + 1, 0, d.T}, acc_opts);
       return;
     }
-    levels = cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer, true, d, acc_opts);
+    levels = cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer, true, d, acc_opts,
+                                                      kept.defined() ? &kept : nullptr);
     rel = relevance_from_levels(levels, start_layer, A[0]);
   });
-  return {rel, levels};
+  return {rel, levels, kept.abar, kept.signs};
 }
 
-// `saved_levels`: the forward's levels (gae_forward), or none to compute them here.
+// `saved_levels`: the forward's levels (gae_forward), or none to compute them here. `kept`: the forward's kept
+// blocks, or empty; used for dA alone (dG needs A), and not by the rerun below.
 //
 // The backward reads levels[l] for l > start_layer over every row of every block (see the top of this file).
 // The forward's saved levels differ from those only at level L-1, whose forward step read the CLS row of block
@@ -200,7 +276,8 @@ std::tuple<at::Tensor, at::Tensor> gae_forward(const std::vector<at::Tensor>& A,
 template <template <typename, typename> class Kernels>
 TensorLists gae_backward(const at::Tensor& grad_rel, const std::vector<at::Tensor>& A,
                          const std::vector<at::Tensor>& G, int64_t start_layer, bool attn_needs_grad,
-                         bool grad_needs_grad, const std::optional<at::Tensor>& saved_levels) {
+                         bool grad_needs_grad, const std::optional<at::Tensor>& saved_levels,
+                         const KeptBlocks& kept = {}) {
   GaeDims d(A[0]);
   std::vector<at::Tensor> dA = block_grads(A, start_layer, attn_needs_grad);
   std::vector<at::Tensor> dG = block_grads(G, start_layer, grad_needs_grad);
@@ -210,12 +287,23 @@ TensorLists gae_backward(const at::Tensor& grad_rel, const std::vector<at::Tenso
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A[0].scalar_type(), "_gae_relevance_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_opts = accumulation_options<scalar_t>(A[0]);
+    using K = Kernels<scalar_t, acc_t>;
     // Returns the gradient reaching the row vector after the last block.
-    const auto run = [&](const at::Tensor& levels) {
+    const auto run = [&](const at::Tensor& levels, bool use_kept) {
       at::Tensor g = initial_row_grad(grad_rel, acc_opts);
       at::Tensor g_next = at::empty_like(g);
       for (size_t l = start_layer; l < A.size(); ++l) {
-        Kernels<scalar_t, acc_t>::backward_block(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(),
+        if constexpr (K::kKeepsBlocks) {
+          if (use_kept && l + 1 < A.size()) {
+            const int64_t k = static_cast<int64_t>(l) - start_layer;
+            K::backward_block_kept(G[l].data_ptr<scalar_t>(), kept.signs[k].data_ptr<int32_t>(),
+                                   kept.abar[k].data_ptr<acc_t>(), levels[l + 1].data_ptr<acc_t>(),
+                                   g.data_ptr<acc_t>(), g_next.data_ptr<acc_t>(), dA[l].data_ptr<scalar_t>(), d);
+            std::swap(g, g_next);
+            continue;
+          }
+        }
+        K::backward_block(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(),
                                                  levels[l + 1].data_ptr<acc_t>(), g.data_ptr<acc_t>(),
                                                  g_next.data_ptr<acc_t>(),
                                                  attn_needs_grad ? dA[l].data_ptr<scalar_t>() : nullptr,
@@ -228,12 +316,13 @@ TensorLists gae_backward(const at::Tensor& grad_rel, const std::vector<at::Tenso
       return cls_row_levels<Kernels, scalar_t, acc_t>(A, G, start_layer + 1, false, d, acc_opts);
     };
     if (!saved_levels.has_value() || !saved_levels->defined()) {
-      run(every_row());
+      run(every_row(), false);
       return;
     }
-    const at::Tensor g_last = run(saved_levels->contiguous());
+    const bool use_kept = kept.defined() && attn_needs_grad && !grad_needs_grad;
+    const at::Tensor g_last = run(saved_levels->contiguous(), use_kept);
     const int64_t L = static_cast<int64_t>(A.size());
-    if (L - 1 > start_layer && !g_last.narrow(1, 1, d.T - 1).isfinite().all().item<bool>()) run(every_row());
+    if (L - 1 > start_layer && !g_last.narrow(1, 1, d.T - 1).isfinite().all().item<bool>()) run(every_row(), false);
   });
   return {dA, dG};
 }

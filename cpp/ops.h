@@ -13,6 +13,8 @@
 namespace robustvit {
 
 using TensorLists = std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>>;
+// _gae_relevance_forward's relevance, levels, and kept blocks' Abar and sign bits (cpp/gae_kernels.h).
+using GaeForward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // GAE relevance of the CLS token (cpp/relevance.cpp).
 at::Tensor gae_relevance_cpu(at::TensorList attn, at::TensorList grad, int64_t start_layer);
@@ -20,19 +22,22 @@ at::Tensor gae_relevance_meta(at::TensorList attn, at::TensorList grad, int64_t 
 at::Tensor gae_relevance_autograd(at::TensorList attn, at::TensorList grad, int64_t start_layer);
 // Catch-all for calls no backend kernel takes: empty lists (no tensor to dispatch on) or an unsupported device.
 at::Tensor gae_relevance_no_kernel(at::TensorList attn, at::TensorList grad, int64_t start_layer);
-// Internal: the relevance and the levels its backward reuses (cpp/gae_kernels.h: gae_forward).
-std::tuple<at::Tensor, at::Tensor> gae_relevance_forward_cpu(at::TensorList attn, at::TensorList grad,
-                                                             int64_t start_layer);
-std::tuple<at::Tensor, at::Tensor> gae_relevance_forward_meta(at::TensorList attn, at::TensorList grad,
-                                                              int64_t start_layer);
-std::tuple<at::Tensor, at::Tensor> gae_relevance_forward_no_kernel(at::TensorList attn, at::TensorList grad,
-                                                                   int64_t start_layer);
+// Internal: the relevance and what its backward reuses (cpp/gae_kernels.h: gae_forward).
+GaeForward gae_relevance_forward_cpu(at::TensorList attn, at::TensorList grad, int64_t start_layer,
+                                     bool keep_blocks);
+GaeForward gae_relevance_forward_meta(at::TensorList attn, at::TensorList grad, int64_t start_layer,
+                                      bool keep_blocks);
+GaeForward gae_relevance_forward_no_kernel(at::TensorList attn, at::TensorList grad, int64_t start_layer,
+                                           bool keep_blocks);
 TensorLists gae_relevance_backward_cpu(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
                                        int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad,
-                                       const std::optional<at::Tensor>& levels);
+                                       const std::optional<at::Tensor>& levels, const std::optional<at::Tensor>& abar,
+                                       const std::optional<at::Tensor>& signs);
 TensorLists gae_relevance_backward_meta(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
                                         int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad,
-                                        const std::optional<at::Tensor>& levels);
+                                        const std::optional<at::Tensor>& levels,
+                                        const std::optional<at::Tensor>& abar,
+                                        const std::optional<at::Tensor>& signs);
 // Relevance map (cpp/relevance_map.cpp). The kernel is device-generic ATen code: CPU, CUDA and Meta.
 at::Tensor relevance_map_kernel(const at::Tensor& rel, int64_t grid_h, int64_t grid_w, int64_t out_h,
                                 int64_t out_w, double eps);

@@ -7,13 +7,17 @@
 
 TORCH_LIBRARY(robustvit, m) {
   m.def("gae_relevance(Tensor[] attn, Tensor[] grad, int start_layer=0) -> Tensor");
-  // Internal: gae_relevance and its levels [L+1,B,T] (the CLS-row vector after each block), which the backward
-  // reuses instead of reading A and G again.
-  m.def("_gae_relevance_forward(Tensor[] attn, Tensor[] grad, int start_layer) -> (Tensor, Tensor)");
+  // Internal: gae_relevance, its levels [L+1,B,T] (the CLS-row vector after each block), which the backward
+  // reuses instead of reading A and G again, and with keep_blocks (CPU only) the Abar and sign bits of the
+  // blocks [start_layer, L-1), which spare a backward of dA alone reading A (KeptBlocks, cpp/gae_kernels.h);
+  // empty [0] tensors without.
+  m.def("_gae_relevance_forward(Tensor[] attn, Tensor[] grad, int start_layer, bool keep_blocks=False) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
   // Internal: the first-order backward of gae_relevance (fused kernels). Lists are empty where not needed;
-  // levels: _gae_relevance_forward's, or None to compute them.
+  // levels: _gae_relevance_forward's, or None to compute them; abar and signs: its kept blocks, or None.
   m.def("_gae_relevance_backward(Tensor grad_rel, Tensor[] attn, Tensor[] grad, int start_layer, "
-        "bool attn_needs_grad, bool grad_needs_grad, Tensor? levels=None) -> (Tensor[], Tensor[])");
+        "bool attn_needs_grad, bool grad_needs_grad, Tensor? levels=None, Tensor? abar=None, Tensor? signs=None) "
+        "-> (Tensor[], Tensor[])");
   m.def("relevance_map(Tensor rel, int grid_h, int grid_w, int out_h, int out_w, float eps=1e-8) -> Tensor");
   m.def("relevance_loss(Tensor map, Tensor mask, float lambda_bg=2.0, float lambda_fg=0.3) -> (Tensor, Tensor, Tensor)");
   m.def("confidence_loss(Tensor logits, float temperature=1.0) -> Tensor");

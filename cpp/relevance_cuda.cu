@@ -127,6 +127,8 @@ __global__ void backward_row_kernel(const scalar_t* __restrict__ A, const scalar
 // before launching on an empty batch; CUDA rejects empty grids).
 template <typename scalar_t, typename acc_t>
 struct CudaKernels {
+  static constexpr bool kKeepsBlocks = false;
+
   static void row_step(const scalar_t* A, const scalar_t* G, const acc_t* v_in, acc_t* v_out, int64_t rows,
                        const GaeDims& d) {
     const auto stream = at::cuda::getCurrentCUDAStream();
@@ -150,25 +152,28 @@ struct CudaKernels {
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> gae_relevance_forward_cuda(at::TensorList attn, at::TensorList grad,
-                                                              int64_t start_layer) {
+GaeForward gae_relevance_forward_cuda(at::TensorList attn, at::TensorList grad, int64_t start_layer,
+                                      bool keep_blocks) {
   check_gae_inputs("gae_relevance", attn, grad, start_layer);  // its only caller is gae_relevance's autograd
+  TORCH_CHECK(!keep_blocks, "robustvit::_gae_relevance_forward: keep_blocks is for CPU tensors only");
   const c10::cuda::CUDAGuard device_guard(attn[0].device());
-  return gae_forward<CudaKernels>(contiguous(attn), contiguous(grad), start_layer);
+  return gae_forward<CudaKernels>(contiguous(attn), contiguous(grad), start_layer, false);
 }
 
 at::Tensor gae_relevance_cuda(at::TensorList attn, at::TensorList grad, int64_t start_layer) {
   check_gae_inputs("gae_relevance", attn, grad, start_layer);
   const c10::cuda::CUDAGuard device_guard(attn[0].device());
-  return std::get<0>(gae_forward<CudaKernels>(contiguous(attn), contiguous(grad), start_layer));
+  return std::get<0>(gae_forward<CudaKernels>(contiguous(attn), contiguous(grad), start_layer, false));
 }
 
 TensorLists gae_relevance_backward_cuda(const at::Tensor& grad_rel, at::TensorList attn, at::TensorList grad,
                                         int64_t start_layer, bool attn_needs_grad, bool grad_needs_grad,
-                                        const std::optional<at::Tensor>& levels) {
+                                        const std::optional<at::Tensor>& levels, const std::optional<at::Tensor>& abar,
+                                        const std::optional<at::Tensor>& signs) {
   check_gae_inputs("_gae_relevance_backward", attn, grad, start_layer);
   check_gae_backward_grad(grad_rel, attn[0]);
   check_gae_levels(levels, attn);
+  check_gae_kept(abar, signs, attn, start_layer);  // valid, and unused: the CUDA kernels read A
   const c10::cuda::CUDAGuard device_guard(attn[0].device());
   return gae_backward<CudaKernels>(grad_rel, contiguous(attn), contiguous(grad), start_layer, attn_needs_grad,
                                    grad_needs_grad, levels);

@@ -194,20 +194,24 @@ def ref_gae_cls_row(attn, grad, start_layer=0):
     return v[:, 0, 1:]
 
 
-def test_gae_relevance_gradient_written_by_streaming_stores():
+@pytest.mark.parametrize("nonfinite", [False, True], ids=["finite", "nan_inf"])
+def test_gae_relevance_gradient_written_by_streaming_stores(nonfinite):
     """Gradients to A of more than 64 MiB in all take the backward that writes them with streaming stores (AVX2,
-    whole cache lines staged): odd T so that rows start off cache lines, two blocks, two heads, NaN and Inf in
-    a non-CLS row of the first block, against autograd through the CLS-row composite."""
+    whole cache lines staged): odd T so that rows start off cache lines, two blocks, two heads, against autograd
+    through the CLS-row composite. Finite, the first block's dA comes from the forward's kept blocks; with NaN
+    and Inf in a non-CLS row of the first block, the gradient after the last block is NaN and the backward reads
+    A for every block."""
     attn, grad = gae_inputs(1, 2, 2, 2051, dtype=torch.float32, seed=6, grad_requires=False)
     assert sum(a.numel() * a.element_size() for a in attn) >= 64 << 20
-    with torch.no_grad():
-        grad[0][0, 1, 5, 7] = float("nan")
-        grad[0][0, 0, 9, 2040] = float("inf")
+    if nonfinite:
+        with torch.no_grad():
+            grad[0][0, 1, 5, 7] = float("nan")
+            grad[0][0, 0, 9, 2040] = float("inf")
     ours = grads(gae_fn(ops.gae_relevance, 2, 0), attn + grad)
     expected = grads(gae_fn(ref_gae_cls_row, 2, 0), attn + grad)
     for a, e in zip(ours, expected):
         assert torch.equal(a.isnan(), e.isnan()) and torch.equal(a.isinf(), e.isinf())
-        assert bool(e.isnan().any())
+        assert bool(e.isnan().any()) == nonfinite
         finite = e.isfinite()
         torch.testing.assert_close(a[finite], e[finite], rtol=1e-4, atol=1e-9)
 
@@ -252,17 +256,19 @@ def assert_same_pattern(actual, expected, exact_nan):
     torch.testing.assert_close(actual[finite], expected[finite], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("grad_requires", [True, False], ids=["dG", "G_constant"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("where", ["attn", "grad"])
 @pytest.mark.parametrize("place", NONFINITE_PLACES)
-def test_gae_relevance_nonfinite_like_reference(place, where, value):
+def test_gae_relevance_nonfinite_like_reference(place, where, value, grad_requires):
     """NaN and Inf in A or G give the NaN/Inf pattern of ref_gae's forward and autograd (IEEE: NaN * 0 = NaN and
     Inf * 0 = NaN in its matrix products), through the fused backward and the composite one (create_graph).
+    With G constant, the fused backward reads the forward's kept blocks instead of A (but for the last block).
     For Inf, which non-finite entries are Inf and which NaN follows the evaluation order and is not compared."""
     attn, grad, start = nonfinite_inputs(place, where, value)
     exact_nan = value != value
     ours, ref = gae_fn(ops.gae_relevance, 3, start), gae_fn(ref_gae, 3, start)
-    inputs = [x.requires_grad_() for x in attn + grad]
+    inputs = [x.requires_grad_() for x in attn] + [x.requires_grad_(grad_requires) for x in grad]
     assert_same_pattern(ours(*inputs).detach(), ref(*inputs).detach(), exact_nan)
     expected = grads(ref, inputs)
     for create_graph in (False, True):
@@ -331,6 +337,8 @@ def opcheck_cases():
         ("gae_detached_grad", ops.gae_relevance.default, (attn_d, grad_d, 1)),
         ("gae_no_grad", ops.gae_relevance.default, ([a.detach() for a in attn], [g.detach() for g in grad], 0)),
         ("gae_empty_batch", ops.gae_relevance.default, gae_inputs(0, 2, 2, 5, dtype=torch.float32) + (0,)),
+        ("gae_forward_keeping_blocks", ops._gae_relevance_forward.default,
+         tuple([x.detach() for x in xs] for xs in gae_inputs(2, 3, 2, 5, dtype=torch.float32)) + (0, True)),
         ("map", ops.relevance_map.default, (rand(2, 9, **f32), 3, 3, 6, 6, 1e-8)),
         ("relevance_loss", ops.relevance_loss.default, (rand(2, 1, 4, 4, **f32), binary_mask(2, 1, 4, 4, **f32), 2.0, 0.3)),
         ("confidence", ops.confidence_loss.default, (torch.randn(3, 5).requires_grad_(), 0.55)),
@@ -465,15 +473,66 @@ def test_backward_reusing_forward_levels_equals_recomputing_them(nonfinite):
     attn, grad = [a.detach() for a in attn], [g.detach() for g in grad]
     if nonfinite:
         grad[-1][1, 2, 3, 4] = float("nan")
-    rel, levels = ops._gae_relevance_forward(attn, grad, 1)
+    rel, levels, abar, signs = ops._gae_relevance_forward(attn, grad, 1)
     torch.testing.assert_close(rel, ops.gae_relevance(attn, grad, 1), rtol=0, atol=0)
-    assert levels.shape == (5, 2, 7)
+    assert levels.shape == (5, 2, 7) and abar.shape == signs.shape == (0,)
     g = torch.randn(2, 6)
     reused = ops._gae_relevance_backward(g, attn, grad, 1, True, True, levels)
     fresh = ops._gae_relevance_backward(g, attn, grad, 1, True, True)
     for a, b in zip(reused[0] + reused[1], fresh[0] + fresh[1]):
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
     assert bool(torch.cat([t.flatten() for t in reused[0]]).isnan().any()) == nonfinite
+
+
+def unpack_signs(signs, t):
+    """[..., W] int32 words -> [..., t] bools, bit j % 32 of word j // 32."""
+    bits = (signs.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
+    return bits.flatten(-2)[..., :t].bool()
+
+
+@pytest.mark.parametrize("nonfinite", [None, "middle_block", "last_block"])
+def test_backward_from_kept_blocks_equals_reading_attention(nonfinite):
+    """keep_blocks: the forward keeps Abar (the mean over heads of max(G*A, 0)) and the bits [G*A >= 0] of every
+    block but the last (NaN: a clear bit, NaN in Abar); the backward of dA given them returns what it returns
+    reading A (values up to summation order). With NaN in a block, the gradient after the last block comes out
+    NaN and the backward reads A again for every block: the same NaN entries. T = 37: two words of bits per
+    row, the second partly used."""
+    attn, grad = gae_inputs(2, 4, 3, 37, dtype=torch.float32, seed=3, grad_requires=False)
+    attn, grad = [a.detach() for a in attn], [g.detach() for g in grad]
+    grad[1][1, 0, 7, 33] = -0.0  # G*A = -0 >= 0: a set bit, as the clamp passes its gradient at 0
+    if nonfinite == "middle_block":
+        attn[2][0, 1, 4, 35] = float("nan")
+    elif nonfinite == "last_block":
+        grad[-1][1, 2, 3, 4] = float("nan")
+    rel, levels, abar, signs = ops._gae_relevance_forward(attn, grad, 1, True)
+    torch.testing.assert_close(rel, ops.gae_relevance(attn, grad, 1), equal_nan=True)
+    assert abar.shape == (2, 2, 37, 37) and signs.shape == (2, 2, 3, 37, 2) and signs.dtype == torch.int32
+    for k, l in enumerate((1, 2)):  # blocks [start_layer, L-1)
+        w = grad[l] * attn[l]
+        torch.testing.assert_close(abar[k], w.clamp(min=0).mean(1), rtol=1e-6, atol=1e-7, equal_nan=True)
+        assert torch.equal(unpack_signs(signs[k], 37), w >= 0)
+    assert bool(unpack_signs(signs[0], 37)[1, 0, 7, 33])
+    g = torch.randn(2, 36)
+    kept = ops._gae_relevance_backward(g, attn, grad, 1, True, False, levels, abar, signs)[0]
+    read = ops._gae_relevance_backward(g, attn, grad, 1, True, False, levels)[0]
+    for a, b in zip(kept, read):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, equal_nan=True)
+    assert bool(torch.cat([t.flatten() for t in kept]).isnan().any()) == (nonfinite is not None)
+
+
+def test_backward_rejects_kept_blocks_of_another_shape():
+    attn, grad = gae_inputs(2, 3, 2, 5, dtype=torch.float32, grad_requires=False)
+    attn, grad = [a.detach() for a in attn], [g.detach() for g in grad]
+    _, levels, abar, signs = ops._gae_relevance_forward(attn, grad, 0, True)
+    g = torch.zeros(2, 4)
+    with pytest.raises(RuntimeError, match=r"arguments 'abar' and 'signs' come together .*got only 'abar'"):
+        ops._gae_relevance_backward(g, attn, grad, 0, True, False, levels, abar, None)
+    with pytest.raises(RuntimeError, match=r"argument 'abar' must be Float of shape \[L-1-start_layer,B,T,T\] = "
+                                           r"\[1,2,5,5\] on cpu, got Float \[2, 2, 5, 5\]"):
+        ops._gae_relevance_backward(g, attn, grad, 1, True, False, levels, abar, signs)
+    with pytest.raises(RuntimeError, match=r"argument 'signs' must be Int of shape \[L-1-start_layer,B,H,T,W\] = "
+                                           r"\[2,2,2,5,1\] on cpu, got Long"):
+        ops._gae_relevance_backward(g, attn, grad, 0, True, False, levels, abar, signs.long())
 
 
 def test_backward_rejects_levels_of_another_shape():
