@@ -303,11 +303,10 @@ TensorLists gae_backward(const at::Tensor& grad_rel, const std::vector<at::Tenso
             continue;
           }
         }
-        K::backward_block(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(),
-                                                 levels[l + 1].data_ptr<acc_t>(), g.data_ptr<acc_t>(),
-                                                 g_next.data_ptr<acc_t>(),
-                                                 attn_needs_grad ? dA[l].data_ptr<scalar_t>() : nullptr,
-                                                 grad_needs_grad ? dG[l].data_ptr<scalar_t>() : nullptr, d);
+        K::backward_block(A[l].data_ptr<scalar_t>(), G[l].data_ptr<scalar_t>(), levels[l + 1].data_ptr<acc_t>(),
+                          g.data_ptr<acc_t>(), g_next.data_ptr<acc_t>(),
+                          attn_needs_grad ? dA[l].data_ptr<scalar_t>() : nullptr,
+                          grad_needs_grad ? dG[l].data_ptr<scalar_t>() : nullptr, d);
         std::swap(g, g_next);
       }
       return g;

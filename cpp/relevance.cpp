@@ -46,7 +46,8 @@ class StreamedSlice {
       : out_(out),
         stage_(stage),
         // out[0, head_), before the first line boundary, gets ordinary stores (out is float-aligned).
-        head_(std::min<int64_t>(size, static_cast<int64_t>((64 - (reinterpret_cast<uintptr_t>(out) & 63)) & 63) / 4)) {}
+        head_(std::min<int64_t>(size, static_cast<int64_t>((64 - (reinterpret_cast<uintptr_t>(out) & 63)) & 63) /
+                                          4)) {}
 
   // Where the next row of `n` floats goes; commit(n) once it is written.
   float* row() { return stage_ + pending_; }
