@@ -100,11 +100,17 @@ def test_gae_relevance_non_contiguous_inputs():
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-2), (torch.bfloat16, 5e-2)])
 def test_gae_relevance_low_precision(dtype, tol):
-    attn, grad = gae_inputs(2, 3, 2, 9, dtype=torch.float64)
-    expected = ref_gae(attn, grad).detach()
-    actual = ops.gae_relevance([a.detach().to(dtype) for a in attn], [g.detach().to(dtype) for g in grad])
+    """Forward and, with G constant (the kept blocks' path), the gradient to A, against float64."""
+    attn, grad = gae_inputs(2, 3, 2, 9, dtype=torch.float64, grad_requires=False)
+    expected = ref_gae(attn, grad)
+    low = [a.detach().to(dtype).requires_grad_() for a in attn]
+    actual = ops.gae_relevance(low, [g.to(dtype) for g in grad])
     assert actual.dtype == dtype
-    torch.testing.assert_close(actual.double(), expected, rtol=tol, atol=tol)
+    torch.testing.assert_close(actual.double(), expected.detach(), rtol=tol, atol=tol)
+    upstream = torch.randn(expected.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    for a, e in zip(torch.autograd.grad(actual, low, upstream.to(dtype)), torch.autograd.grad(expected, attn, upstream)):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.double(), e, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("device", ["cpu", "meta"])
