@@ -217,8 +217,8 @@ struct CpuKernels {
         const int64_t b = task / runs, i0 = (task % runs) * run_rows, rows = std::min(run_rows, d.T - i0);
         if (rows <= 0) continue;
         for (int64_t h = 0; h < d.H; ++h) {
-          const int64_t first = ((b * d.H + h) * d.T + i0);
-          keep_task(A + first * d.T, G + first * d.T, sum.data(), signs + first * W, rows, d.T, W, h == 0);
+          const int64_t row0 = (b * d.H + h) * d.T + i0;  // the run's first row in [B,H,T]
+          keep_task(A + row0 * d.T, G + row0 * d.T, sum.data(), signs + row0 * W, rows, d.T, W, h == 0);
         }
         apply_task(sum.data(), abar + (b * d.T + i0) * d.T, v_in + b * d.T + i0, partial.data() + task * d.T, rows,
                    d.T, acc_t(1) / acc_t(d.H));
