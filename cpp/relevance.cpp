@@ -179,11 +179,16 @@ struct CpuKernels {
     });
     for (int64_t b = 0; b < d.B; ++b) {
       for (int64_t j = 0; j < d.T; ++j) {
-        acc_t sum = 0;
-        for (int64_t h = 0; h < d.H; ++h) sum += partial[(b * d.H + h) * d.T + j];
-        v_out[b * d.T + j] = v_in[b * d.T + j] + sum / acc_t(d.H);
+        v_out[b * d.T + j] = v_in[b * d.T + j] + sum_parts(partial, d.H, b, j, d.T) / acc_t(d.H);
       }
     }
+  }
+
+  // sum_p parts[b,p,j] for parts laid out [B,n,T]: the tasks' partial rows of sample b added in task order.
+  static acc_t sum_parts(const std::vector<acc_t>& parts, int64_t n, int64_t b, int64_t j, int64_t T) {
+    acc_t sum = 0;
+    for (int64_t p = 0; p < n; ++p) sum += parts[(b * n + p) * T + j];
+    return sum;
   }
 
   // p[j] += sum_{i < rows} v[i] * max(G*A, 0)[i,j] over one (b,h)'s [T,T] slices.
@@ -225,11 +230,7 @@ struct CpuKernels {
       }
     });
     for (int64_t b = 0; b < d.B; ++b) {
-      for (int64_t j = 0; j < d.T; ++j) {
-        acc_t add = 0;
-        for (int64_t r = 0; r < runs; ++r) add += partial[(b * runs + r) * d.T + j];
-        v_out[b * d.T + j] = v_in[b * d.T + j] + add;
-      }
+      for (int64_t j = 0; j < d.T; ++j) v_out[b * d.T + j] = v_in[b * d.T + j] + sum_parts(partial, runs, b, j, d.T);
     }
   }
 
@@ -380,11 +381,7 @@ struct CpuKernels {
       }
     });
     for (int64_t b = 0; b < d.B; ++b) {
-      for (int64_t i = 0; i < d.T; ++i) {
-        acc_t sum = 0;
-        for (int64_t h = 0; h < d.H; ++h) sum += dots[(b * d.H + h) * d.T + i];
-        g_next[b * d.T + i] = g[b * d.T + i] + sum * inv_h;
-      }
+      for (int64_t i = 0; i < d.T; ++i) g_next[b * d.T + i] = g[b * d.T + i] + sum_parts(dots, d.H, b, i, d.T) * inv_h;
     }
   }
 
