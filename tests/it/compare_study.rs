@@ -1,6 +1,6 @@
 //! `harness compare --data STUDY.toml` end to end on tiny real-layout data: an ImageNet-S fixture for
 //! finetuning (its images double as an `imagenet-val` folder), the gtsegs fixture for the segmentation
-//! test, the timm-made vit_tiny as the original. Every table is written with one row per method, the
+//! test, a timm-made vit_tiny at 64 px as the original. Every table is written with one row per method, the
 //! original's segmentation row equals the reference computation of python/fixtures/segtest.py, every
 //! finetuned model differs from the original; a run killed mid-way and rerun gives the same bytes as three
 //! shards, each straight through, merged by `harness report`; a study that cannot run stops before any
@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::imagenet_s::write_imagenet_s;
-use crate::support::{hub, max_weight_change, scratch, segtest, HARNESS};
+use crate::support::{max_weight_change, scratch, segtest, study_hub, HARNESS};
 
 fn csv(path: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -30,7 +30,7 @@ fn succeeded(output: Output) -> Output {
     output
 }
 
-/// The study of these tests: vit_tiny (the paper's ViT-B settings and twice them), imagenet-val and the
+/// The study of these tests: vit_tiny at 64 px (the paper's ViT-B settings and twice them), imagenet-val and the
 /// segmentation test, 2 epochs on 2 classes; the gtsegs fixture's one broken entry is allowed.
 fn write_study(root: &Path) -> PathBuf {
     write_imagenet_s(&root.join("imagenet-s"), 3, 3);
@@ -44,7 +44,7 @@ fn write_study(root: &Path) -> PathBuf {
          [finetune]\nepochs = 2\ntrain_classes = 2\nper_class = 3\nval_per_class = 1\ngrid = [1.0, 2.0]\n",
         images = root.join("imagenet-s/images"),
         masks = root.join("imagenet-s/masks"),
-        hub = hub("vit_tiny_patch16_224"),
+        hub = study_hub(),
         mat = segtest::segtest_fixture().join("gtsegs.mat"),
     );
     std::fs::write(&study, text).unwrap();
@@ -79,7 +79,7 @@ fn study_finetunes_evaluates_and_writes_every_table_sharded_and_resumed_alike() 
     let root = scratch("compare-study");
     let study = write_study(&root);
     let seg = segtest::segtest_fixture();
-    let expected = segtest::expected(&seg);
+    let expected = segtest::expected_of_study_model(&seg);
 
     let plan = succeeded(compare(&study, &root.join("plan"), &["--plan"]).output().unwrap());
     let plan = String::from_utf8_lossy(&plan.stdout);
@@ -142,10 +142,7 @@ fn study_finetunes_evaluates_and_writes_every_table_sharded_and_resumed_alike() 
             serde_json::from_str(&std::fs::read_to_string(job.join("selected.json")).unwrap()).unwrap();
         let run = out.join(selected["run"].as_str().unwrap());
         assert!(run.starts_with(&job) && run.ends_with(format!("setting{}", selected["setting"])), "{selected}");
-        let moved = max_weight_change(
-            &hub("vit_tiny_patch16_224").join("model.safetensors"),
-            &run.join("best/model.safetensors"),
-        );
+        let moved = max_weight_change(&study_hub().join("model.safetensors"), &run.join("best/model.safetensors"));
         assert!(moved > 0.0, "{method}: the finetuned weights equal the original's");
         let manifest = robustvit::train::RunManifest::read(&run.join("manifest.json")).unwrap();
         assert_eq!(manifest.data.unwrap().train_classes.len(), 2);
@@ -197,14 +194,14 @@ fn a_study_that_cannot_run_stops_before_training_naming_every_problem() {
     let no_baseline = text.replace("preset = \"vit-b\"", "preset = \"vit-l\"");
     let unknown = root.join("unknown-arg");
     std::fs::create_dir_all(&unknown).unwrap();
-    let config = std::fs::read_to_string(hub("vit_tiny_patch16_224").join("config.json")).unwrap();
+    let config = std::fs::read_to_string(study_hub().join("config.json")).unwrap();
     std::fs::write(unknown.join("config.json"), config.replace("\"in_chans\": 3,", "\"in_chans\": 3, \"foo\": 1,"))
         .unwrap();
-    std::fs::copy(hub("vit_tiny_patch16_224").join("model.safetensors"), unknown.join("model.safetensors")).unwrap();
+    std::fs::copy(study_hub().join("model.safetensors"), unknown.join("model.safetensors")).unwrap();
     let second = format!(
         "[[models]]\nname = \"second\"\narchitecture = \"vit_tiny_patch16_224\"\ncheckpoint = {unknown:?}\npreset = \"vit-b\"\n\n\
          [[models]]\nname = \"third\"\narchitecture = \"vit_tiny_patch16_224\"\ncheckpoint = {:?}\npreset = \"vit-b\"\n\n[[datasets]]",
-        hub("vit_tiny_patch16_224")
+        study_hub()
     );
     std::fs::write(&study, no_baseline.replacen("[[datasets]]", &second, 1)).unwrap();
     let out = root.join("out");

@@ -101,6 +101,12 @@ pub fn hub(name: &str) -> PathBuf {
     timm().join(name).join("hub")
 }
 
+/// The timm hub folder of the study tests' model: vit_tiny at 64 px (17 tokens), 1000 classes. A study's
+/// orchestration (plans, resumes, shards, tables) is what those tests check, and it runs the same at any size.
+pub fn study_hub() -> PathBuf {
+    hub("vit_tiny_64px")
+}
+
 /// The largest change of any weight between two checkpoints (`.safetensors`) with the same keys and shapes.
 pub fn max_weight_change(a: &Path, b: &Path) -> f64 {
     let read = |p: &Path| {
